@@ -1,0 +1,154 @@
+"""Contestant configuration: the YAML file that lists base models, contestants and limits.
+
+A *contestant* is a name + base model + optional LoRA adapter + chat template + generation
+preset (DESIGN.md §3). `load_config(path)` parses and validates the YAML and raises
+`ConfigError` with one line per problem, each saying where it is and what to fix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from esllm import EsllmError
+from esllm.presets import PRESETS
+from esllm.templates import TEMPLATES
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\- ]{0,63}$")
+
+
+class ConfigError(EsllmError):
+    """The configuration file is invalid; the message lists every problem."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    """One base model, loaded once per process and shared by its contestants."""
+
+    source: str = Field(description="bundled:gemma-3-270m, a hub id (org/name) or a local folder")
+    quantization: Literal["nf4", "int8", "none"] = "nf4"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    template: str = "alpaca-es"
+    # Other names an adapter's adapter_config.json may use for this base (base_model_name_or_path).
+    aliases: list[str] = []
+
+    @field_validator("template")
+    @classmethod
+    def _known_template(cls, v: str) -> str:
+        if v not in TEMPLATES:
+            raise ValueError(f"unknown template {v!r}; choose one of {sorted(TEMPLATES)}")
+        return v
+
+
+class ContestantSpec(_Strict):
+    name: str
+    model: str = Field(description="key of an entry under `models:`")
+    adapter: Optional[str] = Field(None, description="folder name under adapters_dir, or a path")
+    template: Optional[str] = Field(None, description="default: the adapter's own, else the model's")
+    preset: str = "greedy"
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError("name must be 1-64 letters, digits, spaces or . _ + - and start with a letter or digit")
+        return v
+
+    @field_validator("template")
+    @classmethod
+    def _known_template(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and v not in TEMPLATES:
+            raise ValueError(f"unknown template {v!r}; choose one of {sorted(TEMPLATES)}")
+        return v
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v: str) -> str:
+        if v not in PRESETS:
+            raise ValueError(f"unknown preset {v!r}; choose one of {sorted(PRESETS)}")
+        return v
+
+
+class Limits(_Strict):
+    """Server-side caps, applied whatever a client sends."""
+
+    max_prompt_chars: int = Field(4000, ge=1)
+    max_prompt_tokens: int = Field(2048, ge=8)
+    max_new_tokens: int = Field(512, ge=1)
+    # A whole conversation (history + system prompt) is capped too, so a client cannot send a novel.
+    max_conversation_chars: int = Field(32000, ge=1)
+
+
+class AppConfig(_Strict):
+    models: dict[str, ModelSpec]
+    contestants: list[ContestantSpec]
+    limits: Limits = Limits()
+    adapters_dir: str = "adapters"
+    # Show every adapter folder found under adapters_dir as a contestant of its base, not only those listed.
+    auto_contestants: bool = True
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "AppConfig":
+        if not self.models:
+            raise ValueError("models: list at least one base model")
+        if not self.contestants:
+            raise ValueError("contestants: list at least one contestant")
+        seen: set[str] = set()
+        for i, c in enumerate(self.contestants):
+            if c.model not in self.models:
+                raise ValueError(
+                    f"contestants[{i}] ({c.name}): model {c.model!r} is not defined under models: "
+                    f"(defined: {sorted(self.models)})"
+                )
+            if c.name in seen:
+                raise ValueError(f"contestants[{i}]: the name {c.name!r} is used twice; names must be unique")
+            seen.add(c.name)
+        return self
+
+    def resolve_adapters_dir(self, base: Path) -> Path:
+        p = Path(os.environ.get("ESLLM_ADAPTERS_DIR", self.adapters_dir))
+        return p if p.is_absolute() else (base / p)
+
+
+def _format_errors(path: Path, err: ValidationError) -> str:
+    lines = [f"Configuración inválida en {path}:"]
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "(raíz)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key; remove it or check its spelling"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        lines.append(f"  - {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: object, path: Path = Path("<config>")) -> AppConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"Configuración inválida en {path}: the file must be a YAML mapping with models: and contestants:")
+    try:
+        return AppConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(path, e)) from None
+
+
+def load_config(path: str | Path | None = None) -> AppConfig:
+    """Read and validate a contestants YAML file (default: configs/default.yaml)."""
+    path = Path(path or os.environ.get("ESLLM_CONFIG") or DEFAULT_CONFIG)
+    if not path.is_file():
+        raise ConfigError(f"No existe el archivo de configuración {path}. Use --config con una ruta válida.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"Configuración inválida en {path}: YAML syntax error: {e}") from None
+    return parse_config(data, path)

@@ -1,0 +1,8 @@
+"""Model engine: base models loaded once, LoRA adapters hot-swapped, streaming generation.
+
+Imports torch lazily: importing this package loads no model and no heavy library.
+"""
+
+from esllm.engine.core import Contestant, Engine, GenerationResult, RefreshReport, StreamEvent
+
+__all__ = ["Contestant", "Engine", "GenerationResult", "RefreshReport", "StreamEvent"]

@@ -1,0 +1,409 @@
+"""The engine: base models loaded once, LoRA adapters hot-swapped on them, contestants, streaming chat.
+
+    engine = Engine(load_config("configs/default.yaml"), root=Path("."))
+    engine.start()                      # load bases, discover adapters
+    for ev in engine.stream("gemma-base", [{"role": "user", "content": "Hola"}]):
+        print(ev.text)                  # the answer so far; the last event has ev.result
+
+Switching contestants never reloads a base: every adapter is loaded once with `load_adapter` and
+selected with `set_adapter`; the base alone runs under `disable_adapter()`. `set_adapter` is
+global state of the model, so each generation holds its base's lock from activation to the last
+token: two users on two adapters of one base take turns and each always gets their own adapter.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+
+from esllm import EsllmError
+from esllm.config import AppConfig, ContestantSpec
+from esllm.engine.adapters import AdapterInfo, check_compatible, inspect_adapter, peft_name, scan_dir
+from esllm.engine.loader import BaseModel, load_base
+from esllm.presets import GenParams
+from esllm.templates import ChatTemplate, get_template
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Contestant:
+    name: str
+    model_key: str
+    adapter: Optional[str]
+    template: Optional[ChatTemplate]
+    preset: str
+    available: bool = False
+    reason: str = ""
+    auto: bool = False  # found in adapters/ rather than listed in the config
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    contestant: str
+    base: str
+    adapter: Optional[str]
+    template: str
+    params: dict[str, Any]
+    prompt_tokens: int
+    new_tokens: int
+    latency_s: float
+    first_token_s: Optional[float]
+    finish_reason: str  # eos | stop_string | length | stopped
+    dropped_turns: int = 0
+
+    @property
+    def ended_on_eos(self) -> bool:
+        return self.finish_reason == "eos"
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["ended_on_eos"] = self.ended_on_eos
+        return d
+
+
+@dataclass
+class StreamEvent:
+    text: str
+    result: Optional[GenerationResult] = None
+
+
+@dataclass
+class RefreshReport:
+    added: list[str] = field(default_factory=list)
+    reloaded: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+class Engine:
+    def __init__(self, config: AppConfig, root: Path, *, loader: Callable[..., BaseModel] = load_base,
+                 progress: Optional[Callable[[str], None]] = None):
+        self.config, self.root, self._loader = config, Path(root), loader
+        self.progress = progress or log.info
+        self.adapters_dir = config.resolve_adapters_dir(self.root)
+        self.bases: dict[str, BaseModel] = {}
+        self.base_errors: dict[str, str] = {}
+        self.adapters: dict[str, AdapterInfo] = {}
+        self.adapter_errors: dict[str, str] = {}  # adapter name -> why it is not usable
+        self.contestants: dict[str, Contestant] = {}
+        self._registry = threading.RLock()
+
+    # ---------------------------------------------------------------- loading
+    def start(self) -> None:
+        """Load every base a contestant uses (once), then discover and load adapters."""
+        for key in dict.fromkeys(c.model for c in self.config.contestants):
+            self.ensure_base(key)
+        self.refresh()
+
+    def ensure_base(self, key: str) -> Optional[BaseModel]:
+        with self._registry:
+            if key in self.bases:
+                return self.bases[key]
+            try:
+                self.bases[key] = self._loader(key, self.config.models[key], self.progress)
+                self.base_errors.pop(key, None)
+            except EsllmError as e:
+                self.base_errors[key] = str(e)
+                self.progress(f"ERROR al cargar {key}: {e}")
+            except Exception as e:  # torch/transformers errors: keep the app up, say what happened
+                log.exception("loading %s", key)
+                self.base_errors[key] = f"No se pudo cargar {key}: {type(e).__name__}: {e}"
+            return self.bases.get(key)
+
+    def _adapter_path(self, ref: str) -> Path:
+        p = Path(ref)
+        if "/" in ref or p.is_absolute():
+            return p if p.is_absolute() else self.root / p
+        return self.adapters_dir / ref
+
+    def _base_for(self, info: AdapterInfo) -> Optional[str]:
+        hint = info.base_hint.rstrip("/")
+        for key, spec in self.config.models.items():
+            names = {key, spec.source, spec.source.removeprefix("bundled:"), *spec.aliases}
+            if hint and any(hint == n or hint.endswith("/" + n.split("/")[-1]) for n in names if n):
+                return key
+        return next(iter(self.config.models)) if len(self.config.models) == 1 else None
+
+    def refresh(self) -> RefreshReport:
+        """Rescan the adapter folders: load new or changed ones, drop removed ones, rebuild contestants."""
+        report = RefreshReport()
+        with self._registry:
+            found = {i.name: i for i in scan_dir(self.adapters_dir)}
+            for c in self.config.contestants:  # adapters named by path, outside adapters_dir
+                if c.adapter and ("/" in c.adapter):
+                    info = inspect_adapter(self._adapter_path(c.adapter))
+                    found[info.name] = info
+            wanted: dict[str, str] = {}  # adapter -> base key
+            for c in self.config.contestants:
+                if c.adapter:
+                    wanted[Path(c.adapter).name] = c.model
+            if self.config.auto_contestants:
+                for name, info in found.items():
+                    if name not in wanted and info.ok and (key := self._base_for(info)):
+                        wanted[name] = key
+            for name in list(self.adapters):
+                info = found.get(name)
+                if info is None or not info.ok or info.sha256 != self.adapters[name].sha256:
+                    self._unload(name)
+                    if info is None:
+                        report.removed.append(name)
+            self.adapter_errors = {}
+            for name, info in found.items():
+                if not info.ok:
+                    self.adapter_errors[name] = info.reason
+                    report.errors[name] = info.reason
+                    continue
+                key = wanted.get(name)
+                if key is None:
+                    self.adapter_errors[name] = "no se sabe a qué modelo base pertenece; nómbrelo en la configuración"
+                    report.errors[name] = self.adapter_errors[name]
+                    continue
+                base = self.bases.get(key) or self.ensure_base(key)
+                if base is None or name in self.adapters:
+                    continue
+                try:
+                    self._load_adapter(base, info)
+                    (report.reloaded if name in report.removed else report.added).append(name)
+                except EsllmError as e:
+                    self.adapter_errors[name] = str(e)
+                    report.errors[name] = str(e)
+            self._build_contestants(found, wanted)
+        return report
+
+    def _load_adapter(self, base: BaseModel, info: AdapterInfo) -> None:
+        from peft import PeftModel
+
+        with base.lock:
+            raw = base.model.get_base_model() if isinstance(base.model, PeftModel) else base.model
+            check_compatible(info, raw)
+            pname = peft_name(info.name)
+            t0 = time.perf_counter()
+            try:
+                if isinstance(base.model, PeftModel):
+                    base.model.load_adapter(str(info.path), adapter_name=pname, is_trainable=False)
+                else:
+                    base.model = PeftModel.from_pretrained(base.model, str(info.path), adapter_name=pname, is_trainable=False)
+                base.model.eval()
+            except Exception as e:
+                if isinstance(base.model, PeftModel) and pname in base.model.peft_config:
+                    base.model.delete_adapter(pname)
+                raise EsllmError(f"no se pudo cargar el adaptador {info.name}: {type(e).__name__}: {e}") from None
+            base.adapters[info.name] = info
+            self.adapters[info.name] = info
+            self.progress(f"Adaptador {info.name} cargado en {base.key} ({time.perf_counter() - t0:.2f} s).")
+
+    def _unload(self, name: str) -> None:
+        from peft import PeftModel
+
+        info = self.adapters.pop(name, None)
+        for base in self.bases.values():
+            if name in base.adapters:
+                with base.lock:
+                    base.adapters.pop(name)
+                    if isinstance(base.model, PeftModel) and peft_name(name) in base.model.peft_config:
+                        base.model.delete_adapter(peft_name(name))
+        if info:
+            self.progress(f"Adaptador {name} descargado.")
+
+    def _build_contestants(self, found: dict[str, AdapterInfo], wanted: dict[str, str]) -> None:
+        specs: list[tuple[ContestantSpec, bool]] = [(c, False) for c in self.config.contestants]
+        named = {Path(c.adapter).name for c in self.config.contestants if c.adapter}
+        for name, key in wanted.items():
+            if name not in named:
+                default_preset = next((c.preset for c in self.config.contestants if c.model == key), "greedy")
+                specs.append((ContestantSpec(name=f"{key} + {name}"[:64], model=key, adapter=name, preset=default_preset), True))
+        out: dict[str, Contestant] = {}
+        for spec, auto in specs:
+            adapter = Path(spec.adapter).name if spec.adapter else None
+            info = self.adapters.get(adapter) if adapter else None
+            model_spec = self.config.models[spec.model]
+            template = get_template(spec.template) if spec.template else (
+                info.template if info and info.template else get_template(model_spec.template))
+            c = Contestant(spec.name, spec.model, adapter, template, spec.preset, auto=auto)
+            if spec.model in self.base_errors or spec.model not in self.bases:
+                c.reason = f"modelo base no disponible: {self.base_errors.get(spec.model, 'no cargado')}"
+            elif adapter and info is None:
+                why = self.adapter_errors.get(adapter) or (
+                    f"no existe la carpeta {self._adapter_path(spec.adapter)} (se crea al entrenar el adaptador: "
+                    "python -m esllm train)")
+                c.reason = f"adaptador {adapter}: {why}"
+            else:
+                c.available = True
+            out[c.name] = c
+        self.contestants = out
+
+    # ---------------------------------------------------------------- queries
+    def contestant(self, name: str) -> Contestant:
+        c = self.contestants.get(name)
+        if c is None:
+            raise EsllmError(f"No existe el concursante {name!r}.")
+        if not c.available:
+            raise EsllmError(f"El concursante {name} no está disponible: {c.reason}")
+        return c
+
+    def describe(self, name: str) -> dict[str, Any]:
+        c = self.contestants.get(name)
+        if c is None:
+            raise EsllmError(f"No existe el concursante {name!r}.")
+        d: dict[str, Any] = {"concursante": c.name, "disponible": c.available}
+        if not c.available:
+            d["motivo"] = c.reason
+        base = self.bases.get(c.model_key)
+        if base:
+            d.update(base.describe())
+        d["adaptador"] = c.adapter or "ninguno (modelo base)"
+        if c.adapter and c.adapter in self.adapters:
+            info = self.adapters[c.adapter]
+            d["adaptador_r"], d["adaptador_sha256"] = info.r, info.sha256[:16]
+            d["adaptador_MiB"] = round(info.path.joinpath("adapter_model.safetensors").stat().st_size / 2**20, 2)
+        d["plantilla"] = c.template.name if c.template else None
+        d["preset"] = c.preset
+        return d
+
+    # ---------------------------------------------------------------- generation
+    def _check_messages(self, messages: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+        lim = self.config.limits
+        if not isinstance(messages, (list, tuple)) or not messages:
+            raise EsllmError("No hay mensaje que responder.")
+        clean = []
+        for m in messages:
+            if not isinstance(m, Mapping) or m.get("role") not in ("system", "user", "assistant") \
+                    or not isinstance(m.get("content"), str):
+                raise EsllmError("Formato de mensaje inválido: cada mensaje necesita role (system/user/assistant) y content (texto).")
+            clean.append({"role": m["role"], "content": m["content"]})
+        last = clean[-1]
+        if last["role"] != "user" or not last["content"].strip():
+            raise EsllmError("Escriba un mensaje antes de enviar: el mensaje está vacío.")
+        if len(last["content"]) > lim.max_prompt_chars:
+            raise EsllmError(f"El mensaje es demasiado largo: {len(last['content'])} caracteres (máximo {lim.max_prompt_chars}). Acórtelo.")
+        total = sum(len(m["content"]) for m in clean)
+        if total > lim.max_conversation_chars:
+            raise EsllmError(f"La conversación es demasiado larga ({total} caracteres, máximo {lim.max_conversation_chars}). Bórrela y empiece otra.")
+        return clean
+
+    def _prompt_ids(self, base: BaseModel, template: ChatTemplate, messages: list[dict[str, str]]):
+        """Render and tokenize; drop the oldest turns while over the token cap. Returns (ids, dropped)."""
+        tok, cap = base.tokenizer, self.config.limits.max_prompt_tokens
+        system = [m for m in messages if m["role"] == "system"]
+        turns = [m for m in messages if m["role"] != "system"]
+        dropped = 0
+        while True:
+            text = template.render(system + turns, bos_token=tok.bos_token or "", eos_token=tok.eos_token or "")
+            ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+            if ids.shape[1] <= cap:
+                return ids, dropped
+            if len(turns) <= 1:
+                raise EsllmError(f"El mensaje es demasiado largo: {ids.shape[1]} tokens (máximo {cap}). Acórtelo.")
+            turns = turns[2:] if len(turns) > 2 else turns[-1:]
+            dropped += 1
+
+    def stream(
+        self,
+        contestant: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        preset: Optional[str] = None,
+        overrides: Optional[Mapping[str, Any]] = None,
+        stop_event: Optional[threading.Event] = None,
+    ) -> Iterator[StreamEvent]:
+        """Yield the answer as it grows; the last event carries the GenerationResult.
+
+        Closing the iterator (a browser that went away) or setting `stop_event` stops decoding.
+        """
+        c = self.contestant(contestant)
+        msgs = self._check_messages(messages)
+        params = GenParams.build(preset or c.preset, overrides, max_new_tokens_cap=self.config.limits.max_new_tokens)
+        base = self.bases[c.model_key]
+        template = c.template or get_template(base.spec.template)
+        input_ids, dropped = self._prompt_ids(base, template, msgs)
+        tok = base.tokenizer
+        eos_ids = [tok.eos_token_id] if tok.eos_token_id is not None else []
+        for t in template.end_tokens:
+            tid = tok.convert_tokens_to_ids(t)
+            if isinstance(tid, int) and tid != tok.unk_token_id and tid not in eos_ids:
+                eos_ids.append(tid)
+        stop = stop_event or threading.Event()
+        q: "queue.Queue[tuple[str, Any]]" = queue.Queue()
+        t_start = time.perf_counter()
+
+        def work() -> None:
+            from peft import PeftModel
+
+            from esllm.engine.decoding import decode
+
+            try:
+                with base.lock:
+                    model = base.model
+                    if c.adapter is None:
+                        ctx = model.disable_adapter() if isinstance(model, PeftModel) else nullcontext()
+                    else:
+                        if c.adapter not in base.adapters:
+                            raise EsllmError(f"El adaptador {c.adapter} ya no está cargado; pulse «Actualizar».")
+                        model.set_adapter(peft_name(c.adapter))
+                        ctx = nullcontext()
+                    with ctx:
+                        ids, reason = decode(
+                            model, tok, input_ids.to(model.device), params, eos_ids=eos_ids,
+                            stop_strings=template.stop_strings, should_stop=stop.is_set,
+                            on_token=lambda t: q.put(("tok", t)),
+                        )
+                q.put(("done", (ids, reason)))
+            except BaseException as e:  # reported to the consumer, never lost in a thread
+                q.put(("error", e))
+
+        threading.Thread(target=work, name=f"gen-{contestant}", daemon=True).start()
+        generated: list[int] = []
+        shown, first_token_s = "", None
+        try:
+            while True:
+                kind, val = q.get()
+                if kind == "tok":
+                    if first_token_s is None:
+                        first_token_s = time.perf_counter() - t_start
+                    generated.append(val)
+                    text, _ = visible(tok, generated, eos_ids, template, final=False)
+                    if text != shown:
+                        shown = text
+                        yield StreamEvent(text)
+                elif kind == "error":
+                    if isinstance(val, EsllmError):
+                        raise val
+                    log.error("generation failed", exc_info=val)
+                    raise EsllmError(f"La generación falló: {type(val).__name__}: {val}")
+                else:
+                    ids, reason = val
+                    text, _ = visible(tok, ids, eos_ids, template, final=True)
+                    result = GenerationResult(
+                        text=text, contestant=c.name, base=c.model_key, adapter=c.adapter, template=template.name,
+                        params=params.as_dict(), prompt_tokens=int(input_ids.shape[1]), new_tokens=len(ids) + (reason == "eos"),
+                        latency_s=round(time.perf_counter() - t_start, 3),
+                        first_token_s=None if first_token_s is None else round(first_token_s, 3),
+                        finish_reason=reason, dropped_turns=dropped,
+                    )
+                    yield StreamEvent(text, result)
+                    return
+        finally:
+            stop.set()  # consumer gone or done: the worker stops at its next token
+
+    def generate(self, contestant: str, messages: Sequence[Mapping[str, Any]], **kw) -> GenerationResult:
+        """Non-streaming convenience: the final result."""
+        result = None
+        for ev in self.stream(contestant, messages, **kw):
+            result = ev.result
+        assert result is not None
+        return result
+
+
+def visible(tok, ids: list[int], eos_ids: Sequence[int], template: ChatTemplate, final: bool) -> tuple[str, bool]:
+    from esllm.engine.decoding import visible_text
+
+    ids = [t for t in ids if t not in eos_ids]
+    return visible_text(tok.decode(ids, skip_special_tokens=True), template.stop_strings, final)
