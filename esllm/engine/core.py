@@ -149,12 +149,15 @@ class Engine:
                 for name, info in found.items():
                     if name not in wanted and info.ok and (key := self._base_for(info)):
                         wanted[name] = key
+            changed: set[str] = set()  # unloaded because the folder changed: loading it again is a reload
             for name in list(self.adapters):
                 info = found.get(name)
                 if info is None or not info.ok or info.sha256 != self.adapters[name].sha256:
                     self._unload(name)
                     if info is None:
                         report.removed.append(name)
+                    else:
+                        changed.add(name)
             self.adapter_errors = {}
             for name, info in found.items():
                 if not info.ok:
@@ -171,7 +174,7 @@ class Engine:
                     continue
                 try:
                     self._load_adapter(base, info)
-                    (report.reloaded if name in report.removed else report.added).append(name)
+                    (report.reloaded if name in changed else report.added).append(name)
                 except EsllmError as e:
                     self.adapter_errors[name] = str(e)
                     report.errors[name] = str(e)
@@ -210,6 +213,9 @@ class Engine:
                     base.adapters.pop(name)
                     if isinstance(base.model, PeftModel) and peft_name(name) in base.model.peft_config:
                         base.model.delete_adapter(peft_name(name))
+                        if not base.model.peft_config:
+                            # A PeftModel with no adapter left fails in disable_adapter(): back to the plain model.
+                            base.model = base.model.unload()
         if info:
             self.progress(f"Adaptador {name} descargado.")
 

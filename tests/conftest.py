@@ -1,0 +1,166 @@
+"""Shared fixtures: tiny random models of every supported family, built once per test session.
+
+`tiny(family)` builds (once) a model folder and an adapters folder with two random LoRA adapters,
+`a1` and `a2`; `engine(family)` returns a started Engine over it (once per session) with three
+contestants: `<family>-base`, `<family>-a1` and `<family>-a2`. Tests that change adapter folders
+build their own engine with `make_engine`. `reference(family, adapter)` is the greedy answer
+computed with plain transformers/peft, which the engine's answers must equal.
+
+    .venv/bin/python -m pytest                  # everything (the slow tests load the real gemma-3-270m)
+    .venv/bin/python -m pytest -m "not slow"    # the quick suite
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+from tests import tiny as tm
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Small caps so the cap tests are quick; every other test stays within them.
+LIMITS = {"max_new_tokens": 16, "max_prompt_chars": 400, "max_prompt_tokens": 128, "max_conversation_chars": 4000}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked gpu are skipped, with the reason shown, on a machine without CUDA."""
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            for item in gpu:
+                item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clean_env():
+    """A developer's ESLLM_* settings must not change what the tests load."""
+    saved = {k: os.environ.pop(k) for k in ("ESLLM_ADAPTERS_DIR", "ESLLM_CONFIG") if k in os.environ}
+    yield
+    os.environ.update(saved)
+
+
+@dataclass(frozen=True)
+class Tiny:
+    family: str
+    model_dir: Path
+    adapters_dir: Path  # holds a1 and a2; never modified (copy it to change it)
+    template: str
+
+    def config(self, *, adapters_dir: Optional[Path] = None, contestants: Optional[list] = None,
+               limits: Optional[dict] = None, quantization: str = "none", **extra: Any) -> dict:
+        f = self.family
+        return {
+            "models": {f: {"source": str(self.model_dir), "quantization": quantization, "device": "cpu",
+                           "template": self.template}},
+            "contestants": contestants if contestants is not None else [
+                {"name": f"{f}-base", "model": f},
+                {"name": f"{f}-a1", "model": f, "adapter": "a1"},
+                {"name": f"{f}-a2", "model": f, "adapter": "a2"},
+            ],
+            "limits": dict(LIMITS, **(limits or {})),
+            "adapters_dir": str(adapters_dir or self.adapters_dir),
+            **extra,
+        }
+
+    def copy_adapters(self, dest: Path) -> Path:
+        shutil.copytree(self.adapters_dir, dest)
+        return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_root):
+    built: dict[str, Tiny] = {}
+
+    def get(family: str) -> Tiny:
+        if family not in built:
+            fam = tm.FAMILIES[family]
+            seed = list(tm.FAMILIES).index(family)
+            model_dir = tm.build_family(family, tiny_root / family / "model", seed=seed)
+            adapters = tiny_root / family / "adapters"
+            for i, name in enumerate(("a1", "a2")):
+                tm.build_adapter(model_dir, fam.target_modules, adapters / name, seed=100 * seed + i + 1)
+            built[family] = Tiny(family, model_dir, adapters, fam.template)
+        return built[family]
+
+    return get
+
+
+def make_engine(config: dict, root: Path, **kw):
+    from esllm.config import parse_config
+    from esllm.engine import Engine
+
+    engine = Engine(parse_config(config), root=root, progress=lambda msg: None, **kw)
+    engine.start()
+    return engine
+
+
+@pytest.fixture(scope="session")
+def engine(tiny, tiny_root):
+    """Started engines, one per family, shared by the tests that only generate."""
+    engines: dict[str, Any] = {}
+
+    def get(family: str):
+        if family not in engines:
+            engines[family] = make_engine(tiny(family).config(), tiny_root)
+        return engines[family]
+
+    return get
+
+
+PROMPT = [{"role": "user", "content": "Hola, ¿cómo estás?"}]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What a contestant must answer, computed without the engine."""
+
+    text: str
+    new_tokens: int
+    ended_on_eos: bool
+
+
+@pytest.fixture(scope="session")
+def reference(tiny):
+    """reference(family, adapter=None, messages=PROMPT) -> Reference for greedy decoding.
+
+    The model is loaded fresh (plain transformers, plus peft for an adapter), never through the engine.
+    """
+    import torch
+
+    from esllm.engine.core import visible
+    from esllm.templates import get_template
+
+    models: dict[tuple, Any] = {}
+    results: dict[tuple, Reference] = {}
+
+    def get(family: str, adapter: Optional[str] = None, messages: list = PROMPT,
+            max_new_tokens: int = LIMITS["max_new_tokens"]) -> Reference:
+        t = tiny(family)
+        key = (family, adapter, repr(messages), max_new_tokens)
+        if key not in results:
+            if (family, adapter) not in models:
+                models[family, adapter] = (tm.load_with_adapter(t.model_dir, t.adapters_dir / adapter)
+                                           if adapter else tm.load_plain(t.model_dir))
+            model, tok = models[family, adapter]
+            template = get_template(t.template)
+            prompt = template.render(messages, bos_token=tok.bos_token, eos_token=tok.eos_token)
+            eos_ids = [tok.eos_token_id] + [tok.convert_tokens_to_ids(x) for x in template.end_tokens]
+            ids = tm.greedy_ids(model, tok, prompt, max_new_tokens, eos_ids)
+            text, _ = visible(tok, ids, eos_ids, template, final=True)
+            results[key] = Reference(text, len(ids), bool(ids) and ids[-1] in eos_ids)
+        return results[key]
+
+    return get
