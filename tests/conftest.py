@@ -23,6 +23,7 @@ import pytest
 from tests import tiny as tm
 
 REPO = Path(__file__).resolve().parent.parent
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry calls from the test app
 
 # Small caps so the cap tests are quick; every other test stays within them.
 LIMITS = {"max_new_tokens": 16, "max_prompt_chars": 400, "max_prompt_tokens": 128, "max_conversation_chars": 4000}

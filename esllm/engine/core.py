@@ -95,6 +95,9 @@ class Engine:
         self.adapter_errors: dict[str, str] = {}  # adapter name -> why it is not usable
         self.contestants: dict[str, Contestant] = {}
         self._registry = threading.RLock()
+        # Decoding threads running now; a stopped or abandoned generation leaves at its next token.
+        self.active = 0
+        self._active_lock = threading.Lock()
 
     # ---------------------------------------------------------------- loading
     def start(self) -> None:
@@ -364,7 +367,12 @@ class Engine:
                 q.put(("done", (ids, reason)))
             except BaseException as e:  # reported to the consumer, never lost in a thread
                 q.put(("error", e))
+            finally:
+                with self._active_lock:
+                    self.active -= 1
 
+        with self._active_lock:
+            self.active += 1
         threading.Thread(target=work, name=f"gen-{contestant}", daemon=True).start()
         generated: list[int] = []
         shown, first_token_s = "", None

@@ -1,0 +1,200 @@
+"""Tab «Conversar»: multi-turn streaming chat with one contestant.
+
+Handlers are thin: they turn widget values into engine calls and engine errors into `gr.Error`
+(whose message the browser shows). A stop flag per browser session backs the «Detener» button;
+a generator closed by Gradio (browser gone, event cancelled) also stops the engine.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import gradio as gr
+
+from esllm import EsllmError
+from esllm.presets import PRESETS, preset_choices
+from esllm.ui.context import AppContext
+
+ADVANCED = ("max_new_tokens", "temperature", "top_k", "top_p", "num_beams", "penalty_alpha", "repetition_penalty", "seed")
+
+
+def text_of(content: Any) -> str:
+    """Gradio 6 gives message content as a list of blocks; keep the text."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return str(content.get("text") or content.get("content") or "")
+    if isinstance(content, (list, tuple)):
+        return "".join(text_of(c) for c in content)
+    return ""
+
+
+def to_engine_messages(history: list[dict], system: str) -> list[dict[str, str]]:
+    msgs = [{"role": "system", "content": system.strip()}] if system and system.strip() else []
+    for m in history or []:
+        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
+            continue
+        msgs.append({"role": m["role"], "content": text_of(m.get("content"))})
+    return msgs
+
+
+def available_contestants(ctx: AppContext) -> list[str]:
+    return [c.name for c in ctx.engine.contestants.values() if c.available]
+
+
+def status_markdown(ctx: AppContext) -> str:
+    eng = ctx.engine
+    lines = ["| concursante | modelo | adaptador | estado |", "|---|---|---|---|"]
+    for c in eng.contestants.values():
+        state = "✅ disponible" if c.available else f"⚠️ no disponible: {c.reason}"
+        lines.append(f"| {c.name} | {c.model_key} | {c.adapter or '—'} | {state} |")
+    bad = {n: r for n, r in eng.adapter_errors.items()}
+    if bad:
+        lines += ["", "**Carpetas de adaptador con problemas**", ""]
+        lines += [f"- `{n}`: {r}" for n, r in bad.items()]
+    for key, err in eng.base_errors.items():
+        lines += ["", f"**Modelo {key} no cargado:** {err}"]
+    return "\n".join(lines)
+
+
+def _overrides(values: tuple) -> dict[str, Any]:
+    out = dict(zip(ADVANCED, values))
+    if out.get("seed") in (None, "", -1):
+        out["seed"] = None
+    return out
+
+
+def build_conversar(ctx: AppContext) -> None:
+    eng = ctx.engine
+    cap = ctx.config.limits.max_new_tokens
+    names = available_contestants(ctx)
+    first = names[0] if names else None
+    first_preset = eng.contestants[first].preset if first else "greedy"
+    pv = PRESETS[first_preset][1]
+
+    with gr.Tab("Conversar", id="conversar"):
+        with gr.Row():
+            contestant = gr.Dropdown(names, value=first, label="Concursante", elem_id="concursante", scale=2)
+            preset = gr.Dropdown(preset_choices(), value=first_preset, label="Preset de generación", elem_id="preset", scale=2)
+            refresh = gr.Button("Actualizar adaptadores", elem_id="actualizar", scale=1)
+        with gr.Row():
+            with gr.Column(scale=3):
+                chatbot = gr.Chatbot(label="Conversación", height=440, elem_id="chat", placeholder="Escriba un mensaje para empezar.")
+                msg = gr.Textbox(label="Mensaje", placeholder="Escriba su mensaje en español y pulse Enter…",
+                                 lines=2, max_lines=8, elem_id="mensaje")
+                with gr.Row():
+                    send = gr.Button("Enviar", variant="primary", elem_id="enviar")
+                    stop = gr.Button("Detener", variant="stop", elem_id="detener")
+                    regen = gr.Button("Regenerar", elem_id="regenerar")
+                    clear = gr.Button("Borrar", elem_id="borrar")
+            with gr.Column(scale=2):
+                info = gr.JSON(value=eng.describe(first) if first else {}, label="Concursante elegido", elem_id="info")
+                last = gr.JSON(value={}, label="Última respuesta (parámetros, tokens, latencia, EOS)", elem_id="ultima")
+        with gr.Accordion("Parámetros avanzados", open=False):
+            system = gr.Textbox(label="Mensaje de sistema", lines=2, placeholder="Opcional: instrucciones para el modelo")
+            with gr.Row():
+                adv = [
+                    gr.Slider(1, cap, value=min(256, cap), step=1, label="max_new_tokens"),
+                    gr.Slider(0.01, 2.0, value=pv.get("temperature", 1.0), step=0.01, label="temperature"),
+                    gr.Slider(0, 200, value=pv.get("top_k", 0), step=1, label="top_k"),
+                    gr.Slider(0.01, 1.0, value=pv.get("top_p", 1.0), step=0.01, label="top_p"),
+                ]
+            with gr.Row():
+                adv += [
+                    gr.Slider(1, 8, value=pv.get("num_beams", 1), step=1, label="num_beams"),
+                    gr.Slider(0.0, 1.0, value=pv.get("penalty_alpha", 0.0), step=0.05, label="penalty_alpha"),
+                    gr.Slider(1.0, 2.0, value=1.0, step=0.05, label="repetition_penalty"),
+                    gr.Number(value=None, precision=0, label="seed (vacío = aleatoria)"),
+                ]
+        with gr.Accordion("Modelos y adaptadores", open=False):
+            status = gr.Markdown(status_markdown(ctx), elem_id="estado")
+
+        def run(messages: list[dict], shown: list[dict], name: str, preset_name: str, values: tuple,
+                request: gr.Request) -> Iterator[tuple]:
+            stop_ev = ctx.new_stop(request.session_hash or "anon")
+            try:
+                stream = eng.stream(name, messages, preset=preset_name, overrides=_overrides(values), stop_event=stop_ev)
+                first_ev = next(stream)
+            except EsllmError as e:
+                raise gr.Error(str(e), print_exception=False) from None
+            answer = {"role": "assistant", "content": first_ev.text}
+            yield shown + [answer], "", gr.skip()
+            ev = first_ev
+            try:
+                for ev in stream:
+                    answer["content"] = ev.text
+                    yield shown + [answer], gr.skip(), gr.skip()
+            except EsllmError as e:
+                raise gr.Error(str(e), print_exception=False) from None
+            finally:
+                stream.close()
+            result = ev.result
+            yield shown + [answer], gr.skip(), result.as_dict() if result else gr.skip()
+
+        def respond(message: str, history: list[dict], name: str, preset_name: str, system_prompt: str,
+                    max_new_tokens, temperature, top_k, top_p, num_beams, penalty_alpha, repetition_penalty, seed,
+                    request: gr.Request):
+            values = (max_new_tokens, temperature, top_k, top_p, num_beams, penalty_alpha, repetition_penalty, seed)
+            if not isinstance(message, str) or not message.strip():
+                raise gr.Error("Escriba un mensaje antes de enviar: el mensaje está vacío.", print_exception=False)
+            history = list(history or [])
+            user = {"role": "user", "content": message}
+            msgs = to_engine_messages(history, system_prompt) + [{"role": "user", "content": message}]
+            yield from run(msgs, history + [user], name, preset_name, tuple(values), request)
+
+        def regenerate(history: list[dict], name: str, preset_name: str, system_prompt: str,
+                       max_new_tokens, temperature, top_k, top_p, num_beams, penalty_alpha, repetition_penalty, seed,
+                       request: gr.Request):
+            values = (max_new_tokens, temperature, top_k, top_p, num_beams, penalty_alpha, repetition_penalty, seed)
+            history = list(history or [])
+            while history and history[-1].get("role") == "assistant":
+                history.pop()
+            if not history:
+                raise gr.Error("No hay ningún mensaje que regenerar.", print_exception=False)
+            msgs = to_engine_messages(history, system_prompt)
+            yield from run(msgs, history, name, preset_name, tuple(values), request)
+
+        def on_stop(request: gr.Request) -> None:
+            ctx.stop(request.session_hash or "anon")
+
+        def on_contestant(name: str):
+            try:
+                d = eng.describe(name)
+            except EsllmError as e:
+                raise gr.Error(str(e), print_exception=False) from None
+            c = eng.contestants[name]
+            return d, c.preset
+
+        def on_preset(preset_name: str):
+            if preset_name not in PRESETS:
+                raise gr.Error(f"Preset desconocido: {preset_name}", print_exception=False)
+            v = PRESETS[preset_name][1]
+            return (gr.update(value=v.get("temperature", 1.0)), gr.update(value=v.get("top_k", 0)),
+                    gr.update(value=v.get("top_p", 1.0)), gr.update(value=v.get("num_beams", 1)),
+                    gr.update(value=v.get("penalty_alpha", 0.0)))
+
+        def on_refresh(current: str):
+            rep = eng.refresh()
+            names = available_contestants(ctx)
+            value = current if current in names else (names[0] if names else None)
+            parts = []
+            if rep.added:
+                parts.append("nuevos: " + ", ".join(rep.added))
+            if rep.removed:
+                parts.append("quitados: " + ", ".join(rep.removed))
+            if rep.errors:
+                parts.append(f"{len(rep.errors)} con problemas (vea «Modelos y adaptadores»)")
+            gr.Info("Adaptadores actualizados" + (": " + "; ".join(parts) if parts else ": sin cambios"))
+            return gr.update(choices=names, value=value), status_markdown(ctx)
+
+        inputs = [msg, chatbot, contestant, preset, system, *adv]
+        outputs = [chatbot, msg, last]
+        ev_send = send.click(respond, inputs, outputs, api_name="conversar", concurrency_limit=None)
+        ev_enter = msg.submit(respond, inputs, outputs, api_name=False, concurrency_limit=None)
+        ev_regen = regen.click(regenerate, [chatbot, contestant, preset, system, *adv], outputs,
+                               api_name="regenerar", concurrency_limit=None)
+        stop.click(on_stop, None, None, cancels=[ev_send, ev_enter, ev_regen], api_name="detener", queue=False)
+        clear.click(lambda: ([], "", {}), None, [chatbot, msg, last], api_name="borrar", queue=False)
+        contestant.change(on_contestant, contestant, [info, preset], api_name="describir")
+        preset.change(on_preset, preset, adv[1:6], api_name=False)
+        refresh.click(on_refresh, contestant, [contestant, status], api_name="actualizar_adaptadores")

@@ -1,0 +1,70 @@
+"""The page in Debian's Chromium (Playwright): open, chat, switch contestant, chat again, screenshot.
+
+Runs on the tiny Llama app (three contestants: base, +a1, +a2). Needs /usr/bin/chromium
+(`scripts/test.sh` installs it); the screenshot lands in artifacts/conversar.png.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.test_app import launch
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+
+
+@pytest.fixture(scope="module")
+def page_url(tiny, tmp_path_factory):
+    t = tiny("llama")
+    tmp = tmp_path_factory.mktemp("browser")
+    ctx, demo, url = launch(t.config(adapters_dir=t.copy_adapters(tmp / "adapters")), tmp)
+    yield ctx, url
+    demo.close()
+
+
+def test_chat_switch_contestant_and_screenshot(page_url):
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is not installed: run `bash scripts/test.sh` (it installs Debian's chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    ctx, url = page_url
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(url, wait_until="load")
+        box = page.locator("#mensaje textarea")
+        box.wait_for(timeout=30_000)
+        expect(page.get_by_text("Conversar").first).to_be_visible()
+
+        def ask(text: str) -> str:
+            bots = page.locator("#chat [data-testid='bot']")
+            before = bots.count()
+            box.fill(text)
+            page.locator("#enviar").click()
+            expect(bots).to_have_count(before + 1, timeout=60_000)
+            page.wait_for_function("() => !document.querySelector('#chat .pending, #chat .generating')", timeout=60_000)
+            page.wait_for_timeout(500)
+            return bots.last.inner_text()
+
+        first = ask("Hola, ¿cómo estás?")
+        assert first.strip()
+        info = page.locator("#info")
+        expect(info).to_contain_text("llama-base")
+
+        # Switch contestant through the dropdown, as a user would.
+        page.locator("#concursante input").click()
+        page.get_by_role("option", name="llama-a1").click()
+        expect(info).to_contain_text("a1", timeout=15_000)
+        second = ask("Hola, ¿cómo estás?")
+        assert second.strip() and second != first, "the adapter should change the answer"
+        expect(page.locator("#ultima")).to_contain_text("ended_on_eos")
+        page.screenshot(path=str(ARTIFACTS / "conversar.png"), full_page=True)
+        browser.close()
+    assert (ARTIFACTS / "conversar.png").stat().st_size > 10_000
