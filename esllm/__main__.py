@@ -3,6 +3,7 @@
     python -m esllm check-config configs/default.yaml   # validate a contestants file
     python -m esllm adapters [--config C]               # list adapter folders and why any is unusable
                                                         # (static checks; shape checks need the app)
+    python -m esllm train RECIPE.yaml [key=value ...] [--resume]   # train a LoRA adapter
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("config", nargs="?", default=None)
     a = sub.add_parser("adapters", help="list adapter folders and their problems")
     a.add_argument("--config", default=None)
+    t = sub.add_parser("train", help="train a LoRA adapter from a recipe (see configs/recipes/)")
+    t.add_argument("recipe")
+    t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. training.epochs=1 lora.r=8")
+    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     args = p.parse_args(argv)
+    if args.cmd == "train":
+        return _train(args)
     from esllm.config import load_config
 
     try:
@@ -45,6 +52,23 @@ def main(argv: list[str] | None = None) -> int:
         state = "ok" if info.ok else f"ERROR: {info.reason}"
         print(f"{info.name}: {state}" + (f" (r={info.r}, base={info.base_hint})" if info.ok else ""))
     return 0 if all(i.ok for i in infos) else 1
+
+
+def _train(args) -> int:
+    import logging
+
+    from esllm.train.recipe import load_recipe
+
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        recipe = load_recipe(args.recipe, args.overrides)
+        from esllm.train.trainer import train
+
+        result = train(recipe, root=ROOT, resume=args.resume)
+    except EsllmError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 130 if result.interrupted else 0
 
 
 if __name__ == "__main__":

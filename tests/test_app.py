@@ -231,7 +231,7 @@ def test_malformed_history_is_refused_with_a_reason(client):
 
 
 def test_describe_panel_shows_base_adapter_quantisation_device_memory(client):
-    info, preset = client.predict("llama-a1", api_name="/describir")
+    info, preset, card, plot = client.predict("llama-a1", api_name="/describir")
     assert info["adaptador"] == "a1" and info["cuantización"] == "none" and info["dispositivo"] == "cpu"
     assert info["memoria_MiB"] > 0 and info["modelo"] == "llama"
 

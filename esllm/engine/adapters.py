@@ -74,6 +74,8 @@ def _inspect(folder: Path, info: AdapterInfo) -> None:
     if not folder.is_dir():
         raise EsllmError(f"no existe la carpeta {folder}")
     if not cfg_path.is_file():
+        if (folder / "checkpoints").is_dir():
+            raise EsllmError("entrenamiento en curso o interrumpido (solo hay checkpoints; continúe con --resume)")
         raise EsllmError("falta adapter_config.json: no es una carpeta de adaptador peft")
     try:
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
@@ -113,11 +115,11 @@ def _inspect(folder: Path, info: AdapterInfo) -> None:
             raise EsllmError(f"{META} no es JSON válido: {e}") from None
     jinja = folder / "chat_template.jinja"
     stops = tuple(info.meta.get("stop_strings", ()))
-    if jinja.is_file():
+    if info.meta.get("template"):  # a built-in template named by the trainer (carries its stops)
+        info.template = get_template(str(info.meta["template"]))
+    elif jinja.is_file():
         info.template = template_from_jinja(f"{folder.name} (propia)", jinja.read_text(encoding="utf-8"), stops,
                                             tuple(info.meta.get("end_tokens", ())))
-    elif info.meta.get("template"):
-        info.template = get_template(str(info.meta["template"]))
 
 
 def _read_shapes(weights: Path) -> dict[str, tuple[int, ...]]:

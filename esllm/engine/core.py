@@ -277,6 +277,21 @@ class Engine:
         d["preset"] = c.preset
         return d
 
+    def adapter_card(self, name: str) -> tuple[dict[str, Any], Optional[Path]]:
+        """(training metadata worth showing, loss plot path or None) of a contestant's adapter."""
+        c = self.contestants.get(name)
+        info = self.adapters.get(c.adapter) if c and c.adapter else None
+        if info is None:
+            return {}, None
+        keys = ("description", "base_source", "examples_used", "examples_dropped", "eval_examples", "steps",
+                "epochs_done", "final_train_loss", "final_eval_loss", "base_eval_loss", "wall_seconds", "device",
+                "optimizer", "dataset_sha256", "finished_at", "limits")
+        meta = {k: info.meta[k] for k in keys if k in info.meta}
+        if "recipe" in info.meta:
+            meta["lora"] = info.meta["recipe"].get("lora")
+        plot = info.path / "loss.png"
+        return meta, plot if plot.is_file() else None
+
     # ---------------------------------------------------------------- generation
     def _check_messages(self, messages: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
         lim = self.config.limits

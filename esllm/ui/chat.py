@@ -57,6 +57,21 @@ def status_markdown(ctx: AppContext) -> str:
     return "\n".join(lines)
 
 
+def _card(ctx: AppContext, name) -> tuple[dict, Any]:
+    """An adapter's training metadata and its loss plot (as an image, so no file path is served)."""
+    if not name:
+        return {}, None
+    meta, plot = ctx.engine.adapter_card(name)
+    if not meta:
+        return {"adaptador": "ninguno (modelo base)" if name in ctx.engine.contestants else "—"}, None
+    if plot is None:
+        return meta, None
+    from PIL import Image
+
+    with Image.open(plot) as im:
+        return meta, im.copy()
+
+
 def _overrides(values: tuple) -> dict[str, Any]:
     out = dict(zip(ADVANCED, values))
     if out.get("seed") in (None, "", -1):
@@ -106,6 +121,11 @@ def build_conversar(ctx: AppContext) -> None:
                     gr.Slider(1.0, 2.0, value=1.0, step=0.05, label="repetition_penalty"),
                     gr.Number(value=None, precision=0, label="seed (vacío = aleatoria)"),
                 ]
+        with gr.Accordion("Ficha del adaptador (entrenamiento y curva de pérdida)", open=False):
+            with gr.Row():
+                card = gr.JSON(value=_card(ctx, first)[0], label="Metadatos del entrenamiento", elem_id="ficha")
+                plot = gr.Image(value=_card(ctx, first)[1], label="Pérdida", type="pil", elem_id="perdida",
+                                interactive=False)
         with gr.Accordion("Modelos y adaptadores", open=False):
             status = gr.Markdown(status_markdown(ctx), elem_id="estado")
 
@@ -163,7 +183,8 @@ def build_conversar(ctx: AppContext) -> None:
             except EsllmError as e:
                 raise gr.Error(str(e), print_exception=False) from None
             c = eng.contestants[name]
-            return d, c.preset
+            meta, img = _card(ctx, name)
+            return d, c.preset, meta, img
 
         def on_preset(preset_name: str):
             if preset_name not in PRESETS:
@@ -195,6 +216,6 @@ def build_conversar(ctx: AppContext) -> None:
                                api_name="regenerar", concurrency_limit=None)
         stop.click(on_stop, None, None, cancels=[ev_send, ev_enter, ev_regen], api_name="detener", queue=False)
         clear.click(lambda: ([], "", {}), None, [chatbot, msg, last], api_name="borrar", queue=False)
-        contestant.change(on_contestant, contestant, [info, preset], api_name="describir")
+        contestant.change(on_contestant, contestant, [info, preset, card, plot], api_name="describir")
         preset.change(on_preset, preset, adv[1:6], api_name=False)
         refresh.click(on_refresh, contestant, [contestant, status], api_name="actualizar_adaptadores")

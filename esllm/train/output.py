@@ -1,0 +1,86 @@
+"""What a training run leaves behind besides the adapter weights: loss log, loss plot, metadata, model card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+LOG = "train_log.jsonl"
+PLOT = "loss.png"
+META = "esllm_adapter.json"
+CARD = "README.md"
+
+
+def append_log(out_dir: Path, record: dict[str, Any]) -> None:
+    with (out_dir / LOG).open("a", encoding="utf-8") as f:
+        f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def read_log(out_dir: Path) -> list[dict[str, Any]]:
+    p = out_dir / LOG
+    if not p.is_file():
+        return []
+    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def truncate_log(out_dir: Path, step: int) -> None:
+    """On resume, forget records after the checkpoint's step (they will be redone)."""
+    recs = [r for r in read_log(out_dir) if r.get("step", 0) <= step]
+    (out_dir / LOG).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")
+
+
+def plot_losses(out_dir: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = read_log(out_dir)
+    tr = [(r["step"], r["loss"]) for r in recs if "loss" in r]
+    ev = [(r["step"], r["eval_loss"]) for r in recs if "eval_loss" in r]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    if tr:
+        ax.plot(*zip(*tr), label="entrenamiento", color="#1f77b4", alpha=0.8)
+    if ev:
+        ax.plot(*zip(*ev), "o-", label="validación (held-out)", color="#d62728")
+    ax.set_xlabel("paso del optimizador")
+    ax.set_ylabel("pérdida (entropía cruzada por token)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = out_dir / PLOT
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_card(out_dir: Path, meta: dict[str, Any]) -> None:
+    r = meta["recipe"]
+    lines = [
+        f"# {out_dir.name}",
+        "",
+        meta.get("description") or "Adaptador LoRA entrenado con `python -m esllm train`.",
+        "",
+        "## Qué es",
+        f"- Modelo base: `{r['model']['source']}` (huella `{meta['base_fingerprint'][:16]}`), cuantización de entrenamiento `{r['model']['quantization']}`",
+        f"- LoRA r={r['lora']['r']}, alpha={r['lora']['alpha']}, dropout={r['lora']['dropout']}, módulos {', '.join(r['lora']['target_modules'])}",
+        f"- Plantilla: `{meta['template']}` (úsela al conversar; esllm la aplica sola)",
+        f"- Datos: `{r['data']['path']}` (sha256 `{meta['dataset_sha256'][:16]}`): {meta['examples_used']} ejemplos usados, "
+        f"{meta['examples_dropped']} descartados por largos (> {r['data']['max_seq_len']} tokens), {meta['eval_examples']} de validación",
+        f"- Entrenamiento: {meta['steps']} pasos, {meta['epochs_done']:.2f} épocas, {meta['wall_seconds']:.0f} s en {meta['device']} ({meta['optimizer']})",
+        f"- Pérdida final: entrenamiento {meta['final_train_loss']:.4f}, validación {meta['final_eval_loss']:.4f} "
+        f"(modelo base sin adaptador: {meta.get('base_eval_loss', float('nan')):.4f})",
+        "",
+        "![pérdida](loss.png)",
+        "",
+        "## Límites",
+        meta.get("limits") or "Modelo pequeño: puede inventar datos. No lo use para decisiones importantes.",
+        "",
+    ]
+    (out_dir / CARD).write_text("\n".join(lines), encoding="utf-8")
+
+
+def write_meta(out_dir: Path, meta: dict[str, Any]) -> None:
+    (out_dir / META).write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")

@@ -1,0 +1,128 @@
+"""Training recipes: the YAML file that says what to train, on what, and how.
+
+Sections (each commented in the shipped recipes under configs/recipes/): `model` (the base, as in a
+contestants file), `data` (dataset file and format, held-out share, max length), `lora`,
+`training` (optimiser, schedule, epochs, batch, seed, logging), `output` (adapter folder, template).
+Unknown keys are refused and every error names the key and what to fix. Overrides from the command
+line use dotted keys: `training.epochs=1 lora.r=8`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from esllm import EsllmError
+from esllm.config import ModelSpec
+from esllm.templates import TEMPLATES
+
+
+class RecipeError(EsllmError):
+    """The recipe is invalid; the message lists every problem."""
+
+
+class _S(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSpec(_S):
+    path: str = Field(description="Alpaca JSON (instruction/input/output) or chat messages JSONL")
+    format: Literal["auto", "alpaca", "messages"] = "auto"
+    eval_path: Optional[str] = None  # a fixed held-out file; else `eval_fraction` of `path` is held out
+    eval_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    max_seq_len: int = Field(384, ge=16)
+    system_prompt: str = ""
+
+
+class LoraSpec(_S):
+    r: int = Field(16, ge=1)
+    alpha: float = Field(32, gt=0)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+class TrainingSpec(_S):
+    epochs: float = Field(3, gt=0)
+    learning_rate: float = Field(2e-4, gt=0)
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    optimizer: Literal["paged_adamw_8bit", "adamw"] = "adamw"
+    batch_size: int = Field(4, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    gradient_checkpointing: bool = False
+    seed: int = 42
+    eval_every: int = Field(50, ge=1, description="optimizer steps between held-out evaluations")
+    save_every: int = Field(50, ge=1, description="optimizer steps between checkpoints")
+    max_steps: Optional[int] = Field(None, ge=1, description="stop early (smoke tests)")
+    threads: Optional[int] = Field(None, ge=1, description="torch CPU threads")
+
+
+class OutputSpec(_S):
+    dir: str = Field(description="adapter folder to write, e.g. adapters/instrucciones-es")
+    template: str = "alpaca-es"
+    description: str = ""
+    limits: str = ""
+
+    @field_validator("template")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in TEMPLATES:
+            raise ValueError(f"unknown template {v!r}; choose one of {sorted(TEMPLATES)}")
+        return v
+
+
+class Recipe(_S):
+    model: ModelSpec
+    data: DataSpec
+    lora: LoraSpec = LoraSpec()
+    training: TrainingSpec = TrainingSpec()
+    output: OutputSpec
+
+
+def _set_dotted(data: dict, key: str, raw: str) -> None:
+    parts = key.split(".")
+    cur = data
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+        if not isinstance(cur, dict):
+            raise RecipeError(f"override {key}: {p} is not a section")
+    cur[parts[-1]] = yaml.safe_load(raw)
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"No existe la receta {path}.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise RecipeError(f"Receta inválida {path}: YAML syntax error: {e}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"Receta inválida {path}: must be a mapping with model, data, lora, training, output")
+    for ov in overrides:
+        if "=" not in ov:
+            raise RecipeError(f"override {ov!r}: use key=value, e.g. training.epochs=1")
+        k, v = ov.split("=", 1)
+        _set_dotted(data, k.strip(), v)
+    return parse_recipe(data, path)
+
+
+def parse_recipe(data: dict[str, Any], path: Path = Path("<recipe>")) -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        lines = [f"Receta inválida {path}:"]
+        for err in e.errors():
+            loc = ".".join(str(x) for x in err["loc"]) or "(raíz)"
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key; remove it or check its spelling"
+            elif err["type"] == "missing":
+                msg = "required key is missing"
+            lines.append(f"  - {loc}: {msg}")
+        raise RecipeError("\n".join(lines)) from None
