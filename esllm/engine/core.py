@@ -371,7 +371,8 @@ class Engine:
                     else:
                         if c.adapter not in base.adapters:
                             raise EsllmError(f"El adaptador {c.adapter} ya no está cargado; pulse «Actualizar».")
-                        model.set_adapter(peft_name(c.adapter))
+                        if model.active_adapter != peft_name(c.adapter):  # peft walks every module: skip if set
+                            model.set_adapter(peft_name(c.adapter))
                         ctx = nullcontext()
                     with ctx:
                         ids, reason = decode(

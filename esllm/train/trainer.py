@@ -75,7 +75,7 @@ def answer_loss(model, batch: dict) -> tuple[torch.Tensor, int]:
     logits tensor would dominate time and memory on a CPU. Equivalent to `model(..., labels=)`.
     """
     causal = model.get_base_model() if hasattr(model, "get_base_model") else model
-    out = causal.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    out = causal.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
     hidden = out.last_hidden_state[:, :-1]
     labels = batch["labels"][:, 1:]
     keep = labels != D.IGNORE
@@ -170,9 +170,10 @@ def train(recipe: Recipe, *, root: Path = Path("."), resume: bool = False,
     # ---- model
     quantized = recipe.model.quantization in ("nf4", "int8")
     if quantized:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.gradient_checkpointing)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
     elif t.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     lcfg = LoraConfig(r=recipe.lora.r, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
                       target_modules=recipe.lora.target_modules, bias="none", task_type="CAUSAL_LM")
