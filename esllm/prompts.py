@@ -1,0 +1,165 @@
+"""Prompt sets: read and check JSONL or CSV files of prompts (bundled sets live in data/prompts/).
+
+Each row: id, category, series (optional), turn (optional), text, reference (optional). A contextual
+series is the rows sharing a `series`, with turns 1..n; each turn depends on the earlier ones.
+`parse_prompt_file` rejects a bad file as a whole, with every problem's line number and reason, so
+an import never half-happens.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from esllm import EsllmError
+
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "data" / "prompts"
+MAX_TEXT = 8000
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+CATEGORY_RE = re.compile(r"^[a-z0-9_áéíóúñ]{1,40}$")
+
+CATEGORY_LABELS = {
+    "comprension_basica": "Comprensión básica",
+    "tareas_complejas": "Tareas complejas",
+    "creativas": "Creativas",
+    "contextual": "Contextual",
+    "basicas": "Básicas",
+    "complejas": "Complejas",
+}
+
+
+class PromptFileError(EsllmError):
+    """The file was rejected; the message has one line per problem."""
+
+
+@dataclass(frozen=True)
+class PromptRow:
+    id: str
+    category: str
+    text: str
+    series: Optional[str] = None
+    turn: Optional[int] = None
+    reference: Optional[str] = None
+    line: int = 0
+
+
+def _row(obj: dict, line: int, errors: list[str]) -> Optional[PromptRow]:
+    def bad(msg: str) -> None:
+        errors.append(f"línea {line}: {msg}")
+
+    unknown = set(obj) - {"id", "category", "series", "turn", "text", "reference"}
+    if unknown:
+        bad(f"claves desconocidas {sorted(unknown)}")
+        return None
+    pid, cat, text = obj.get("id"), obj.get("category"), obj.get("text")
+    series, turn, ref = obj.get("series"), obj.get("turn"), obj.get("reference")
+    ok = True
+    if not isinstance(pid, str) or not ID_RE.match(pid):
+        bad("'id' debe ser texto de 1-64 letras, dígitos, . _ -")
+        ok = False
+    if not isinstance(cat, str) or not CATEGORY_RE.match(cat):
+        bad("'category' debe ser una palabra en minúsculas (p. ej. comprension_basica)")
+        ok = False
+    if not isinstance(text, str) or not text.strip():
+        bad("'text' está vacío")
+        ok = False
+    elif len(text) > MAX_TEXT:
+        bad(f"'text' tiene {len(text)} caracteres (máximo {MAX_TEXT})")
+        ok = False
+    if series in ("", None):
+        series = None
+        if turn not in (None, ""):
+            bad("'turn' sin 'series'")
+            ok = False
+        turn = None
+    else:
+        if not isinstance(series, str) or not ID_RE.match(series):
+            bad("'series' debe ser un identificador corto")
+            ok = False
+        try:
+            turn = int(turn)
+            if turn < 1 or str(turn) != str(obj.get("turn")).strip():
+                raise ValueError
+        except (TypeError, ValueError):
+            bad("'turn' debe ser un entero ≥ 1 cuando hay 'series'")
+            ok = False
+    if ref is not None and not isinstance(ref, str):
+        bad("'reference' debe ser texto")
+        ok = False
+    if not ok:
+        return None
+    return PromptRow(pid, cat, text.strip(), series, turn, (ref or None) and ref.strip(), line)
+
+
+def parse_prompts(content: str, fmt: str) -> list[PromptRow]:
+    errors: list[str] = []
+    rows: list[PromptRow] = []
+    if fmt == "jsonl":
+        for n, line in enumerate(content.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                errors.append(f"línea {n}: JSON inválido ({e.msg})")
+                continue
+            if not isinstance(obj, dict):
+                errors.append(f"línea {n}: se esperaba un objeto JSON")
+                continue
+            if (r := _row(obj, n, errors)) is not None:
+                rows.append(r)
+    elif fmt == "csv":
+        reader = csv.DictReader(io.StringIO(content))
+        if not reader.fieldnames or not {"id", "category", "text"} <= set(reader.fieldnames):
+            raise PromptFileError("Archivo rechazado, no se importó nada: el CSV necesita una cabecera con al menos id, category, text "
+                                  "(opcionales: series, turn, reference).")
+        for obj in reader:
+            n = reader.line_num
+            if None in obj:
+                errors.append(f"línea {n}: más columnas que la cabecera")
+                continue
+            obj = {k: (v if v != "" else None) for k, v in obj.items()}
+            if (r := _row(obj, n, errors)) is not None:
+                rows.append(r)
+    else:
+        raise PromptFileError(f"Formato desconocido {fmt!r}: use .jsonl o .csv")
+    seen: dict[str, int] = {}
+    for r in rows:
+        if r.id in seen:
+            errors.append(f"línea {r.line}: el id {r.id!r} ya apareció en la línea {seen[r.id]}")
+        seen.setdefault(r.id, r.line)
+    series: dict[str, list[PromptRow]] = {}
+    for r in rows:
+        if r.series:
+            series.setdefault(r.series, []).append(r)
+    for name, turns in series.items():
+        got = sorted(t.turn for t in turns)
+        if got != list(range(1, len(turns) + 1)):
+            errors.append(f"línea {turns[0].line}: la serie {name!r} debe tener los turnos 1..{len(turns)} sin huecos ni repetidos (tiene {got})")
+    if not rows and not errors:
+        errors.append("el archivo no tiene ningún prompt")
+    if errors:
+        raise PromptFileError("Archivo rechazado, no se importó nada:\n" + "\n".join(f"  - {e}" for e in errors[:50])
+                              + (f"\n  … y {len(errors) - 50} problemas más" if len(errors) > 50 else ""))
+    return rows
+
+
+def parse_prompt_file(path: str | Path) -> list[PromptRow]:
+    path = Path(path)
+    fmt = {".jsonl": "jsonl", ".csv": "csv"}.get(path.suffix.lower())
+    if fmt is None:
+        raise PromptFileError(f"{path.name}: use un archivo .jsonl o .csv")
+    try:
+        content = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise PromptFileError(f"{path.name}: el archivo debe estar en UTF-8") from None
+    return parse_prompts(content, fmt)
+
+
+def bundled_sets() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(BUNDLED_DIR.glob("*.jsonl"))}
