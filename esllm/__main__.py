@@ -4,6 +4,8 @@
     python -m esllm adapters [--config C]               # list adapter folders and why any is unusable
                                                         # (static checks; shape checks need the app)
     python -m esllm train RECIPE.yaml [key=value ...] [--resume]   # train a LoRA adapter
+    python -m esllm users add NAME --role rater|admin [--password-stdin]  # asks twice unless --password-stdin
+    python -m esllm users list                          # users of $ESLLM_DATABASE_URL (default db/esllm.sqlite3)
 """
 
 from __future__ import annotations
@@ -28,9 +30,18 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("recipe")
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. training.epochs=1 lora.r=8")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    u = sub.add_parser("users", help="manage rater and admin accounts (upgrades the database schema first)")
+    usub = u.add_subparsers(dest="users_cmd", required=True)
+    ua = usub.add_parser("add", help="add a user")
+    ua.add_argument("name")
+    ua.add_argument("--role", required=True, choices=["rater", "admin"])
+    ua.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    usub.add_parser("list", help="list users")
     args = p.parse_args(argv)
     if args.cmd == "train":
         return _train(args)
+    if args.cmd == "users":
+        return _users(args)
     from esllm.config import load_config
 
     try:
@@ -69,6 +80,49 @@ def _train(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 130 if result.interrupted else 0
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+
+    first = getpass.getpass("Contraseña: ")
+    if getpass.getpass("Repita la contraseña: ") != first:
+        raise EsllmError("Las contraseñas no coinciden.")
+    return first
+
+
+def _users(args) -> int:
+    from esllm.store import db
+    from esllm.store.users import add_user, list_users
+
+    url = db.database_url()
+    engine = None
+    try:
+        db.upgrade(url)
+        engine = db.make_engine(url)
+        Session = db.make_sessionmaker(engine)
+        if args.users_cmd == "add":
+            password = _read_password(args.password_stdin)
+            with Session.begin() as s:
+                user = add_user(s, args.name, password, args.role)
+                print(f"Usuario {user.name!r} creado ({user.role}).")
+            return 0
+        with Session() as s:
+            users = list_users(s)
+            if not users:
+                print("No hay usuarios. Cree uno con: python -m esllm users add NOMBRE --role admin")
+            for user in users:
+                state = "activo" if user.active else "inactivo"
+                print(f"{user.name}\t{user.role}\t{state}\t{user.created_at:%Y-%m-%d %H:%M} UTC")
+        return 0
+    except EsllmError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if engine is not None:
+            engine.dispose()
 
 
 if __name__ == "__main__":
