@@ -4,6 +4,7 @@
     python -m esllm adapters [--config C]               # list adapter folders and why any is unusable
                                                         # (static checks; shape checks need the app)
     python -m esllm train RECIPE.yaml [key=value ...] [--resume]   # train a LoRA adapter
+    python -m esllm generate --set general [--contestants A B C] [--attempts 3]  # answers in batch
     python -m esllm users add NAME --role rater|admin [--password-stdin]  # asks twice unless --password-stdin
     python -m esllm users list                          # users of $ESLLM_DATABASE_URL (default db/esllm.sqlite3)
 """
@@ -37,7 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     ua.add_argument("--role", required=True, choices=["rater", "admin"])
     ua.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
     usub.add_parser("list", help="list users")
+    g = sub.add_parser("generate", help="generate answers for a prompt set (resumable; see esllm/batch.py)")
+    g.add_argument("--set", required=True, help="prompt set name (bundled: general, tributario-ec)")
+    g.add_argument("--contestants", nargs="*", default=None, help="default: every available contestant")
+    g.add_argument("--attempts", type=int, default=3)
+    g.add_argument("--max-new-tokens", type=int, default=None)
+    g.add_argument("--config", default=None)
     args = p.parse_args(argv)
+    if args.cmd == "generate":
+        return _generate(args)
     if args.cmd == "train":
         return _train(args)
     if args.cmd == "users":
@@ -80,6 +89,43 @@ def _train(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 130 if result.interrupted else 0
+
+
+def _generate(args) -> int:
+    from tqdm.auto import tqdm
+
+    from esllm.batch import ensure_bundled_sets, generate_answers
+    from esllm.config import load_config
+    from esllm.engine import Engine
+    from esllm.store import db
+
+    try:
+        db.upgrade()
+        Session = db.make_sessionmaker(db.make_engine())
+        with Session() as s:
+            ensure_bundled_sets(s)
+            s.commit()
+        engine = Engine(load_config(args.config), root=ROOT, progress=print)
+        engine.start()
+        names = args.contestants or [c.name for c in engine.contestants.values() if c.available]
+        bar = tqdm(total=0, unit="respuesta")
+
+        def progress(done: int, total: int, msg: str) -> None:
+            bar.total = total
+            bar.n = done
+            bar.set_description(msg)
+            bar.refresh()
+
+        rep = generate_answers(Session, engine, args.set, names, args.attempts,
+                               max_new_tokens=args.max_new_tokens, progress=progress)
+        bar.close()
+    except EsllmError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{rep.generated} generadas, {rep.skipped} ya estaban, {len(rep.errors)} errores (de {rep.total})")
+    for e in rep.errors[:20]:
+        print("  -", e)
+    return 0 if not rep.errors else 1
 
 
 def _read_password(from_stdin: bool) -> str:

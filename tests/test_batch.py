@@ -1,0 +1,111 @@
+"""Answers in batch: counts, resume, contextual history from the contestant's own answers, selection."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+from sqlalchemy import func, select
+
+from esllm import EsllmError
+from esllm.batch import generate_answers, import_prompt_set, select_attempt
+from esllm.prompts import parse_prompts
+from esllm.store import db
+from esllm.store.models import Answer, Prompt
+
+ROWS = "\n".join(json.dumps(r, ensure_ascii=False) for r in [
+    {"id": "p1", "category": "basicas", "text": "¿Qué es el RUC?"},
+    {"id": "c2", "category": "contextual", "series": "s1", "turn": 2, "text": "¿Y el segundo?"},
+    {"id": "c1", "category": "contextual", "series": "s1", "turn": 1, "text": "Dame dos ideas."},
+    {"id": "p2", "category": "basicas", "text": "¿Qué es el IVA?"},
+])
+
+
+class FakeEngine:
+    """Canned answers that name the contestant, attempt and call number; records every request."""
+
+    def __init__(self, names):
+        self.calls = []
+        self.contestants = {n: SimpleNamespace(name=n, model_key="m", adapter=None, preset="greedy",
+                                               template=SimpleNamespace(name="alpaca-es")) for n in names}
+        self.bases = {"m": SimpleNamespace(spec=SimpleNamespace(source="bundled:x", template="alpaca-es"))}
+        self.adapters = {}
+
+    def contestant(self, name):
+        return self.contestants[name]
+
+    def generate(self, name, msgs, overrides=None):
+        self.calls.append((name, msgs, overrides))
+        text = f"{name}#{overrides['seed']}#{len(self.calls)}"
+        return SimpleNamespace(text=text, params={"preset": "greedy", **overrides}, new_tokens=3, latency_s=0.1,
+                               ended_on_eos=True, finish_reason="eos")
+
+
+@pytest.fixture()
+def Session(tmp_path):
+    url = f"sqlite:///{tmp_path / 't.sqlite3'}"
+    db.upgrade(url)
+    maker = db.make_sessionmaker(db.make_engine(url))
+    with maker() as s:
+        import_prompt_set(s, "mini", parse_prompts(ROWS, "jsonl"))
+        s.commit()
+    return maker
+
+
+def test_counts_resume_and_selection(Session):
+    eng = FakeEngine(["x", "y"])
+    rep = generate_answers(Session, eng, "mini", ["x", "y"], attempts=2)
+    assert (rep.generated, rep.skipped, rep.total) == (16, 0, 16)
+    with Session() as s:
+        assert s.scalar(select(func.count()).select_from(Answer)) == 16
+        assert s.scalar(select(func.count()).select_from(Answer).where(Answer.selected)) == 8
+        assert all(a.attempt == 1 for a in s.scalars(select(Answer).where(Answer.selected)))
+    again = generate_answers(Session, FakeEngine(["x", "y"]), "mini", ["x", "y"], attempts=2)
+    assert (again.generated, again.skipped) == (0, 16)
+    more = generate_answers(Session, FakeEngine(["x", "y"]), "mini", ["x", "y"], attempts=3)
+    assert (more.generated, more.skipped) == (8, 16)
+
+
+def test_contextual_turns_get_own_earlier_answers(Session):
+    eng = FakeEngine(["x", "y"])
+    generate_answers(Session, eng, "mini", ["x", "y"], attempts=2)
+    turn2 = [(n, m, o) for n, m, o in eng.calls if m[-1]["content"] == "¿Y el segundo?"]
+    assert len(turn2) == 4
+    with Session() as s:
+        c1 = s.scalars(select(Prompt).where(Prompt.external_id == "c1")).one()
+        for name, msgs, ov in turn2:
+            assert [m["role"] for m in msgs] == ["user", "assistant", "user"]
+            assert msgs[0]["content"] == "Dame dos ideas."
+            own = s.scalars(select(Answer).where(Answer.prompt_id == c1.id, Answer.attempt == ov["seed"])).all()
+            mine = [a.text for a in own if a.text.startswith(name + "#")]
+            assert msgs[1]["content"] == mine[0], "history must be this contestant's own answer, same attempt"
+
+
+def test_select_attempt_moves_the_mark(Session):
+    generate_answers(Session, FakeEngine(["x", "y"]), "mini", ["x"], attempts=3)
+    with Session() as s:
+        a = s.scalars(select(Answer).where(Answer.attempt == 2)).first()
+        select_attempt(s, a.prompt_id, a.contestant_id, 3)
+        s.commit()
+        sel = s.scalars(select(Answer).where(Answer.prompt_id == a.prompt_id, Answer.selected)).all()
+        assert [x.attempt for x in sel] == [3]
+        with pytest.raises(EsllmError, match="intento 9"):
+            select_attempt(s, a.prompt_id, a.contestant_id, 9)
+
+
+def test_changed_prompt_on_reimport_is_refused(Session):
+    changed = ROWS.replace("¿Qué es el RUC?", "¿Qué es el SRI?")
+    with Session() as s, pytest.raises(EsllmError, match="otro contenido"):
+        import_prompt_set(s, "mini", parse_prompts(changed, "jsonl"))
+
+
+def test_real_tiny_engine_answers_are_stored(Session, engine):
+    eng = engine("llama")
+    rep = generate_answers(Session, eng, "mini", ["llama-base", "llama-a1"], attempts=1, max_new_tokens=8)
+    assert rep.generated == 8 and not rep.errors
+    with Session() as s:
+        ans = s.scalars(select(Answer)).all()
+        assert all(a.new_tokens >= 1 and a.params["max_new_tokens"] == 8 for a in ans)
+        texts = {a.contestant_id: a.text for a in ans if a.prompt_id == ans[0].prompt_id}
+        assert len(set(texts.values())) == 2, "the adapter should answer differently"
