@@ -23,10 +23,12 @@ ROWS = "\n".join(json.dumps(r, ensure_ascii=False) for r in [
 
 
 class FakeEngine:
-    """Canned answers that name the contestant, attempt and call number; records every request."""
+    """Canned answers "<code>#<attempt>#<call>" (the code stands for the contestant, without naming it);
+    records every request."""
 
     def __init__(self, names):
         self.calls = []
+        self.code = {n: f"r{i}" for i, n in enumerate(names)}
         self.contestants = {n: SimpleNamespace(name=n, model_key="m", adapter=None, preset="greedy",
                                                template=SimpleNamespace(name="alpaca-es")) for n in names}
         self.bases = {"m": SimpleNamespace(spec=SimpleNamespace(source="bundled:x", template="alpaca-es"))}
@@ -37,7 +39,7 @@ class FakeEngine:
 
     def generate(self, name, msgs, overrides=None):
         self.calls.append((name, msgs, overrides))
-        text = f"{name}#{overrides['seed']}#{len(self.calls)}"
+        text = f"{self.code[name]}#{overrides['seed']}#{len(self.calls)}"
         return SimpleNamespace(text=text, params={"preset": "greedy", **overrides}, new_tokens=3, latency_s=0.1,
                                ended_on_eos=True, finish_reason="eos")
 
@@ -78,7 +80,7 @@ def test_contextual_turns_get_own_earlier_answers(Session):
             assert [m["role"] for m in msgs] == ["user", "assistant", "user"]
             assert msgs[0]["content"] == "Dame dos ideas."
             own = s.scalars(select(Answer).where(Answer.prompt_id == c1.id, Answer.attempt == ov["seed"])).all()
-            mine = [a.text for a in own if a.text.startswith(name + "#")]
+            mine = [a.text for a in own if a.text.startswith(eng.code[name] + "#")]
             assert msgs[1]["content"] == mine[0], "history must be this contestant's own answer, same attempt"
 
 
