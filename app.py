@@ -31,18 +31,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def create(config_path: str, progress=print):
-    """Build (engine, demo) without launching; used by tests."""
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def create(config_path: str, progress=print, db_url: str | None = None):
+    """Build (context, demo) without launching; used by tests.
+
+    Upgrades the rating store's schema first. No accounts -> single-user local mode (admin).
+    """
     from esllm.config import load_config
     from esllm.engine import Engine
+    from esllm.store import db, users
     from esllm.ui import build_app
     from esllm.ui.context import AppContext
 
     config = load_config(config_path)
+    db.upgrade(db_url)
+    Session = db.make_sessionmaker(db.make_engine(db_url))
+    with Session() as s:
+        local = users.count_users(s) == 0
     engine = Engine(config, root=ROOT, progress=progress)
     engine.start()
-    ctx = AppContext(config=config, engine=engine)
+    ctx = AppContext(config=config, engine=engine, sessionmaker=Session, local_mode=local)
     return ctx, build_app(ctx)
+
+
+def launch_kwargs(ctx, host: str) -> dict:
+    """How to launch: a login in front of everything when accounts exist; local mode only on loopback."""
+    from esllm import EsllmError
+
+    if ctx.local_mode:
+        if host not in LOOPBACK:
+            raise EsllmError(
+                f"Sin cuentas, esllm solo acepta --host 127.0.0.1 (se pidió {host}): cualquiera en la red sería "
+                "administrador. Cree un administrador con `python -m esllm users add NOMBRE --role admin` y vuelva a iniciar.")
+        return {}
+    return {"auth": ctx.check_login, "auth_message": "esllm: inicie sesión con su cuenta"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,15 +74,17 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from esllm import EsllmError
-    from esllm.ui import CSS
+    from esllm.ui import CSS, HEAD
 
     try:
         ctx, demo = create(args.config)
+        extra = launch_kwargs(ctx, args.host)
     except EsllmError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"esllm listo: abra http://{args.host}:{args.port} en el navegador", flush=True)
-    demo.launch(server_name=args.host, server_port=args.port, css=CSS, show_error=True)
+    mode = "modo local (sin cuentas, usted es administrador)" if ctx.local_mode else "con inicio de sesión"
+    print(f"esllm listo, {mode}: abra http://{args.host}:{args.port} en el navegador", flush=True)
+    demo.launch(server_name=args.host, server_port=args.port, css=CSS, head=HEAD, show_error=True, **extra)
     return 0
 
 

@@ -41,10 +41,13 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _clean_env():
-    """A developer's ESLLM_* settings must not change what the tests load."""
-    saved = {k: os.environ.pop(k) for k in ("ESLLM_ADAPTERS_DIR", "ESLLM_CONFIG") if k in os.environ}
+def _clean_env(tmp_path_factory):
+    """A developer's ESLLM_* settings must not change what the tests load; the app's store is a temp DB."""
+    saved = {k: os.environ.pop(k) for k in ("ESLLM_ADAPTERS_DIR", "ESLLM_CONFIG", "ESLLM_DATABASE_URL")
+             if k in os.environ}
+    os.environ["ESLLM_DATABASE_URL"] = f"sqlite:///{tmp_path_factory.mktemp('db') / 'app.sqlite3'}"
     yield
+    os.environ.pop("ESLLM_DATABASE_URL", None)
     os.environ.update(saved)
 
 

@@ -124,7 +124,7 @@ def test_bad_messages_get_clear_errors(client, message, expected):
 
 
 @pytest.mark.parametrize("contestant, preset, adv, expected", [
-    ("nadie", "greedy", ADV_DEFAULT, "nadie"),
+    ("nadie", "greedy", ADV_DEFAULT, "No existe el concursante"),
     ("llama-base", "inventado", ADV_DEFAULT, "inventado"),
     ("llama-base", "greedy", (32, 9.0, 0, 1.0, 1, 0.0, 1.0, None), "maximum value 2.0"),
     ("llama-base", "beam", (32, 1.0, 0, 1.0, 99, 0.0, 1.0, None), "maximum value 8"),

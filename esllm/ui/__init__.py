@@ -6,7 +6,9 @@ import gradio as gr
 
 from esllm.ui.chat import build_conversar
 from esllm.ui.context import AppContext
+from esllm.ui.evaluar import SHORTCUTS_JS, build_evaluar
 
+HEAD = SHORTCUTS_JS
 CSS = """
 #chat { font-size: 15px; }
 footer { display: none !important; }
@@ -17,6 +19,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
     with gr.Blocks(title="esllm — banco de trabajo de LLM en español") as demo:
         gr.Markdown("## esllm · banco de trabajo de modelos de lenguaje en español")
         with gr.Tabs():
-            build_conversar(ctx)
+            loaders = [build_conversar(ctx), build_evaluar(ctx)]
+        for fn, outputs in loaders:
+            demo.load(fn, None, outputs, api_name=False)
     demo.queue(default_concurrency_limit=16)
     return demo

@@ -79,17 +79,30 @@ def _overrides(values: tuple) -> dict[str, Any]:
     return out
 
 
-def build_conversar(ctx: AppContext) -> None:
+def _admin(ctx: AppContext, request) -> None:
+    """Chatting reveals which model answers what: with accounts, only admins may (raters rate blind)."""
+    try:
+        ctx.require(request, "admin")
+    except EsllmError as e:
+        raise gr.Error(str(e), print_exception=False) from None
+
+
+def build_conversar(ctx: AppContext):
+    """Build the tab; returns (load function, outputs) to run when a page opens.
+
+    Nothing that names a contestant is in the page's initial config: the contestant list and panels
+    are filled on load, and only for admins (in local mode, the local user is admin).
+    """
     eng = ctx.engine
     cap = ctx.config.limits.max_new_tokens
-    names = available_contestants(ctx)
-    first = names[0] if names else None
-    first_preset = eng.contestants[first].preset if first else "greedy"
+    first, first_preset = None, "greedy"
     pv = PRESETS[first_preset][1]
 
     with gr.Tab("Conversar", id="conversar"):
         with gr.Row():
-            contestant = gr.Dropdown(names, value=first, label="Concursante", elem_id="concursante", scale=2)
+            # Filled on load (admins only); the engine validates the name, so no choices are baked into /config.
+            contestant = gr.Dropdown([], value=None, label="Concursante", elem_id="concursante", scale=2,
+                                     allow_custom_value=True)
             preset = gr.Dropdown(preset_choices(), value=first_preset, label="Preset de generación", elem_id="preset", scale=2)
             refresh = gr.Button("Actualizar adaptadores", elem_id="actualizar", scale=1)
         with gr.Row():
@@ -103,7 +116,7 @@ def build_conversar(ctx: AppContext) -> None:
                     regen = gr.Button("Regenerar", elem_id="regenerar")
                     clear = gr.Button("Borrar", elem_id="borrar")
             with gr.Column(scale=2):
-                info = gr.JSON(value=eng.describe(first) if first else {}, label="Concursante elegido", elem_id="info")
+                info = gr.JSON(value={}, label="Concursante elegido", elem_id="info")
                 last = gr.JSON(value={}, label="Última respuesta (parámetros, tokens, latencia, EOS)", elem_id="ultima")
         with gr.Accordion("Parámetros avanzados", open=False):
             system = gr.Textbox(label="Mensaje de sistema", lines=2, placeholder="Opcional: instrucciones para el modelo")
@@ -123,11 +136,10 @@ def build_conversar(ctx: AppContext) -> None:
                 ]
         with gr.Accordion("Ficha del adaptador (entrenamiento y curva de pérdida)", open=False):
             with gr.Row():
-                card = gr.JSON(value=_card(ctx, first)[0], label="Metadatos del entrenamiento", elem_id="ficha")
-                plot = gr.Image(value=_card(ctx, first)[1], label="Pérdida", type="pil", elem_id="perdida",
-                                interactive=False)
+                card = gr.JSON(value={}, label="Metadatos del entrenamiento", elem_id="ficha")
+                plot = gr.Image(value=None, label="Pérdida", type="pil", elem_id="perdida", interactive=False)
         with gr.Accordion("Modelos y adaptadores", open=False):
-            status = gr.Markdown(status_markdown(ctx), elem_id="estado")
+            status = gr.Markdown("", elem_id="estado")
 
         def run(messages: list[dict], shown: list[dict], name: str, preset_name: str, values: tuple,
                 request: gr.Request) -> Iterator[tuple]:
@@ -155,6 +167,7 @@ def build_conversar(ctx: AppContext) -> None:
                     max_new_tokens, temperature, top_k, top_p, num_beams, penalty_alpha, repetition_penalty, seed,
                     request: gr.Request):
             values = (max_new_tokens, temperature, top_k, top_p, num_beams, penalty_alpha, repetition_penalty, seed)
+            _admin(ctx, request)
             if not isinstance(message, str) or not message.strip():
                 raise gr.Error("Escriba un mensaje antes de enviar: el mensaje está vacío.", print_exception=False)
             history = list(history or [])
@@ -166,6 +179,7 @@ def build_conversar(ctx: AppContext) -> None:
                        max_new_tokens, temperature, top_k, top_p, num_beams, penalty_alpha, repetition_penalty, seed,
                        request: gr.Request):
             values = (max_new_tokens, temperature, top_k, top_p, num_beams, penalty_alpha, repetition_penalty, seed)
+            _admin(ctx, request)
             history = list(history or [])
             while history and history[-1].get("role") == "assistant":
                 history.pop()
@@ -177,7 +191,10 @@ def build_conversar(ctx: AppContext) -> None:
         def on_stop(request: gr.Request) -> None:
             ctx.stop(request.session_hash or "anon")
 
-        def on_contestant(name: str):
+        def on_contestant(name: str, request: gr.Request):
+            _admin(ctx, request)
+            if not name:
+                return {}, gr.skip(), {}, None
             try:
                 d = eng.describe(name)
             except EsllmError as e:
@@ -194,7 +211,8 @@ def build_conversar(ctx: AppContext) -> None:
                     gr.update(value=v.get("top_p", 1.0)), gr.update(value=v.get("num_beams", 1)),
                     gr.update(value=v.get("penalty_alpha", 0.0)))
 
-        def on_refresh(current: str):
+        def on_refresh(current: str, request: gr.Request):
+            _admin(ctx, request)
             rep = eng.refresh()
             names = available_contestants(ctx)
             value = current if current in names else (names[0] if names else None)
@@ -219,3 +237,15 @@ def build_conversar(ctx: AppContext) -> None:
         contestant.change(on_contestant, contestant, [info, preset, card, plot], api_name="describir")
         preset.change(on_preset, preset, adv[1:6], api_name=False)
         refresh.click(on_refresh, contestant, [contestant, status], api_name="actualizar_adaptadores")
+
+        def on_load(request: gr.Request):
+            c = ctx.caller(request)
+            if c is None or c.role != "admin":
+                return (gr.update(choices=[], value=None), {"aviso": "«Conversar» es solo para administradores."},
+                        gr.skip(), "")
+            names = available_contestants(ctx)
+            first = names[0] if names else None
+            return (gr.update(choices=names, value=first), eng.describe(first) if first else {},
+                    eng.contestants[first].preset if first else gr.skip(), status_markdown(ctx))
+
+    return on_load, [contestant, info, preset, status]

@@ -1,0 +1,178 @@
+"""Tab «Evaluar»: a rater works through their items of a blind rating session.
+
+The page only ever receives the prompt, earlier turns, three answers under A/B/C, the rubric and
+the rater's own progress; the assignment being rated lives in server-side state. Every handler
+checks the caller is a rater of that session (services in esllm/sessions.py check ownership again).
+Keyboard: a/b/c choose a column, 1-5 score it, Ctrl+Enter saves.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import gradio as gr
+
+from esllm import EsllmError
+from esllm.rating import LABELS
+from esllm.sessions import ASPECTS, next_item, rater_sessions, submit
+from esllm.ui.context import AppContext
+
+RUBRIC = """
+**Rúbrica (1-5)** — juzgue cada respuesta por su **exactitud** (¿la información es correcta?), **relevancia**
+(¿responde lo que se pidió?), **coherencia** (¿el texto es claro y está bien construido?) y **comprensión del
+contexto** (¿entiende el tema y el contexto de la pregunta?).
+
+| | |
+|---|---|
+| **1 muy deficiente** | errónea o irrelevante, incoherente, sin comprensión del tema |
+| **2 deficiente** | varios errores graves, se aparta de la pregunta, incoherencias notables |
+| **3 aceptable** | mayormente correcta con algunos errores; responde pero de forma superficial; fallos menores de fluidez |
+| **4 bueno** | precisa con errores mínimos; responde por completo; clara y fluida |
+| **5 perfecto** | totalmente correcta y detallada; exhaustiva; excepcionalmente clara; capta los matices |
+
+Atajos: **a**/**b**/**c** eligen la columna, **1**-**5** la califican, **Ctrl+Enter** guarda.
+"""
+
+SHORTCUTS_JS = """
+<script>
+(() => {
+  let col = "A";
+  document.addEventListener("keydown", (e) => {
+    const t = e.target; const typing = t && (t.tagName === "TEXTAREA" || t.tagName === "INPUT" && t.type === "text");
+    if (e.ctrlKey && e.key === "Enter") { document.querySelector("#guardar")?.click(); e.preventDefault(); return; }
+    if (typing) return;
+    const k = e.key.toLowerCase();
+    if (["a", "b", "c"].includes(k)) { col = k.toUpperCase(); return; }
+    if (["1", "2", "3", "4", "5"].includes(k)) {
+      document.querySelector(`#nota-${col} input[value="${k}"]`)?.click();
+    }
+  });
+})();
+</script>
+"""
+
+SCORES = ["1", "2", "3", "4", "5"]
+ASPECT_LABELS = {"exactitud": "Exactitud", "relevancia": "Relevancia", "coherencia": "Coherencia",
+                 "comprension": "Comprensión del contexto"}
+
+
+def _context_md(item) -> str:
+    if not item.context:
+        return ""
+    lines = ["**Turnos anteriores de la conversación**", ""]
+    for m in item.context:
+        who = "Usuario" if m["role"] == "user" else "Modelo " + m["role"].split()[-1]
+        lines.append(f"> **{who}:** {m['content']}")
+        lines.append(">")
+    return "\n".join(lines)
+
+
+def build_evaluar(ctx: AppContext):
+    with gr.Tab("Evaluar", id="evaluar"):
+        who = gr.Markdown("", elem_id="evaluador")
+        with gr.Row():
+            # Choices are filled per rater on load; the handler checks membership, so any value may be sent.
+            session = gr.Dropdown([], value=None, label="Sesión de calificación", elem_id="sesion", scale=3,
+                                  allow_custom_value=True)
+            start = gr.Button("Comenzar / continuar", variant="primary", elem_id="comenzar", scale=1)
+        state = gr.State(None)  # server-side: (session id, assignment id, time shown)
+        progress = gr.Markdown("", elem_id="progreso")
+        context = gr.Markdown("", elem_id="contexto")
+        prompt = gr.Markdown("", elem_id="prompt")
+        cols: dict[str, dict[str, Any]] = {}
+        with gr.Row():
+            for label in LABELS:
+                with gr.Column():
+                    ans = gr.Markdown("", label=f"Modelo {label}", elem_id=f"respuesta-{label}",
+                                      container=True, show_label=True)
+                    general = gr.Radio(SCORES, value=None, label=f"Nota de {label} (1-5)", elem_id=f"nota-{label}")
+                    aspects = [gr.Radio(SCORES, value=None, label=f"{ASPECT_LABELS[a]} ({label})", visible=False,
+                                        elem_id=f"{a}-{label}") for a in ASPECTS]
+                    cols[label] = {"answer": ans, "general": general, "aspects": aspects}
+        comment = gr.Textbox(label="Comentario (opcional)", lines=2, max_lines=6, elem_id="comentario")
+        save = gr.Button("Guardar y seguir", variant="primary", elem_id="guardar")
+        with gr.Accordion("Rúbrica", open=True):
+            gr.Markdown(RUBRIC)
+
+        answer_outs = [cols[label]["answer"] for label in LABELS]
+        general_outs = [cols[label]["general"] for label in LABELS]
+        aspect_outs = [r for label in LABELS for r in cols[label]["aspects"]]
+        item_outs = [state, progress, context, prompt, comment, *answer_outs, *general_outs, *aspect_outs]
+
+        def _rater(request):
+            try:
+                return ctx.require(request, "rater")
+            except EsllmError as e:
+                raise gr.Error(str(e), print_exception=False) from None
+
+        def show(session_id: int, rater_id: int) -> tuple:
+            with ctx.sessionmaker() as s:
+                if session_id not in {r.id for r in rater_sessions(s, rater_id)}:
+                    raise gr.Error("No participa en esa sesión o ya está cerrada.", print_exception=False)
+                item = next_item(s, session_id, rater_id)
+                s.commit()
+            if item is None:
+                empty = [gr.update(value=None, visible=True)] * 3 + [gr.update(value=None, visible=False)] * 12
+                return (None, "### ✅ Terminó todos sus ítems de esta sesión. ¡Gracias!", "", "", "",
+                        "", "", "", *empty)
+            full = "exactitud" in item.criteria
+            prev = item.previous
+            gen = [gr.update(value=str(prev.get(lb, {}).get("general")) if prev.get(lb) else None) for lb in LABELS]
+            asp = [gr.update(visible=full, value=str(prev.get(lb, {}).get(a)) if prev.get(lb, {}).get(a) else None)
+                   for lb in LABELS for a in ASPECTS]
+            cat = item.category.replace("_", " ")
+            return ((session_id, item.assignment_id, time.time()), f"**Ítem {item.position} / {item.total}** · {cat}",
+                    _context_md(item), f"### Instrucción\n\n{item.prompt}", prev.get("comentario", ""),
+                    *[item.answers[lb] for lb in LABELS], *gen, *asp)
+
+        def on_load(request: gr.Request):
+            c = ctx.caller(request)
+            if c is None or c.role != "rater" or ctx.sessionmaker is None:
+                return gr.update(choices=[], value=None), "Esta pestaña es para evaluadores con cuenta."
+            with ctx.sessionmaker() as s:
+                opts = [(r.name, r.id) for r in rater_sessions(s, c.id)]
+            return (gr.update(choices=opts, value=opts[0][1] if opts else None),
+                    f"Evaluador: **{c.name}** · {len(opts)} sesión(es) abierta(s)")
+
+        def on_start(session_id, request: gr.Request):
+            c = _rater(request)
+            if not isinstance(session_id, int):
+                raise gr.Error("Elija una sesión.", print_exception=False)
+            return show(session_id, c.id)
+
+        def on_save(st, comment_text, g_a, g_b, g_c, ex_a, re_a, co_a, cm_a, ex_b, re_b, co_b, cm_b,
+                    ex_c, re_c, co_c, cm_c, request: gr.Request):
+            # Explicit parameters: Gradio injects `request` only into a named, annotated parameter.
+            values = (g_a, g_b, g_c, ex_a, re_a, co_a, cm_a, ex_b, re_b, co_b, cm_b, ex_c, re_c, co_c, cm_c)
+            c = _rater(request)
+            if not st:
+                raise gr.Error("No hay ningún ítem abierto: pulse «Comenzar / continuar».", print_exception=False)
+            session_id, assignment_id, shown_at = st
+            gen, asp = values[:3], values[3:]
+            scores: dict[str, dict[str, Any]] = {}
+            for i, label in enumerate(LABELS):
+                scores[label] = {"general": _int(gen[i])}
+                for j, a in enumerate(ASPECTS):
+                    v = asp[i * len(ASPECTS) + j]
+                    if v is not None:
+                        scores[label][a] = _int(v)
+            with ctx.sessionmaker() as s:
+                try:
+                    submit(s, rater_id=c.id, assignment_id=assignment_id, scores=scores, comment=comment_text,
+                           seconds_spent=time.time() - shown_at)
+                    s.commit()
+                except EsllmError as e:
+                    s.rollback()
+                    raise gr.Error(str(e), print_exception=False) from None
+            return show(session_id, c.id)
+
+        start.click(on_start, session, item_outs, api_name="evaluar_abrir")
+        save.click(on_save, [state, comment, *general_outs, *aspect_outs], item_outs, api_name="evaluar_guardar",
+                   concurrency_limit=None)
+    return on_load, [session, who]
+
+
+def _int(v: Any) -> Any:
+    """Radio values arrive as "1".."5"; anything else is passed on for the service to refuse."""
+    return int(v) if isinstance(v, str) and v in SCORES else v

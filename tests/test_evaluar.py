@@ -1,0 +1,212 @@
+"""«Evaluar» over HTTP with logins: three raters rate concurrently, blindness, refusals, resume.
+
+The app runs with accounts (so Gradio's login guards every call) on a tiny Llama whose three
+contestants and adapters have distinctive names; the blindness test collects everything a rater's
+client receives and searches it for every contestant name, adapter name and model id.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import threading
+from collections import Counter
+
+import httpx
+import pytest
+import yaml
+from sqlalchemy import select
+
+from tests.test_app import free_port
+from tests.test_batch import ROWS
+
+PW = "contraseña-segura"
+CONTESTANTS = ["concursante-xilofono", "concursante-yunque", "concursante-zafiro"]
+ADAPTERS = ["adaptador-oculto-uno", "adaptador-oculto-dos"]
+MODEL_KEY = "modelo-oculto"
+
+
+@pytest.fixture(scope="module")
+def rated_app(tiny, tmp_path_factory):
+    import app
+    from esllm.batch import generate_answers, import_prompt_set
+    from esllm.prompts import parse_prompts
+    from esllm.sessions import create_session
+    from esllm.store import db, users
+    from esllm.store.models import Contestant
+
+    t = tiny("llama")
+    tmp = tmp_path_factory.mktemp("evaluar")
+    adapters = tmp / "adapters"
+    for src, dst in zip(("a1", "a2"), ADAPTERS):
+        shutil.copytree(t.adapters_dir / src, adapters / dst)
+    cfg = {
+        "models": {MODEL_KEY: {"source": str(t.model_dir), "quantization": "none", "device": "cpu",
+                               "template": "llama-2"}},
+        "contestants": [{"name": CONTESTANTS[0], "model": MODEL_KEY, "preset": "greedy"},
+                        {"name": CONTESTANTS[1], "model": MODEL_KEY, "adapter": ADAPTERS[0], "preset": "greedy"},
+                        {"name": CONTESTANTS[2], "model": MODEL_KEY, "adapter": ADAPTERS[1], "preset": "greedy"}],
+        "limits": {"max_new_tokens": 8},
+        "adapters_dir": str(adapters),
+        "auto_contestants": False,
+    }
+    (tmp / "config.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    url = f"sqlite:///{tmp / 'e.sqlite3'}"
+    db.upgrade(url)
+    Session = db.make_sessionmaker(db.make_engine(url))
+    with Session() as s:
+        users.add_user(s, "admin", PW, "admin")
+        for n in ("ana", "beto", "carla", "dora"):
+            users.add_user(s, n, PW, "rater")
+        import_prompt_set(s, "mini", parse_prompts(ROWS, "jsonl"))
+        s.commit()
+    ctx, demo = app.create(str(tmp / "config.yaml"), progress=lambda m: None, db_url=url)
+    assert not ctx.local_mode
+    generate_answers(Session, ctx.engine, "mini", CONTESTANTS, attempts=1)
+    with Session() as s:
+        ids = [s.scalars(select(Contestant.id).where(Contestant.name == n)).one() for n in CONTESTANTS]
+        rs = create_session(s, name="estudio-piloto", prompt_set="mini", contestant_ids=ids,
+                           raters=["ana", "beto", "carla"], k=2, rng=random.Random(3))
+        s.commit()
+        sid = rs.id
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=True,
+                **app.launch_kwargs(ctx, "127.0.0.1"))
+    yield ctx, f"http://127.0.0.1:{port}/", Session, sid, t.model_dir
+    demo.close()
+
+
+def client(url, name):
+    from gradio_client import Client
+
+    return Client(url, auth=(name, PW), verbose=False)
+
+
+def open_session(c, sid):
+    return c.predict(sid, api_name="/evaluar_abrir")
+
+
+def save(c, values, comment=""):
+    return c.predict(comment, *values, *[None] * 12, api_name="/evaluar_guardar")
+
+
+def test_blindness_nothing_a_rater_receives_names_a_contestant(rated_app):
+    ctx, url, Session, sid, model_dir = rated_app
+    c = client(url, "dora")  # a rater without items in this session, then one with items
+    received = []
+    for name in ("dora", "carla"):
+        c = client(url, name)
+        received.append(json.dumps(c.config, ensure_ascii=False))
+        cookies = c.cookies
+        for path in ("", "config", "gradio_api/info", "gradio_api/startup-events"):
+            r = httpx.get(url + path, cookies=cookies, timeout=30)
+            received.append(r.text)
+        for api, args in (("/evaluar_abrir", (sid,)),
+                          ("/conversar", ("Hola", [], CONTESTANTS[0], "greedy", "", 8, 1.0, 0, 1.0, 1, 0.0, 1.0, None)),
+                          ("/describir", (CONTESTANTS[1],)), ("/actualizar_adaptadores", (CONTESTANTS[0],)),
+                          ("/evaluar_guardar", ("", "7", "1", "1", *[None] * 12))):
+            try:
+                received.append(json.dumps(c.predict(*args, api_name=api), ensure_ascii=False, default=str))
+            except Exception as e:  # the error text reaches the client too
+                received.append(str(e))
+    blob = "\n".join(received)
+    assert "Ítem" in blob or "Terminó" in blob, "the rater did get an item view"
+    for secret in CONTESTANTS + ADAPTERS + [MODEL_KEY, str(model_dir)]:
+        assert secret not in blob, f"{secret!r} leaked to a rater"
+
+
+def test_rater_cannot_call_admin_or_chat_actions(rated_app):
+    ctx, url, *_ = rated_app
+    from gradio_client.exceptions import AppError
+
+    c = client(url, "ana")
+    with pytest.raises(AppError, match="permiso"):
+        c.predict("Hola", [], CONTESTANTS[0], "greedy", "", 8, 1.0, 0, 1.0, 1, 0.0, 1.0, None, api_name="/conversar")
+    with pytest.raises(AppError, match="permiso"):
+        c.predict(CONTESTANTS[0], api_name="/actualizar_adaptadores")
+    admin = client(url, "admin")
+    with pytest.raises(AppError, match="permiso"):
+        admin.predict(1, api_name="/evaluar_abrir")  # admins do not rate
+
+
+def test_unauthenticated_caller_is_refused(rated_app):
+    _, url, *_ = rated_app
+    from gradio_client import Client
+
+    with pytest.raises(Exception):
+        Client(url, verbose=False).predict(1, api_name="/evaluar_abrir")
+    assert httpx.post(url + "gradio_api/run/evaluar_abrir", json={"data": [1]}, timeout=30).status_code in (401, 403, 404)
+    with pytest.raises(Exception):
+        client_bad = __import__("gradio_client").Client(url, auth=("ana", "mala-clave"), verbose=False)
+        client_bad.predict(1, api_name="/evaluar_abrir")
+
+
+@pytest.mark.parametrize("bad", ["0", "6", "5.5", None])
+def test_invalid_scores_over_http_write_nothing(rated_app, bad):
+    from gradio_client.exceptions import AppError
+
+    from esllm.store.models import Score
+
+    ctx, url, Session, sid, _ = rated_app
+    with Session() as s:
+        before = len(s.scalars(select(Score)).all())
+    c = client(url, "ana")
+    open_session(c, sid)
+    with pytest.raises(AppError, match="list of choices|1 a 5"):  # Gradio's radio check, then ours
+        c.predict("", "3", bad, "3", *[None] * 12, api_name="/evaluar_guardar")
+    with Session() as s:
+        assert len(s.scalars(select(Score)).all()) == before
+
+
+def test_three_raters_concurrently_every_score_once_with_right_contestant(rated_app):
+    from esllm.store.models import Answer, Assignment, Prompt, Score
+
+    ctx, url, Session, sid, _ = rated_app
+    submitted: dict[str, Counter] = {}
+    errors = []
+
+    def work(name: str, seed: int) -> None:
+        try:
+            rng = random.Random(seed)
+            c = client(url, name)
+            out = open_session(c, sid)
+            mine = Counter()
+            # outputs as an API client sees them (server-side state is not sent): progress, context, prompt, …
+            while out[2]:  # the prompt markdown is empty when the rater is done
+                vals = [str(rng.randint(1, 5)) for _ in range(3)]
+                prompt = out[2].split("\n\n", 1)[1]
+                for label, v in zip("ABC", vals):
+                    mine[(prompt, label, int(v))] += 1
+                out = save(c, vals)
+                if out[2] and out[2].split("\n\n", 1)[1] == prompt and "Ítem" in out[0]:
+                    errors.append(f"{name}: the same item came back after saving")
+            submitted[name] = mine
+        except Exception as e:  # reported below
+            errors.append(f"{name}: {type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=work, args=(n, i)) for i, n in enumerate(("ana", "beto", "carla"))]
+    [t.start() for t in threads]
+    [t.join(300) for t in threads]
+    assert not errors, errors
+    with Session() as s:
+        rows = s.execute(select(Score, Assignment, Prompt, Answer).join(Assignment, Score.assignment_id == Assignment.id)
+                         .join(Prompt, Assignment.prompt_id == Prompt.id).join(Answer, Score.answer_id == Answer.id)
+                         .where(Assignment.session_id == sid)).all()
+        n_assign = len(s.scalars(select(Assignment).where(Assignment.session_id == sid)).all())
+        names = {a.id: a for a in s.scalars(select(Assignment))}
+        assert len(rows) == n_assign * 3, "one general score per answer per assignment, no duplicates"
+        keys = Counter((sc.assignment_id, sc.answer_id, sc.criterion) for sc, *_ in rows)
+        assert set(keys.values()) == {1}
+        for sc, a, p, ans in rows:
+            assert ans.contestant_id == a.permutation[sc.label], "the label must hide the right contestant"
+            assert a.finished_at is not None and names[a.id].seconds_spent is not None
+        from esllm.store.models import User
+
+        by_rater = {}
+        for sc, a, p, ans in rows:
+            rater = s.get(User, a.rater_id).name
+            by_rater.setdefault(rater, Counter())[(p.text, sc.label, sc.value)] += 1
+    # Each (prompt, label, value) the client sent is stored.
+    for name, sent in submitted.items():
+        assert set(by_rater[name]) == set(sent), name
