@@ -32,6 +32,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def known_template(v: Optional[str]) -> Optional[str]:
+    """Validator shared by every schema that names a chat template."""
+    if v is not None and v not in TEMPLATES:
+        raise ValueError(f"unknown template {v!r}; choose one of {sorted(TEMPLATES)}")
+    return v
+
+
 class ModelSpec(_Strict):
     """One base model, loaded once per process and shared by its contestants."""
 
@@ -42,12 +49,7 @@ class ModelSpec(_Strict):
     # Other names an adapter's adapter_config.json may use for this base (base_model_name_or_path).
     aliases: list[str] = []
 
-    @field_validator("template")
-    @classmethod
-    def _known_template(cls, v: str) -> str:
-        if v not in TEMPLATES:
-            raise ValueError(f"unknown template {v!r}; choose one of {sorted(TEMPLATES)}")
-        return v
+    _template = field_validator("template")(known_template)
 
 
 class ContestantSpec(_Strict):
@@ -64,12 +66,7 @@ class ContestantSpec(_Strict):
             raise ValueError("name must be 1-64 letters, digits, spaces or . _ + - and start with a letter or digit")
         return v
 
-    @field_validator("template")
-    @classmethod
-    def _known_template(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None and v not in TEMPLATES:
-            raise ValueError(f"unknown template {v!r}; choose one of {sorted(TEMPLATES)}")
-        return v
+    _template = field_validator("template")(known_template)
 
     @field_validator("preset")
     @classmethod
@@ -120,8 +117,9 @@ class AppConfig(_Strict):
         return p if p.is_absolute() else (base / p)
 
 
-def _format_errors(path: Path, err: ValidationError) -> str:
-    lines = [f"Configuración inválida en {path}:"]
+def format_errors(title: str, err: ValidationError) -> str:
+    """One line per pydantic error: where it is and what to fix."""
+    lines = [title]
     for e in err.errors():
         loc = ".".join(str(x) for x in e["loc"]) or "(raíz)"
         msg = e["msg"].removeprefix("Value error, ")
@@ -139,7 +137,7 @@ def parse_config(data: object, path: Path = Path("<config>")) -> AppConfig:
     try:
         return AppConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format_errors(path, e)) from None
+        raise ConfigError(format_errors(f"Configuración inválida en {path}:", e)) from None
 
 
 def load_config(path: str | Path | None = None) -> AppConfig:

@@ -16,8 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from esllm import EsllmError
-from esllm.config import ModelSpec
-from esllm.templates import TEMPLATES
+from esllm.config import ModelSpec, format_errors, known_template
 
 
 class RecipeError(EsllmError):
@@ -68,12 +67,7 @@ class OutputSpec(_S):
     description: str = ""
     limits: str = ""
 
-    @field_validator("template")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        if v not in TEMPLATES:
-            raise ValueError(f"unknown template {v!r}; choose one of {sorted(TEMPLATES)}")
-        return v
+    _template = field_validator("template")(known_template)
 
 
 class Recipe(_S):
@@ -116,13 +110,4 @@ def parse_recipe(data: dict[str, Any], path: Path = Path("<recipe>")) -> Recipe:
     try:
         return Recipe.model_validate(data)
     except ValidationError as e:
-        lines = [f"Receta inválida {path}:"]
-        for err in e.errors():
-            loc = ".".join(str(x) for x in err["loc"]) or "(raíz)"
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key; remove it or check its spelling"
-            elif err["type"] == "missing":
-                msg = "required key is missing"
-            lines.append(f"  - {loc}: {msg}")
-        raise RecipeError("\n".join(lines)) from None
+        raise RecipeError(format_errors(f"Receta inválida {path}:", e)) from None
