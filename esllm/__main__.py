@@ -7,6 +7,11 @@
     python -m esllm generate --set general [--contestants A B C] [--attempts 3]  # answers in batch
     python -m esllm users add NAME --role rater|admin [--password-stdin]  # asks twice unless --password-stdin
     python -m esllm users list                          # users of $ESLLM_DATABASE_URL (default db/esllm.sqlite3)
+    python -m esllm prompts import FILE.jsonl|.csv --name SET   # add a prompt set (a bad file imports nothing)
+    python -m esllm sessions create NAME --set SET --contestants A B C --raters r1 r2 r3 --k 2 \
+        [--mode general|full] [--seed N]                # blind rating session over generated answers
+    python -m esllm sessions list                       # sessions with each rater's progress
+    python -m esllm sessions close NAME
 """
 
 from __future__ import annotations
@@ -44,7 +49,29 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--attempts", type=int, default=3)
     g.add_argument("--max-new-tokens", type=int, default=None)
     g.add_argument("--config", default=None)
+    pr = sub.add_parser("prompts", help="prompt sets (upgrades the database schema first)")
+    prsub = pr.add_subparsers(dest="prompts_cmd", required=True)
+    pi = prsub.add_parser("import", help="import a .jsonl or .csv prompt file as a set")
+    pi.add_argument("file")
+    pi.add_argument("--name", required=True, help="set name (adds missing prompts to an existing set)")
+    se = sub.add_parser("sessions", help="blind rating sessions (upgrades the database schema first)")
+    sesub = se.add_subparsers(dest="sessions_cmd", required=True)
+    sc = sesub.add_parser("create", help="create a session over the answers made by `generate`")
+    sc.add_argument("name")
+    sc.add_argument("--set", required=True, help="prompt set")
+    sc.add_argument("--contestants", nargs=3, required=True, metavar="NAME",
+                    help="three contestant names; each resolves to its latest snapshot with answers for the whole set")
+    sc.add_argument("--raters", nargs="+", required=True)
+    sc.add_argument("--k", type=int, required=True, help="raters per item")
+    sc.add_argument("--mode", choices=["general", "full"], default="general",
+                    help="general: one 1-5 score per answer; full: also the four aspects")
+    sc.add_argument("--seed", type=int, default=None, help="seed of the blind assignment (default: random)")
+    sesub.add_parser("list", help="list sessions with progress per rater")
+    scl = sesub.add_parser("close", help="close a session (raters can no longer score it)")
+    scl.add_argument("name")
     args = p.parse_args(argv)
+    if args.cmd in ("prompts", "sessions"):
+        return _store_command(args)
     if args.cmd == "generate":
         return _generate(args)
     if args.cmd == "train":
@@ -126,6 +153,65 @@ def _generate(args) -> int:
     for e in rep.errors[:20]:
         print("  -", e)
     return 0 if not rep.errors else 1
+
+
+def _store_command(args) -> int:
+    """`prompts import` and `sessions create|list|close`: one DB session per command."""
+    import random
+
+    from esllm import admin
+    from esllm.store import db
+
+    engine = None
+    try:
+        db.upgrade()
+        engine = db.make_engine()
+        Session = db.make_sessionmaker(engine)
+        with Session() as s:
+            if args.cmd == "prompts":
+                from esllm.batch import import_prompt_set
+                from esllm.prompts import parse_prompt_file
+
+                name = admin.check_set_name(args.name)
+                rows = parse_prompt_file(args.file)
+                before = len(admin.prompt_choices(s, name)) if name in admin.set_names(s) else 0
+                import_prompt_set(s, name, rows, description=f"importado: {Path(args.file).name}")
+                s.commit()
+                print(f"Conjunto {name!r}: {len(rows)} prompts en el archivo, {len(rows) - before} nuevos.")
+            elif args.sessions_cmd == "create":
+                from esllm.sessions import create_session
+
+                snaps = admin.resolve_contestants(s, args.set, args.contestants)
+                rng = random.Random(args.seed) if args.seed is not None else None
+                rs = create_session(s, name=args.name, prompt_set=args.set, contestant_ids=[c.id for c in snaps],
+                                    raters=args.raters, k=args.k, rubric_mode=args.mode, rng=rng)
+                s.commit()
+                print(f"Sesión {rs.name!r} creada: " + _summary_line(
+                    next(x for x in admin.list_sessions(s) if x.id == rs.id)))
+            elif args.sessions_cmd == "close":
+                rs = admin.close_session(s, args.name)
+                s.commit()
+                print(f"Sesión {rs.name!r} cerrada.")
+            else:
+                rows = admin.list_sessions(s)
+                if not rows:
+                    print("No hay sesiones. Cree una con: python -m esllm sessions create …")
+                for x in rows:
+                    print(_summary_line(x))
+        return 0
+    except EsllmError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if engine is not None:
+            engine.dispose()
+
+
+def _summary_line(x) -> str:
+    from esllm.admin import STATUS_ES
+
+    return (f"{x.name}\tconjunto={x.set_name}\tmodo={x.mode}\tk={x.k}\t{STATUS_ES.get(x.status, x.status)}\t"
+            f"concursantes={','.join(x.contestants)}\tprogreso: {x.progress_text}")
 
 
 def _read_password(from_stdin: bool) -> str:
