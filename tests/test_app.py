@@ -265,3 +265,35 @@ def test_real_default_model_streams_a_spanish_answer(real_app):
     assert len(updates) >= 3 and len(text.split()) >= 4
     assert any(w in f" {text.lower()} " for w in SPANISH), text
     assert meta["base"] == "gemma-3-270m" and meta["new_tokens"] > 0
+
+
+@pytest.mark.slow
+def test_shipped_adapters_load_and_change_the_default_model(real_app):
+    """adapters/instrucciones-es and adapters/tributario-ec, trained by `python -m esllm train`."""
+    import json
+
+    from esllm.train.data import load_examples
+
+    ctx, _ = real_app
+    eng = ctx.engine
+    for name, adapter in (("gemma-instrucciones", "instrucciones-es"), ("gemma-tributario", "tributario-ec")):
+        c = eng.contestants[name]
+        assert c.available, c.reason
+        folder = app_root() / "adapters" / adapter
+        meta = json.loads((folder / "esllm_adapter.json").read_text(encoding="utf-8"))
+        assert meta["final_eval_loss"] < meta["base_eval_loss"] and meta["examples_used"] > 100
+        assert (folder / "loss.png").stat().st_size > 5000 and not (folder / "adapter_model.bin").exists()
+        card, _ = eng.adapter_card(name)
+        assert card["steps"] == meta["steps"]
+    ex = load_examples(app_root() / "data" / "tributario-ec" / "eval.json")[0]
+    msgs = [{"role": "user", "content": ex.messages[-1]["content"]}]
+    answers = {n: eng.generate(n, msgs, preset="greedy", overrides={"max_new_tokens": 200})
+               for n in ("gemma-base", "gemma-tributario")}
+    assert answers["gemma-base"].text != answers["gemma-tributario"].text
+    assert answers["gemma-tributario"].ended_on_eos, answers["gemma-tributario"]
+
+
+def app_root():
+    import app
+
+    return app.ROOT
