@@ -153,9 +153,9 @@ def build_administrar(ctx: AppContext):
 
         # ----------------------------------------------------------------- attempts
         def on_attempt_set(set_name, request: gr.Request):
-            _admin(request)
-            if not set_name:
+            if not set_name:  # a non-admin's empty page: nothing to do, no error toast
                 return gr.update(choices=[], value=None), gr.update(choices=[], value=None), []
+            _admin(request)
             try:
                 with ctx.sessionmaker() as s:
                     who, prompts = admin.snapshots_with_answers(s, set_name), admin.prompt_choices(s, set_name)
@@ -169,9 +169,9 @@ def build_administrar(ctx: AppContext):
                      "sí" if a.ended_on_eos else "no", a.text] for a in admin.attempts(s, prompt_id, contestant_id)]
 
         def on_attempts(contestant_id, prompt_id, request: gr.Request):
-            _admin(request)
             if contestant_id in (None, "") or prompt_id in (None, ""):
                 return []
+            _admin(request)
             with ctx.sessionmaker() as s:
                 return attempts_rows(s, _ids(contestant_id, "un concursante"), _ids(prompt_id, "un prompt"))
 
@@ -195,9 +195,9 @@ def build_administrar(ctx: AppContext):
 
         # ----------------------------------------------------------------- sessions
         def on_session_set(set_name, request: gr.Request):
-            _admin(request)
             if not set_name:
                 return gr.update(choices=[], value=[])
+            _admin(request)
             try:
                 with ctx.sessionmaker() as s:
                     names = list(admin.complete_snapshots(s, set_name))

@@ -192,9 +192,9 @@ def build_conversar(ctx: AppContext):
             ctx.stop(request.session_hash or "anon")
 
         def on_contestant(name: str, request: gr.Request):
+            if not name:  # the empty list a non-admin's page loads with: nothing to describe, no error
+                return gr.skip(), gr.skip(), {}, None
             _admin(ctx, request)
-            if not name:
-                return {}, gr.skip(), {}, None
             try:
                 d = eng.describe(name)
             except EsllmError as e:
