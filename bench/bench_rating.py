@@ -1,0 +1,326 @@
+"""Rating-load benchmark: simulated raters save items through the real app's HTTP API, then every saved row is checked.
+
+Run from the repository root (CPU; a tiny random Llama is built in-process, nothing is downloaded):
+
+    PYTHONPATH=. python bench/bench_rating.py                  # ~3-5 min on 2 cores
+    PYTHONPATH=. python bench/bench_rating.py --seconds 10 --prompts 100 --overlap 20
+    PYTHONPATH=. python bench/bench_rating.py | tee bench/results/rating_cpu.txt
+
+What it does: builds the tiny Llama of tests/tiny.py with two random LoRA adapters (three contestants),
+starts the app as app.py does (app.create + launch_kwargs, so with accounts Gradio's login guards every
+call) on a fresh SQLite file, imports a generated set of --prompts standalone prompts, generates the
+answers with esllm.batch.generate_answers (1 attempt), and creates one session with raters r00..r49
+where each prompt goes to --overlap raters (default 50: every rater has every prompt, 200 items each,
+so no one runs out; with k=1 each of 50 raters would get only 4 items). Then two phases, 10 raters
+at once and 50 at once (r00..r09 go on from where phase 1 left them): each rater is a thread with its
+own gradio_client.Client (logged in before the clock starts), opens the session (/evaluar_abrir) and
+saves items with random 1-5 scores (/evaluar_guardar, the «Guardar y seguir» call) as fast as it can
+for --seconds. Printed per phase: saves/s, p50/p95/max latency of /evaluar_guardar as the client sees
+it, errors, and whether the next item shown was always the next position. At the end every client's
+successful saves are compared with the database: each (assignment, answer, criterion) must be there
+exactly once with the value sent; lost (sent, missing or another value) and duplicated (count > 1)
+must both be zero; "extra" counts rows the server kept for a save the client saw fail.
+
+What it does not know: the server and the client threads share one Python process and its GIL, so
+latencies include client-side work and the clients compete with the server for 2 cores (and with
+anything else running: each phase prints the load average and how many cores other processes used);
+saves with aspects (rubric "full") write 15 rows instead of 3 and are not measured; SQLite only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench/bench_rating.py` works too
+
+from bench.common import _cpu_seconds, header, no_progress_bars  # noqa: E402
+
+PW = "clave-de-carga-123"
+CONTESTANTS = ["carga-base", "carga-a1", "carga-a2"]
+TOPICS = ["el RUC", "el IVA", "el impuesto a la renta", "la factura electrónica", "las retenciones",
+          "el anticipo", "los gastos personales", "el RISE", "las multas", "la devolución del IVA"]
+POSITION = re.compile(r"Ítem (\d+) / (\d+)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--prompts", type=int, default=200, help="generated prompts in the set (default 200)")
+    p.add_argument("--raters", type=int, default=50, help="raters r00..rNN in the session (default 50)")
+    p.add_argument("--overlap", type=int, default=50, help="raters per prompt, k (default 50: all)")
+    p.add_argument("--phases", default="10,50", help="concurrent raters per phase (default 10,50)")
+    p.add_argument("--seconds", type=float, default=20.0, help="length of each phase (default 20)")
+    p.add_argument("--new-tokens", type=int, default=8, help="max_new_tokens of the generated answers")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def prompt_rows(n: int) -> str:
+    cats = ["basicas", "complejas", "creativas"]
+    return "\n".join(json.dumps({"id": f"q{i:04d}", "category": cats[i % 3],
+                                 "text": f"Pregunta {i:04d}: explica {TOPICS[i % len(TOPICS)]} a un contribuyente."},
+                                ensure_ascii=False) for i in range(n))
+
+
+def build_app(tmp: Path, args):
+    """(ctx, demo, Session, session id): tiny model, accounts, prompts, answers, one open session."""
+    import yaml
+
+    import app
+    from esllm.batch import generate_answers, import_prompt_set
+    from esllm.prompts import parse_prompts
+    from esllm.sessions import create_session
+    from esllm.store import db, users
+    from esllm.store.models import Contestant
+    from sqlalchemy import select
+    from tests import tiny as tm
+
+    t0 = time.perf_counter()
+    model = tm.build_family("llama", tmp / "model")
+    for i, name in enumerate(("a1", "a2")):
+        tm.build_adapter(model, tm.FAMILIES["llama"].target_modules, tmp / "adapters" / name, seed=i + 1)
+    cfg = {"models": {"tiny": {"source": str(model), "quantization": "none", "device": "cpu", "template": "llama-2"}},
+           "contestants": [{"name": CONTESTANTS[0], "model": "tiny", "preset": "greedy"},
+                           {"name": CONTESTANTS[1], "model": "tiny", "adapter": "a1", "preset": "greedy"},
+                           {"name": CONTESTANTS[2], "model": "tiny", "adapter": "a2", "preset": "greedy"}],
+           "limits": {"max_new_tokens": args.new_tokens}, "adapters_dir": str(tmp / "adapters"),
+           "auto_contestants": False}
+    (tmp / "config.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    url = f"sqlite:///{tmp / 'rating.sqlite3'}"
+    db.upgrade(url)
+    Session = db.make_sessionmaker(db.make_engine(url))
+    raters = [f"r{i:02d}" for i in range(args.raters)]
+    with Session() as s:
+        users.add_user(s, "admin", PW, "admin")
+        for r in raters:
+            users.add_user(s, r, PW, "rater")
+        import_prompt_set(s, "carga", parse_prompts(prompt_rows(args.prompts), "jsonl"))
+        s.commit()
+    ctx, demo = app.create(str(tmp / "config.yaml"), progress=lambda m: None, db_url=url)
+    assert not ctx.local_mode
+    print(f"  tiny Llama + 2 adapters, {len(raters) + 1} accounts, app started: {time.perf_counter() - t0:.1f} s")
+    t1 = time.perf_counter()
+    rep = generate_answers(Session, ctx.engine, "carga", CONTESTANTS, attempts=1)
+    assert not rep.errors, rep.errors[:3]
+    print(f"  generate_answers: {rep.generated} answers ({args.prompts} prompts x 3 contestants, "
+          f"<= {args.new_tokens} new tokens) in {time.perf_counter() - t1:.1f} s")
+    t2 = time.perf_counter()
+    with Session() as s:
+        ids = [s.scalars(select(Contestant.id).where(Contestant.name == n)).one() for n in CONTESTANTS]
+        sid = create_session(s, name="carga", prompt_set="carga", contestant_ids=ids, raters=raters,
+                             k=args.overlap, rng=random.Random(args.seed)).id
+        s.commit()
+    print(f"  session: {args.prompts} prompts x k={args.overlap} = {args.prompts * args.overlap} assignments "
+          f"(~{args.prompts * args.overlap // args.raters} per rater), created in {time.perf_counter() - t2:.1f} s")
+    return ctx, demo, Session, sid
+
+
+@dataclass
+class Rater:
+    """What one simulated rater did (pickled back from the client process)."""
+
+    name: str
+    saved: dict = field(default_factory=dict)  # prompt text -> [A, B, C], last successful save
+    lat: list = field(default_factory=list)  # seconds per successful /evaluar_guardar
+    opens: list = field(default_factory=list)  # seconds per /evaluar_abrir
+    errors: list = field(default_factory=list)
+    out_of_order: int = 0  # the item shown after a save was not the next position
+    finished: bool = False
+
+
+def item_of(out) -> tuple[int, str] | None:
+    """(position, prompt text) of what the client was shown; None when the rater has no item left.
+    API outputs (server-side state is not sent): progress, context, prompt, comment, answers A/B/C, radios…"""
+    if not out[2]:
+        return None
+    return int(POSITION.search(out[0]).group(1)), out[2].split("\n\n", 1)[1]
+
+
+def work(c, r: Rater, rng: random.Random, sid: int, deadline: float) -> None:
+    """Open the session, then save the item shown with random scores, again and again until `deadline`."""
+    t = time.perf_counter()
+    out = c.predict(sid, api_name="/evaluar_abrir")
+    r.opens.append(time.perf_counter() - t)
+    cur = item_of(out)
+    while cur is not None and time.perf_counter() < deadline:
+        pos, prompt = cur
+        vals = [str(rng.randint(1, 5)) for _ in range(3)]
+        t = time.perf_counter()
+        try:
+            out = c.predict("", *vals, *[None] * 12, api_name="/evaluar_guardar")
+        except Exception as e:  # counted and shown; then reopen to learn where the server is
+            r.errors.append(f"{type(e).__name__}: {str(e)[:160]}")
+            out = c.predict(sid, api_name="/evaluar_abrir")
+            cur = item_of(out)
+            continue
+        r.lat.append(time.perf_counter() - t)
+        r.saved[prompt] = vals
+        cur = item_of(out)
+        if cur is not None and cur[0] != pos + 1:
+            r.out_of_order += 1
+    r.finished = cur is None
+
+
+def client_process(url: str, names: list[str], sid: int, seconds: float, phase: int, go, results) -> None:
+    """Child process: log every rater in (a gradio_client.Client each), wait for `go`, run them all as threads."""
+    from gradio_client import Client
+
+    t0 = time.perf_counter()
+    clients = {}
+
+    def login(nm: str) -> None:
+        clients[nm] = Client(url, auth=(nm, PW), verbose=False)
+
+    ts = [threading.Thread(target=login, args=(nm,)) for nm in names]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    results.put(time.perf_counter() - t0)
+    go.wait()
+    cpu0 = time.process_time()
+    t_start = time.perf_counter()
+    raters = {nm: Rater(nm) for nm in names}
+    ts = [threading.Thread(target=work, args=(clients[nm], raters[nm], random.Random(f"{nm}/{phase}"), sid,
+                                               t_start + seconds)) for nm in names]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    results.put((raters, time.perf_counter() - t_start, time.process_time() - cpu0))
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))] if xs else float("nan")
+
+
+def run_phase(n: int, phase: int, raters: dict[str, Rater], url: str, sid: int, seconds: float) -> None:
+    import multiprocessing as mp
+
+    names = [f"r{i:02d}" for i in range(n)]
+    header(f"{n} raters at once for {seconds:.0f} s")
+    spawn = mp.get_context("spawn")  # a clean child: no torch, no server, its own GIL
+    go, results = spawn.Event(), spawn.Queue()
+    child = spawn.Process(target=client_process, args=(url, names, sid, seconds, phase, go, results))
+    child.start()
+    print(f"  {n} clients logged in (gradio_client, before the clock): {results.get(timeout=900):.1f} s")
+    busy0, server0 = _cpu_seconds()
+    go.set()
+    got, wall, client_cpu = results.get(timeout=seconds + 900)
+    busy1, server1 = _cpu_seconds()
+    child.join()
+    for nm, r in got.items():
+        old = raters.setdefault(nm, Rater(nm))
+        old.saved.update(r.saved)
+        old.finished = r.finished
+    lat = [x for r in got.values() for x in r.lat]
+    opens = [x for r in got.values() for x in r.opens]
+    errs = [e for r in got.values() for e in r.errors]
+    per_rater = [len(r.lat) for r in got.values()]
+    server = server1 - server0
+    print(f"  saves: {len(lat)} in {wall:.1f} s = {len(lat) / wall:.1f} saves/s "
+          f"({len(lat) * 3 / wall:.0f} score rows/s); per rater min/median/max {min(per_rater)}/"
+          f"{statistics.median(per_rater):.0f}/{max(per_rater)}; raters who finished all items: "
+          f"{sum(r.finished for r in got.values())}")
+    print(f"  /evaluar_guardar latency: p50 {pct(lat, .5) * 1e3:.0f} ms, p95 {pct(lat, .95) * 1e3:.0f} ms, "
+          f"max {max(lat, default=float('nan')) * 1e3:.0f} ms")
+    print(f"  /evaluar_abrir latency (first call of each rater): p50 {pct(opens, .5) * 1e3:.0f} ms, "
+          f"max {max(opens, default=float('nan')) * 1e3:.0f} ms")
+    print(f"  errors: {len(errs)}" + (f" (e.g. {Counter(errs).most_common(3)})" if errs else "")
+          + f"; next item not the next position: {sum(r.out_of_order for r in got.values())}")
+    print(f"  CPU: server process {server / wall:.2f} cores ({server / max(1, len(lat)) * 1e3:.0f} ms per save), "
+          f"client process {client_cpu / wall:.2f} cores, anything else "
+          f"{max(0.0, (busy1 - busy0) - server - client_cpu) / wall:.2f} cores (of {os.cpu_count()})")
+
+
+def verify(Session, sid: int, raters: dict[str, Rater]) -> tuple[int, int]:
+    """Compare every client's successful saves with the Score rows; prints and returns (lost, duplicated)."""
+    from sqlalchemy import select
+
+    from esllm.store.models import Answer, Assignment, Prompt, Score, User
+
+    header("Clients' saves vs database rows")
+    with Session() as s:
+        user_id = {u.name: u.id for u in s.scalars(select(User))}
+        prompt_id = {p.text: p.id for p in s.scalars(select(Prompt))}
+        assignment = {(a.rater_id, a.prompt_id): a for a in
+                      s.scalars(select(Assignment).where(Assignment.session_id == sid))}
+        answer_id = {(a.prompt_id, a.contestant_id): a.id for a in s.scalars(select(Answer).where(Answer.selected))}
+        rows = s.execute(select(Score.assignment_id, Score.answer_id, Score.criterion, Score.label, Score.value)
+                         .join(Assignment, Score.assignment_id == Assignment.id)
+                         .where(Assignment.session_id == sid)).all()
+        finished = sum(1 for a in assignment.values() if a.finished_at is not None)
+    stored = Counter((a, b, c) for a, b, c, _, _ in rows)
+    value = {(a, b, c): (lb, v) for a, b, c, lb, v in rows}
+    expected = {}
+    for r in raters.values():
+        for prompt, vals in r.saved.items():
+            a = assignment[user_id[r.name], prompt_id[prompt]]
+            for label, v in zip("ABC", vals):
+                expected[(a.id, answer_id[a.prompt_id, a.permutation[label]], "general")] = (label, int(v))
+    lost = sum(1 for k, lv in expected.items() if stored[k] == 0 or value[k] != lv)
+    dup = sum(1 for n in stored.values() if n > 1)
+    extra = sum(1 for k in stored if k not in expected)
+    items = sum(len(r.saved) for r in raters.values())
+    print(f"  items saved (clients): {items}; assignments finished (database): {finished}")
+    print(f"  score rows expected: {len(expected)}; in the database: {len(rows)}")
+    print(f"  lost (sent and answered OK, but missing or another value/label): {lost}")
+    print(f"  duplicated ((assignment, answer, criterion) stored more than once): {dup}")
+    print(f"  extra (stored, though the client saw the save fail or never sent it): {extra}")
+    return lost, dup
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    no_progress_bars()
+    import torch
+
+    torch.set_num_threads(1)  # the tiny model gains nothing from more; 2 threads fight the server on 2 cores
+    import gradio
+    import gradio_client
+    import sqlalchemy
+
+    from esllm.ui import CSS, HEAD
+
+    print(f"esllm rating benchmark, {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    print(f"python {sys.version.split()[0]}, gradio {gradio.__version__}, gradio_client {gradio_client.__version__}, "
+          f"sqlalchemy {sqlalchemy.__version__}; {os.cpu_count()} CPUs; args {vars(args)}")
+    header("Setup")
+    with tempfile.TemporaryDirectory(prefix="esllm-rating-") as d:
+        ctx, demo, Session, sid = build_app(Path(d), args)
+        import app
+
+        port = free_port()
+        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                    show_error=True, css=CSS, head=HEAD, **app.launch_kwargs(ctx, "127.0.0.1"))
+        url = f"http://127.0.0.1:{port}/"
+        raters: dict[str, Rater] = {}
+        try:
+            for phase, n in enumerate(int(x) for x in args.phases.split(",")):
+                run_phase(n, phase, raters, url, sid, args.seconds)
+            lost, dup = verify(Session, sid, raters)
+        finally:
+            demo.close()
+    ok = lost == 0 and dup == 0
+    print(f"\nresult: {'OK' if ok else 'FAILED'} (lost {lost}, duplicated {dup})")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
