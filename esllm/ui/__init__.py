@@ -6,8 +6,12 @@ import gradio as gr
 
 from esllm.ui.administrar import build_administrar
 from esllm.ui.chat import build_conversar
+from esllm.ui.comparar import build_comparar
 from esllm.ui.context import AppContext
 from esllm.ui.evaluar import SHORTCUTS_JS, build_evaluar
+
+# The tabs in page order; each builder returns (load function, its outputs), run when a page opens.
+TABS = (build_conversar, build_comparar, build_evaluar, build_administrar)
 
 HEAD = SHORTCUTS_JS
 CSS = """
@@ -20,7 +24,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
     with gr.Blocks(title="esllm — banco de trabajo de LLM en español") as demo:
         gr.Markdown("## esllm · banco de trabajo de modelos de lenguaje en español")
         with gr.Tabs():
-            loaders = [build_conversar(ctx), build_evaluar(ctx), build_administrar(ctx)]
+            loaders = [build(ctx) for build in TABS]
         for fn, outputs in loaders:
             demo.load(fn, None, outputs, api_name=False)
     demo.queue(default_concurrency_limit=16)

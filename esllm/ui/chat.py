@@ -3,6 +3,8 @@
 Handlers are thin: they turn widget values into engine calls and engine errors into `gr.Error`
 (whose message the browser shows). A stop flag per browser session backs the «Detener» button;
 a generator closed by Gradio (browser gone, event cancelled) also stops the engine.
+👍/👎 rate the last answer: what it answered (contestant, prompt, text, params) is kept in server-side
+state when it ends, and esllm/feedback.py stores it in `chat_feedback`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any, Iterator
 import gradio as gr
 
 from esllm import EsllmError
+from esllm.feedback import save_feedback
 from esllm.presets import PRESETS, preset_choices
 from esllm.ui.context import AppContext
 
@@ -115,6 +118,12 @@ def build_conversar(ctx: AppContext):
                     stop = gr.Button("Detener", variant="stop", elem_id="detener")
                     regen = gr.Button("Regenerar", elem_id="regenerar")
                     clear = gr.Button("Borrar", elem_id="borrar")
+                with gr.Row():
+                    thumbs_up = gr.Button("👍 Buena respuesta", size="sm", elem_id="pulgar-arriba")
+                    thumbs_down = gr.Button("👎 Mala respuesta", size="sm", elem_id="pulgar-abajo")
+                    thumbs_note = gr.Markdown("", elem_id="valoracion")
+                # server-side: the last finished answer {contestant, prompt, answer, params, feedback_id}
+                answered = gr.State(None)
             with gr.Column(scale=2):
                 info = gr.JSON(value={}, label="Concursante elegido", elem_id="info")
                 last = gr.JSON(value={}, label="Última respuesta (parámetros, tokens, latencia, EOS)", elem_id="ultima")
@@ -150,18 +159,23 @@ def build_conversar(ctx: AppContext):
             except EsllmError as e:
                 raise gr.Error(str(e), print_exception=False) from None
             answer = {"role": "assistant", "content": first_ev.text}
-            yield shown + [answer], "", gr.skip()
+            yield shown + [answer], "", gr.skip(), None
             ev = first_ev
             try:
                 for ev in stream:
                     answer["content"] = ev.text
-                    yield shown + [answer], gr.skip(), gr.skip()
+                    yield shown + [answer], gr.skip(), gr.skip(), gr.skip()
             except EsllmError as e:
                 raise gr.Error(str(e), print_exception=False) from None
             finally:
                 stream.close()
             result = ev.result
-            yield shown + [answer], gr.skip(), result.as_dict() if result else gr.skip()
+            if result is None:
+                yield shown + [answer], gr.skip(), gr.skip(), gr.skip()
+                return
+            rated = {"contestant": result.contestant, "prompt": messages[-1]["content"], "answer": result.text,
+                     "params": result.params, "feedback_id": None}
+            yield shown + [answer], gr.skip(), result.as_dict(), rated
 
         def respond(message: str, history: list[dict], name: str, preset_name: str, system_prompt: str,
                     max_new_tokens, temperature, top_k, top_p, num_beams, penalty_alpha, repetition_penalty, seed,
@@ -190,6 +204,29 @@ def build_conversar(ctx: AppContext):
 
         def on_stop(request: gr.Request) -> None:
             ctx.stop(request.session_hash or "anon")
+
+        def rate(thumbs: str, rated, request: gr.Request):
+            _admin(ctx, request)
+            if not rated:
+                raise gr.Error("Todavía no hay ninguna respuesta terminada que valorar.", print_exception=False)
+            if ctx.sessionmaker is None:
+                raise gr.Error("No hay base de datos configurada: la valoración no se puede guardar.", print_exception=False)
+            with ctx.sessionmaker() as s:
+                try:
+                    row = save_feedback(s, contestant=rated["contestant"], prompt=rated["prompt"], answer=rated["answer"],
+                                        thumbs=thumbs, params=rated["params"], feedback_id=rated["feedback_id"])
+                    s.commit()
+                except EsllmError as e:
+                    raise gr.Error(str(e), print_exception=False) from None
+                row_id = row.id
+            mark = "👍" if thumbs == "up" else "👎"
+            return {**rated, "feedback_id": row_id}, f"Valoración guardada: {mark} para la última respuesta."
+
+        def rate_up(rated, request: gr.Request):
+            return rate("up", rated, request)
+
+        def rate_down(rated, request: gr.Request):
+            return rate("down", rated, request)
 
         def on_contestant(name: str, request: gr.Request):
             if not name:  # the empty list a non-admin's page loads with: nothing to describe, no error
@@ -227,13 +264,21 @@ def build_conversar(ctx: AppContext):
             return gr.update(choices=names, value=value), status_markdown(ctx)
 
         inputs = [msg, chatbot, contestant, preset, system, *adv]
-        outputs = [chatbot, msg, last]
+        outputs = [chatbot, msg, last, answered]  # as an API client sees them: chatbot, msg, last (State stays here)
         ev_send = send.click(respond, inputs, outputs, api_name="conversar", concurrency_limit=None)
         ev_enter = msg.submit(respond, inputs, outputs, api_name=False, concurrency_limit=None)
         ev_regen = regen.click(regenerate, [chatbot, contestant, preset, system, *adv], outputs,
                                api_name="regenerar", concurrency_limit=None)
+        for trigger in (send.click, msg.submit, regen.click):  # a new answer: the note was about the previous one
+            trigger(lambda: "", None, thumbs_note, api_name=False, queue=False)
         stop.click(on_stop, None, None, cancels=[ev_send, ev_enter, ev_regen], api_name="detener", queue=False)
-        clear.click(lambda: ([], "", {}), None, [chatbot, msg, last], api_name="borrar", queue=False)
+        clear.click(lambda: ([], "", {}, None, ""), None, [chatbot, msg, last, answered, thumbs_note], api_name="borrar",
+                    queue=False)
+        # One at a time (a short write): two quick clicks on one answer update its row, never add a second.
+        thumbs_up.click(rate_up, answered, [answered, thumbs_note], api_name="pulgar_arriba", concurrency_id="pulgar",
+                        concurrency_limit=1)
+        thumbs_down.click(rate_down, answered, [answered, thumbs_note], api_name="pulgar_abajo",
+                          concurrency_id="pulgar", concurrency_limit=1)
         contestant.change(on_contestant, contestant, [info, preset, card, plot], api_name="describir")
         preset.change(on_preset, preset, adv[1:6], api_name=False)
         refresh.click(on_refresh, contestant, [contestant, status], api_name="actualizar_adaptadores")

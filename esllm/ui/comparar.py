@@ -1,0 +1,163 @@
+"""Tab «Comparar»: one prompt, three contestants answering side by side as Modelo A/B/C in random order;
+a vote (best, tie, all bad), then the names are revealed.
+
+Blind until the vote: the A/B/C mapping lives in esllm/compare.py's server-side registry, the page only
+holds its token in a server-side gr.State, and an engine error is replaced by a neutral message that
+names the label only. Admins only (and local mode): a rater could send a session prompt here, see the
+names after voting and match them to the deterministic answers of their blind session.
+The answers stream one after the other (contestants on one base share that base's lock anyway).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+
+import gradio as gr
+
+from esllm import EsllmError
+from esllm.compare import CHOICE_NAMES, LABELS, Comparisons, public_error
+from esllm.ui.chat import available_contestants
+from esllm.ui.context import AppContext, Caller
+
+log = logging.getLogger(__name__)
+
+INTRO = ("Escriba un mensaje: tres concursantes responden como **Modelo A**, **Modelo B** y **Modelo C** en un "
+         "orden sorteado. Vote la mejor respuesta; los nombres se revelan después del voto.")
+
+
+class _Linked(threading.Event):
+    """One answer's stop flag, also set while the comparison's «Detener» flag is: the engine sets the flag it
+    is given when an answer ends, so each answer needs its own, under the one the button sets."""
+
+    def __init__(self, parent: threading.Event):
+        super().__init__()
+        self.parent = parent
+
+    def is_set(self) -> bool:
+        return super().is_set() or self.parent.is_set()
+
+
+def _admin(ctx: AppContext, request) -> Caller:
+    try:
+        c = ctx.require(request)
+    except EsllmError as e:
+        raise gr.Error(str(e), print_exception=False) from None
+    if c.role != "admin":
+        raise gr.Error("No tiene permiso para usar «Comparar»: es solo para administradores (revelaría qué modelo "
+                       "dio cada respuesta, y quien califica a ciegas no debe saberlo).", print_exception=False)
+    return c
+
+
+def reveal_markdown(reveal: dict[str, str], choice: str) -> str:
+    lines = [f"**Voto guardado: {CHOICE_NAMES[choice]}.** Los modelos eran:", ""]
+    lines += [f"- **Modelo {label}**: {reveal[label]}" for label in LABELS]
+    return "\n".join(lines)
+
+
+def build_comparar(ctx: AppContext):
+    """Build the tab; returns (load function, outputs). The contestant list is filled on load, for admins."""
+    eng = ctx.engine
+    book = Comparisons()
+    rng = random.SystemRandom()  # the A/B/C draw must not be predictable
+
+    with gr.Tab("Comparar", id="comparar"):
+        gr.Markdown(INTRO)
+        notice = gr.Markdown("", elem_id="comparar-aviso")
+        # Filled on load (admins only); the service checks the names, so nothing is baked into /config.
+        chosen = gr.Dropdown([], value=[], multiselect=True, max_choices=3, allow_custom_value=True,
+                             label="Concursantes que compiten (tres; el orden A/B/C se sortea en cada mensaje)",
+                             elem_id="comparar-concursantes")
+        prompt = gr.Textbox(label="Mensaje", lines=2, max_lines=8, elem_id="comparar-mensaje",
+                            placeholder="Escriba su mensaje en español y pulse «Comparar»…")
+        with gr.Row():
+            go = gr.Button("Comparar", variant="primary", elem_id="comparar-enviar")
+            stop = gr.Button("Detener", variant="stop", elem_id="comparar-detener")
+        state = gr.State(None)  # server-side: the token of this browser session's comparison
+        with gr.Row():
+            answers = []
+            for label in LABELS:
+                with gr.Column():
+                    answers.append(gr.Markdown("", label=f"Modelo {label}", container=True, show_label=True,
+                                               elem_id=f"comparar-{label}"))
+        with gr.Row():
+            buttons = {choice: gr.Button(text, elem_id=f"votar-{choice}") for choice, text in CHOICE_NAMES.items()}
+        reveal = gr.Markdown("", elem_id="comparar-revelacion")
+        # The API form of the five buttons: /comparar_votar(choice) with choice in A, B, C, tie, all_bad.
+        choice_in = gr.Textbox(visible=False)
+        vote_api = gr.Button(visible=False)
+
+        def on_compare(text: str, names: list, request: gr.Request):
+            caller = _admin(ctx, request)
+            session = request.session_hash or "anon"
+            try:
+                cmp = book.start(prompt=text, available=available_contestants(ctx), requested=names or [], rng=rng,
+                                 session_hash=session, user_id=caller.id,
+                                 max_prompt_chars=ctx.config.limits.max_prompt_chars)
+            except EsllmError as e:
+                raise gr.Error(str(e), print_exception=False) from None
+            user_stop = ctx.new_stop(f"{session}/comparar")
+            texts = dict.fromkeys(LABELS, "")
+            yield cmp.token, "", "", "", "Generando las tres respuestas…"
+            messages = [{"role": "user", "content": cmp.prompt}]
+            for label, name in zip(LABELS, cmp.shown):
+                if user_stop.is_set():
+                    break
+                stream = None
+                try:
+                    stream = eng.stream(name, messages, stop_event=_Linked(user_stop))
+                    for ev in stream:
+                        texts[label] = ev.text
+                        yield gr.skip(), *texts.values(), gr.skip()
+                except Exception as e:  # the engine's message may name the contestant: log it, show the label
+                    log.warning("Comparar: %s (Modelo %s) failed: %s", name, label, e)
+                    book.discard(cmp.token)
+                    raise gr.Error(public_error(label, e), print_exception=False) from None
+                finally:
+                    if stream is not None:
+                        stream.close()
+            if user_stop.is_set():
+                book.discard(cmp.token)
+                yield gr.skip(), *texts.values(), "Generación detenida: esta comparación no se vota. Envíe el mensaje de nuevo."
+                return
+            book.mark_ready(cmp.token)
+            yield gr.skip(), *texts.values(), "¿Qué respuesta es mejor? Vote para ver los nombres de los modelos."
+
+        def on_vote(token, choice, request: gr.Request) -> str:
+            caller = _admin(ctx, request)
+            if ctx.sessionmaker is None:
+                raise gr.Error("No hay base de datos configurada: el voto no se puede guardar.", print_exception=False)
+            with ctx.sessionmaker() as s:
+                try:
+                    shown = book.vote(s, token, choice, session_hash=request.session_hash or "anon", user_id=caller.id)
+                except EsllmError as e:
+                    raise gr.Error(str(e), print_exception=False) from None
+            return reveal_markdown(shown, choice)
+
+        def vote_for(choice: str):
+            def handler(token, request: gr.Request) -> str:
+                return on_vote(token, choice, request)
+            return handler
+
+        def on_stop(request: gr.Request) -> None:
+            _admin(ctx, request)
+            ctx.stop(f"{request.session_hash or 'anon'}/comparar")
+
+        ev_go = go.click(on_compare, [prompt, chosen], [state, *answers, reveal], api_name="comparar",
+                         concurrency_limit=None)
+        ev_enter = prompt.submit(on_compare, [prompt, chosen], [state, *answers, reveal], api_name=False,
+                                 concurrency_limit=None)
+        stop.click(on_stop, None, None, cancels=[ev_go, ev_enter], api_name="comparar_detener", queue=False)
+        for choice, button in buttons.items():
+            button.click(vote_for(choice), state, reveal, api_name=False)
+        vote_api.click(on_vote, [state, choice_in], reveal, api_name="comparar_votar")
+
+        def on_load(request: gr.Request):
+            c = ctx.caller(request)
+            if c is None or c.role != "admin":
+                return gr.update(choices=[], value=[]), "«Comparar» es solo para administradores."
+            names = available_contestants(ctx)
+            return gr.update(choices=names, value=names[:3]), ""
+
+    return on_load, [chosen, notice]
