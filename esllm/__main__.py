@@ -12,6 +12,8 @@
         [--mode general|full] [--seed N]                # blind rating session over generated answers
     python -m esllm sessions list                       # sessions with each rater's progress
     python -m esllm sessions close NAME
+    python -m esllm export SESSION --out DIR [--dpo-threshold 1.0]   # CSV tables, raw scores, answers,
+                                                        # dpo.jsonl and kto.jsonl (see esllm/export.py)
 """
 
 from __future__ import annotations
@@ -69,8 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     sesub.add_parser("list", help="list sessions with progress per rater")
     scl = sesub.add_parser("close", help="close a session (raters can no longer score it)")
     scl.add_argument("name")
+    ex = sub.add_parser("export", help="write a session's results as CSV and JSONL files "
+                                       "(upgrades the database schema first)")
+    ex.add_argument("session", help="session name or id")
+    ex.add_argument("--out", required=True, help="folder for the files (created if missing)")
+    ex.add_argument("--dpo-threshold", type=float, default=None,
+                    help="least difference of mean general scores for a DPO pair (default 1.0)")
     args = p.parse_args(argv)
-    if args.cmd in ("prompts", "sessions"):
+    if args.cmd in ("prompts", "sessions", "export"):
         return _store_command(args)
     if args.cmd == "generate":
         return _generate(args)
@@ -156,7 +164,7 @@ def _generate(args) -> int:
 
 
 def _store_command(args) -> int:
-    """`prompts import` and `sessions create|list|close`: one DB session per command."""
+    """`prompts import`, `sessions create|list|close` and `export`: one DB session per command."""
     import random
 
     from esllm import admin
@@ -178,6 +186,14 @@ def _store_command(args) -> int:
                 import_prompt_set(s, name, rows, description=f"importado: {Path(args.file).name}")
                 s.commit()
                 print(f"Conjunto {name!r}: {len(rows)} prompts en el archivo, {len(rows) - before} nuevos.")
+            elif args.cmd == "export":
+                from esllm.export import DPO_THRESHOLD, write_exports
+
+                threshold = DPO_THRESHOLD if args.dpo_threshold is None else args.dpo_threshold
+                paths = write_exports(s, args.session, args.out, dpo_threshold=threshold)
+                print(f"Archivos escritos en {Path(args.out).resolve()}:")
+                for path in paths.values():
+                    print(f"  {path}")
             elif args.sessions_cmd == "create":
                 from esllm.sessions import create_session
 

@@ -1,0 +1,227 @@
+"""Write a rating session's results as files for spreadsheets and for preference training.
+
+    python -m esllm export SESSION --out DIR     # SESSION = name or id; prints the files written
+    paths = write_exports(s, session_id, out_dir)
+
+Files (DESIGN.md §7):
+- puntuaciones.csv  raw scores, long format: one row per rater × item × contestant × criterion: sesion,
+                    evaluador (pseudonym, see results.pseudonyms), item (the prompt's id), categoria, serie,
+                    turno, etiqueta (A/B/C as shown), concursante, criterio, puntuacion, comentario,
+                    segundos_item (time on the whole item, repeated on its rows), fecha_utc (ISO 8601).
+- tabla.csv         the study table (general; in "full" mode one block per aspect too): mean, 95% bootstrap
+                    CI, n items, n scores, Promedio row last in each block; numbers rounded to 4
+                    decimals; bootstrap seed 0 (parameter), so the same scores give the same file.
+- acuerdo.csv       Krippendorff's alpha (ordinal) per criterion, with the pairable units and values.
+- respuestas.csv    every attempt of every (item, contestant) of the session, with `seleccionada` (shown to
+                    raters now) and `calificada` (scored in this session), generation parameters as JSON,
+                    tokens, latency, EOS flag, finish reason.
+- dpo.jsonl         preference pairs from score differences (see `dpo_pairs`), TRL's conversational format.
+- kto.jsonl         every thumbs up/down of Conversar (the whole chat_feedback table, not per session):
+                    {"prompt", "completion", "label", "contestant"}; written even when empty.
+
+CSV files are UTF-8 with a BOM (`utf-8-sig`), so Excel opens accents right; every string cell that starts
+with = + - @ tab or CR gets a leading ' (OWASP's advice against formula injection). JSONL files are
+training data, not spreadsheets, and are left unescaped. Each file is written to a temporary file in the
+target folder and renamed over the old one, so a reader never sees half a file. These files name the
+contestants: offer them to admins only.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from itertools import combinations
+from pathlib import Path
+from typing import Any, Iterable, Sequence, Union
+
+import pandas as pd
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from esllm import EsllmError, report
+from esllm.batch import ordered_prompts
+from esllm.results import contestant_names, find_session, session_scores_frame  # noqa: F401 (also offered here)
+from esllm.store.models import CRITERIA, Answer, Assignment, ChatFeedback, Prompt, RatingSession, Score
+
+DANGEROUS_FIRST = ("=", "+", "-", "@", "\t", "\r")
+DPO_THRESHOLD = 1.0  # one rubric step: smaller gaps between item means are mostly rater noise
+CSV_ENCODING = "utf-8-sig"
+
+SCORE_CSV = {  # frame column -> puntuaciones.csv header
+    "session": "sesion", "rater": "evaluador", "item": "item", "category": "categoria", "series": "serie",
+    "turn": "turno", "label": "etiqueta", "contestant": "concursante", "criterion": "criterio",
+    "value": "puntuacion", "comment": "comentario", "seconds": "segundos_item", "timestamp": "fecha_utc",
+}
+
+
+def escape_cell(v: Any) -> Any:
+    """A string that a spreadsheet would read as a formula gets a leading "'"; anything else is returned as is."""
+    if isinstance(v, str) and v.startswith(DANGEROUS_FIRST):
+        return "'" + v
+    return v
+
+
+# ---------------------------------------------------------------- atomic writes
+
+def _atomic_write(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding=encoding, newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as e:
+        raise EsllmError(f"No se pudo escribir {path}: {e.strerror or e}. Revise que la carpeta exista, "
+                         "que tenga permiso de escritura y que quede espacio en el disco.") from e
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _cell(v: Any) -> Any:
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    return escape_cell(v)
+
+
+def _csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    w.writerow([escape_cell(h) for h in header])
+    for row in rows:
+        w.writerow([_cell(v) for v in row])
+    return buf.getvalue()
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+    """A CSV file (utf-8-sig, every cell through escape_cell), written atomically."""
+    return _atomic_write(path, _csv_text(header, rows), CSV_ENCODING)
+
+
+def write_jsonl(path: Path, records: Iterable[dict]) -> Path:
+    return _atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+# ---------------------------------------------------------------- what goes in the files
+
+def _r(x: float) -> float:
+    return round(float(x), 4)
+
+
+def table_records(df: pd.DataFrame, criteria: Sequence[str], *, seed: int = 0, n_boot: int = 2000) -> list[dict]:
+    rows = []
+    for crit in criteria:
+        rows += report.table_rows(report.study_table(df, crit, seed=seed, n_boot=n_boot))
+    for r in rows:
+        r.update(media=_r(r["media"]), ic95_inf=_r(r["ic95_inf"]), ic95_sup=_r(r["ic95_sup"]))
+    return rows
+
+
+def _conversation(s: Session, prompt: Prompt, contestant_id: int) -> list[dict[str, str]]:
+    """The prompt as the contestant saw it: earlier turns of its series with its own selected answers."""
+    msgs: list[dict[str, str]] = []
+    if prompt.series is not None:
+        for e in s.scalars(select(Prompt).where(Prompt.set_id == prompt.set_id, Prompt.series == prompt.series,
+                                                Prompt.turn < prompt.turn).order_by(Prompt.turn)):
+            ans = s.scalars(select(Answer.text).where(Answer.prompt_id == e.id, Answer.contestant_id == contestant_id,
+                                                      Answer.selected)).first()
+            msgs += [{"role": "user", "content": e.text}, {"role": "assistant", "content": ans or ""}]
+    return msgs + [{"role": "user", "content": prompt.text}]
+
+
+def dpo_pairs(s: Session, df: pd.DataFrame, threshold: float = DPO_THRESHOLD) -> list[dict]:
+    """Preference pairs from one session's scores (the frame of session_scores_frame).
+
+    Per item and scored answer, the mean "general" score over raters; every two answers of different
+    contestants whose means differ by >= threshold give a pair, chosen = the higher one. Format (TRL,
+    conversational): {"prompt": [messages], "chosen": [{"role": "assistant", ...}], "rejected": [...]}, plus
+    item, score_chosen, score_rejected, contestant_chosen, contestant_rejected. For a contextual turn the
+    prompt carries the earlier turns with the *chosen* contestant's own answers (the history its answer
+    was written after); the rejected answer was written after its own history, which the pair does not show.
+    """
+    if threshold <= 0:
+        raise EsllmError("El umbral de diferencia para DPO debe ser mayor que 0.")
+    g = df[df["criterion"] == "general"]
+    if g.empty:
+        return []
+    means = g.groupby(["prompt_id", "answer_id", "contestant_id", "contestant", "item"], sort=False,
+                      observed=True)["value"].mean()
+    out = []
+    for prompt_id, grp in means.groupby(level="prompt_id", sort=False):
+        prompt = s.get(Prompt, int(prompt_id))
+        answers = [(int(aid), int(cid), name, item, float(v)) for (_, aid, cid, name, item), v in grp.items()]
+        for a, b in combinations(answers, 2):
+            if a[1] == b[1] or abs(a[4] - b[4]) < threshold:
+                continue
+            hi, lo = (a, b) if a[4] > b[4] else (b, a)
+            out.append({"prompt": _conversation(s, prompt, hi[1]),
+                        "chosen": [{"role": "assistant", "content": s.get(Answer, hi[0]).text}],
+                        "rejected": [{"role": "assistant", "content": s.get(Answer, lo[0]).text}],
+                        "item": hi[3], "score_chosen": _r(hi[4]), "score_rejected": _r(lo[4]),
+                        "contestant_chosen": hi[2], "contestant_rejected": lo[2]})
+    return out
+
+
+def kto_records(s: Session) -> list[dict]:
+    return [{"prompt": f.prompt, "completion": f.answer, "label": f.thumbs == "up", "contestant": f.contestant}
+            for f in s.scalars(select(ChatFeedback).order_by(ChatFeedback.id))]
+
+
+ANSWER_HEADER = ["sesion", "item", "categoria", "serie", "turno", "prompt", "concursante", "intento", "seleccionada",
+                 "calificada", "texto", "parametros", "tokens_nuevos", "latencia_s", "fin_por_eos", "motivo_fin",
+                 "fecha_utc", "respuesta_id"]
+
+
+def answer_rows(s: Session, rs: RatingSession) -> list[list[Any]]:
+    names = contestant_names(s, rs.id)
+    scored = set(s.scalars(select(Score.answer_id).join(Assignment, Score.assignment_id == Assignment.id)
+                           .where(Assignment.session_id == rs.id).distinct()))
+    rows = []
+    for p in ordered_prompts(s, rs.prompt_set_id):
+        for cid, name in names.items():
+            for a in s.scalars(select(Answer).where(Answer.prompt_id == p.id, Answer.contestant_id == cid)
+                               .order_by(Answer.attempt)):
+                rows.append([rs.name, p.external_id, p.category, p.series, p.turn, p.text, name, a.attempt,
+                             int(a.selected), int(a.id in scored), a.text,
+                             json.dumps(a.params, ensure_ascii=False, sort_keys=True), a.new_tokens, a.latency_s,
+                             int(a.ended_on_eos), a.finish_reason, a.created_at.isoformat(timespec="seconds"), a.id])
+    return rows
+
+
+def write_exports(s: Session, session_id: Union[int, str], out_dir: Union[str, Path], *,
+                  dpo_threshold: float = DPO_THRESHOLD, seed: int = 0, n_boot: int = 2000) -> dict[str, Path]:
+    """Write the six files for one session (by id or name) into out_dir (created if missing);
+    returns {file name: path}. A folder that cannot be written raises EsllmError."""
+    rs = find_session(s, session_id)
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EsllmError(f"No se pudo crear la carpeta {out}: {e.strerror or e}. Elija otra carpeta.") from e
+    df = session_scores_frame(s, rs.id)
+    criteria = CRITERIA if rs.rubric_mode == "full" else ("general",)
+    paths: dict[str, Path] = {}
+    cols = list(SCORE_CSV)
+    paths["puntuaciones.csv"] = write_csv(out / "puntuaciones.csv", [SCORE_CSV[c] for c in cols],
+                                          df[cols].itertuples(index=False, name=None))
+    table = table_records(df, criteria, seed=seed, n_boot=n_boot) if not df.empty else []
+    header = ["criterio", "categoria", "concursante", "media", "ic95_inf", "ic95_sup", "n", "n_puntuaciones"]
+    paths["tabla.csv"] = write_csv(out / "tabla.csv", header, ([r[h] for h in header] for r in table))
+    agreement = []
+    for crit in criteria:
+        a = report.krippendorff_alpha_ordinal(df, crit) if not df.empty else report.Agreement(float("nan"), 0, 0)
+        agreement.append([crit, None if math.isnan(a.alpha) else _r(a.alpha), a.units, a.values])
+    paths["acuerdo.csv"] = write_csv(out / "acuerdo.csv", ["criterio", "alfa_krippendorff_ordinal",
+                                                           "unidades_con_2_o_mas", "puntuaciones"], agreement)
+    paths["respuestas.csv"] = write_csv(out / "respuestas.csv", ANSWER_HEADER, answer_rows(s, rs))
+    paths["dpo.jsonl"] = write_jsonl(out / "dpo.jsonl", dpo_pairs(s, df, dpo_threshold) if not df.empty else [])
+    paths["kto.jsonl"] = write_jsonl(out / "kto.jsonl", kto_records(s))
+    return paths
