@@ -57,16 +57,20 @@ def create(config_path: str, progress=print, db_url: str | None = None):
 
 
 def launch_kwargs(ctx, host: str) -> dict:
-    """How to launch: a login in front of everything when accounts exist; local mode only on loopback."""
+    """How to launch: a login in front of everything when accounts exist; local mode only on loopback.
+    Export files (downloads of «Resultados») are refused to anyone but an admin, link or not."""
     from esllm import EsllmError
+    from esllm.ui.downloads import guard_middleware
+
+    guard = {"app_kwargs": {"middleware": guard_middleware(ctx)}}
 
     if ctx.local_mode:
         if host not in LOOPBACK:
             raise EsllmError(
                 f"Sin cuentas, esllm solo acepta --host 127.0.0.1 (se pidió {host}): cualquiera en la red sería "
                 "administrador. Cree un administrador con `python -m esllm users add NOMBRE --role admin` y vuelva a iniciar.")
-        return {}
-    return {"auth": ctx.check_login, "auth_message": "esllm: inicie sesión con su cuenta"}
+        return guard
+    return {"auth": ctx.check_login, "auth_message": "esllm: inicie sesión con su cuenta", **guard}
 
 
 def main(argv: list[str] | None = None) -> int:

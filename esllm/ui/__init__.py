@@ -9,9 +9,10 @@ from esllm.ui.chat import build_conversar
 from esllm.ui.comparar import build_comparar
 from esllm.ui.context import AppContext
 from esllm.ui.evaluar import SHORTCUTS_JS, build_evaluar
+from esllm.ui.resultados import build_resultados
 
 # The tabs in page order; each builder returns (load function, its outputs), run when a page opens.
-TABS = (build_conversar, build_comparar, build_evaluar, build_administrar)
+TABS = (build_conversar, build_comparar, build_evaluar, build_administrar, build_resultados)
 
 HEAD = SHORTCUTS_JS
 CSS = """

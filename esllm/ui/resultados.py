@@ -1,0 +1,211 @@
+"""Tab «Resultados» (admins only): the study's table for a rating session or a whole prompt set, the
+same per aspect in "full" mode, Krippendorff's alpha, a bar chart with CIs, each rater's progress,
+Bradley–Terry ratings from «Comparar» votes, and the downloads.
+
+Every handler asks `ctx.require(request, "admin")` first: a rater or an anonymous caller gets an error
+and no data. Nothing in the page's initial config names a session, contestant or rater (the dropdown
+is filled on load for admins). Export files are named with `EXPORT_PREFIX`, so `ExportGuard`
+(esllm/ui/downloads.py) refuses them to anyone but an admin even with the link. The numbers come from
+esllm/report.py, the data from esllm/results.py, the files from esllm/export.py.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import gradio as gr
+
+from esllm import EsllmError, charts, report
+from esllm.admin import STATUS_ES, set_names
+from esllm.export import write_exports
+from esllm.results import (comparar_votes, find_session, progress_by_rater, prompt_set_scores_frame,
+                           session_scores_frame)
+from esllm.store.models import RatingSession
+from esllm.ui.context import AppContext
+from esllm.ui.downloads import EXPORT_PREFIX, new_export_dir
+
+SCOPES = ["Sesión", "Conjunto de prompts"]
+PROGRESS_HEADERS = ["sesión", "evaluador (seudónimo)", "usuario", "ítems hechos", "ítems asignados"]
+ALPHA_HEADERS = ["criterio", "alfa de Krippendorff (ordinal)", "unidades con ≥ 2 evaluadores", "puntuaciones"]
+BT_HEADERS = ["concursante", "puntuación (tipo Elo)", "IC 95 % inf.", "IC 95 % sup.", "votos"]
+ASPECTS = ("exactitud", "relevancia", "coherencia", "comprension")
+
+
+def _err(e: Exception) -> gr.Error:
+    return gr.Error(str(e), print_exception=False)
+
+
+def _session_choices(s) -> list[tuple[str, str]]:
+    from sqlalchemy import select
+
+    rows = s.scalars(select(RatingSession).order_by(RatingSession.id))
+    return [(f"{r.name} ({STATUS_ES.get(r.status, r.status)})", r.name) for r in rows]
+
+
+def _fmt(x: float) -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")[:60] or "sesion"
+
+
+def compute(s, scope: str, which: str, *, seed: int = 0) -> dict[str, Any]:
+    """Everything the tab shows for a session (scope "Sesión") or a prompt set, as plain data."""
+    if scope == SCOPES[0]:
+        rs = find_session(s, which)
+        df = session_scores_frame(s, rs.id)
+        sessions = [rs]
+        title = f"Sesión «{rs.name}» · {STATUS_ES.get(rs.status, rs.status)} · modo {rs.rubric_mode} · k={rs.overlap_k}"
+    elif scope == SCOPES[1]:
+        if which not in set_names(s):
+            raise EsllmError(f"No existe el conjunto de prompts {which!r}.")
+        df = prompt_set_scores_frame(s, which)
+        from sqlalchemy import select
+
+        from esllm.store.models import PromptSet
+
+        ps = s.scalars(select(PromptSet).where(PromptSet.name == which)).one()
+        sessions = list(s.scalars(select(RatingSession).where(RatingSession.prompt_set_id == ps.id)
+                                  .order_by(RatingSession.id)))
+        title = f"Conjunto «{which}» · {len(sessions)} sesión(es)"
+    else:
+        raise EsllmError("Elija «Sesión» o «Conjunto de prompts».")
+    progress = [[rs.name, *row] for rs in sessions for row in progress_by_rater(s, rs.id)]
+    out: dict[str, Any] = {"title": title, "progress": progress, "n_scores": int(len(df)), "tables": {}, "alpha": []}
+    if df.empty:
+        return out
+    criteria = ["general"] + [a for a in ASPECTS if (df["criterion"] == a).any()]
+    for crit in criteria:
+        out["tables"][crit] = report.study_table(df, crit, seed=seed)
+        a = report.krippendorff_alpha_ordinal(df, crit)
+        out["alpha"].append([crit, _fmt(a.alpha), a.units, a.values])
+    out["raters"] = int(df["rater"].nunique())
+    out["items"] = int(df["item"].nunique())
+    return out
+
+
+def build_resultados(ctx: AppContext):
+    with gr.Tab("Resultados", id="resultados"):
+        notice = gr.Markdown("", elem_id="resultados-aviso")
+        with gr.Row():
+            scope = gr.Radio(SCOPES, value=SCOPES[0], label="Ver resultados de", scale=1)
+            which = gr.Dropdown([], value=None, label="Sesión o conjunto", allow_custom_value=True, scale=2,
+                                elem_id="resultados-cual")
+            go = gr.Button("Calcular", variant="primary", elem_id="resultados-calcular", scale=1)
+        summary = gr.Markdown("", elem_id="resultados-resumen")
+        table = gr.Dataframe(value=None, interactive=False, wrap=True, elem_id="resultados-tabla",
+                             label="Tabla del estudio (general): media [IC 95 % bootstrap] n = ítems")
+        chart = gr.Plot(label="Medias por categoría con IC 95 %", elem_id="resultados-grafico")
+        aspects = gr.Dataframe(value=None, interactive=False, wrap=True, visible=False,
+                               label="Por aspecto (sesiones en modo completo)")
+        alpha = gr.Dataframe(headers=ALPHA_HEADERS, value=None, interactive=False,
+                             label="Acuerdo entre evaluadores")
+        progress = gr.Dataframe(headers=PROGRESS_HEADERS, value=None, interactive=False,
+                                label="Progreso por evaluador")
+        with gr.Accordion("Descargas (CSV, DPO, KTO)", open=True):
+            gr.Markdown("Puntuaciones en formato largo, la tabla agregada, el acuerdo, las respuestas con sus "
+                        "parámetros, pares DPO y KTO (pulgares de «Conversar»). Solo de una sesión.")
+            dl_go = gr.Button("Preparar descargas", elem_id="resultados-descargar")
+            files = gr.File(label="Archivos", file_count="multiple", interactive=False, elem_id="resultados-archivos")
+        with gr.Accordion("Comparar: Bradley–Terry", open=False):
+            bt_go = gr.Button("Calcular con los votos", elem_id="resultados-bt")
+            bt_table = gr.Dataframe(headers=BT_HEADERS, value=None, interactive=False, label="Puntuaciones")
+            bt_chart = gr.Plot(label="Bradley–Terry con IC 95 %")
+
+        def _admin(request):
+            try:
+                return ctx.require(request, "admin")
+            except EsllmError as e:
+                raise _err(e) from None
+
+        def choices_for(scope_value: str):
+            with ctx.sessionmaker() as s:
+                if scope_value == SCOPES[1]:
+                    opts = [(n, n) for n in set_names(s)]
+                else:
+                    opts = _session_choices(s)
+            return gr.update(choices=opts, value=opts[-1][1] if opts else None)
+
+        def on_load(request: gr.Request):
+            c = ctx.caller(request)
+            if c is None or c.role != "admin" or ctx.sessionmaker is None:
+                return gr.update(choices=[], value=None), "«Resultados» es solo para administradores."
+            return choices_for(SCOPES[0]), ""
+
+        def on_scope(scope_value, request: gr.Request):
+            c = ctx.caller(request)
+            if c is None or c.role != "admin":
+                return gr.update()
+            return choices_for(scope_value)
+
+        def on_compute(scope_value, which_value, request: gr.Request):
+            _admin(request)
+            if not isinstance(which_value, str) or not which_value.strip():
+                raise gr.Error("Elija una sesión o un conjunto.", print_exception=False)
+            with ctx.sessionmaker() as s:
+                try:
+                    r = compute(s, scope_value, which_value.strip())
+                except EsllmError as e:
+                    raise _err(e) from None
+            if not r["tables"]:
+                md = f"### {r['title']}\n\nAún no hay puntuaciones."
+                return md, None, None, gr.update(value=None, visible=False), None, r["progress"]
+            general = r["tables"]["general"]
+            md = (f"### {r['title']}\n\n{r['n_scores']} puntuaciones · {r['items']} ítems · {r['raters']} "
+                  "evaluador(es). Cada celda: media de los ítems (un ítem = media de sus evaluadores), IC 95 % "
+                  "bootstrap sobre ítems, n = ítems. «Promedio» = media no ponderada de las medias por categoría.")
+            fig = charts.study_bars(general, title=r["title"].split(" · ")[0])
+            if len(r["tables"]) > 1:
+                frames = []
+                for crit, t in r["tables"].items():
+                    if crit == "general":
+                        continue
+                    f = report.display_frame(t)
+                    f.insert(0, "Aspecto", crit)
+                    frames.append(f)
+                import pandas as pd
+
+                asp = gr.update(value=pd.concat(frames, ignore_index=True), visible=True)
+            else:
+                asp = gr.update(value=None, visible=False)
+            return md, report.display_frame(general), fig, asp, r["alpha"], r["progress"]
+
+        def on_download(scope_value, which_value, request: gr.Request):
+            _admin(request)
+            if scope_value != SCOPES[0] or not isinstance(which_value, str) or not which_value.strip():
+                raise gr.Error("Las descargas son por sesión: elija «Sesión» y una sesión.", print_exception=False)
+            out = new_export_dir()
+            with ctx.sessionmaker() as s:
+                try:
+                    rs = find_session(s, which_value.strip())
+                    paths = write_exports(s, rs.id, out)
+                except EsllmError as e:
+                    raise _err(e) from None
+                slug = _slug(rs.name)
+            named = []
+            for name, p in paths.items():
+                target = p.with_name(f"{EXPORT_PREFIX}{slug}-{name}")
+                p.rename(target)
+                named.append(str(target))
+            return named
+
+        def on_bt(request: gr.Request):
+            _admin(request)
+            with ctx.sessionmaker() as s:
+                votes = comparar_votes(s)
+            if not votes:
+                raise gr.Error("Aún no hay votos de «Comparar».", print_exception=False)
+            res = report.bradley_terry(votes, seed=0)
+            rows = [[r.contestant, round(r.rating, 1), round(r.ci_low, 1), round(r.ci_high, 1), r.n_votes]
+                    for r in res.ratings]
+            return rows, charts.bt_bars(res)
+
+        scope.change(on_scope, scope, which, api_name=False)
+        go.click(on_compute, [scope, which], [summary, table, chart, aspects, alpha, progress],
+                 api_name="resultados_calcular")
+        dl_go.click(on_download, [scope, which], files, api_name="resultados_descargar")
+        bt_go.click(on_bt, None, [bt_table, bt_chart], api_name="resultados_bradley_terry")
+    return on_load, [which, notice]

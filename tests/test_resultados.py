@@ -1,0 +1,148 @@
+"""«Resultados» over HTTP with logins: after three raters finish a session through gradio_client, the
+downloaded CSV equals the database and the table equals one computed by hand from the CSV; raters and
+anonymous callers get no results, no exports and no export file even with an admin's link.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+from collections import defaultdict
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from tests.test_evaluar import CONTESTANTS, client, open_session, rated_app, save  # noqa: F401 (fixture)
+
+SESSION = "estudio-piloto"
+
+
+def finish_session(url: str, sid: int) -> None:
+    for i, name in enumerate(("ana", "beto", "carla")):
+        rng = random.Random(10 + i)
+        c = client(url, name)
+        out = open_session(c, sid)
+        while out[2]:
+            out = save(c, [str(rng.randint(1, 5)) for _ in range(3)], comment=f"=HYPERLINK(\"x\") de {name}")
+
+
+def call_sse(url: str, api: str, data: list, cookies) -> list:
+    """Call an endpoint over Gradio's plain HTTP API and return the output list (raw, with file URLs)."""
+    r = httpx.post(f"{url}gradio_api/call/{api}", json={"data": data}, cookies=cookies, timeout=60)
+    r.raise_for_status()
+    event_id = r.json()["event_id"]
+    text = httpx.get(f"{url}gradio_api/call/{api}/{event_id}", cookies=cookies, timeout=120).text
+    event, payload = None, None
+    for line in text.splitlines():
+        if line.startswith("event:"):
+            event = line.split(":", 1)[1].strip()
+        elif line.startswith("data:"):
+            payload = line.split(":", 1)[1].strip()
+    if event != "complete":
+        raise RuntimeError(f"{api}: {event}: {payload}")
+    return json.loads(payload)
+
+
+@pytest.fixture(scope="module")
+def finished(rated_app):
+    ctx, url, Session, sid, model_dir = rated_app
+    finish_session(url, sid)
+    return rated_app
+
+
+def read_csv(text: str) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(text.lstrip("\ufeff"))))
+
+
+def test_download_equals_database_and_table_equals_hand_computation(finished):
+    from esllm.store.models import Answer, Assignment, Contestant, Prompt, Score
+
+    ctx, url, Session, sid, _ = finished
+    admin = client(url, "admin")
+    files = call_sse(url, "resultados_descargar", ["Sesión", SESSION], admin.cookies)[0]
+    by_name = {f["orig_name"].split(f"{SESSION}-", 1)[1]: f for f in files}
+    assert set(by_name) >= {"puntuaciones.csv", "tabla.csv", "acuerdo.csv", "respuestas.csv", "dpo.jsonl", "kto.jsonl"}
+    for f in files:
+        assert f["orig_name"].startswith("esllm-export-")
+    get = lambda name: httpx.get(by_name[name]["url"], cookies=admin.cookies, timeout=30)  # noqa: E731
+    r = get("puntuaciones.csv")
+    assert r.status_code == 200
+    rows = read_csv(r.content.decode("utf-8"))
+    with Session() as s:
+        db = s.execute(select(Score, Assignment, Prompt, Contestant).join(Assignment, Score.assignment_id == Assignment.id)
+                       .join(Prompt, Assignment.prompt_id == Prompt.id).join(Answer, Score.answer_id == Answer.id)
+                       .join(Contestant, Answer.contestant_id == Contestant.id)
+                       .where(Assignment.session_id == sid)).all()
+        db_rows = sorted((p.external_id, sc.label, c.name, sc.criterion, sc.value) for sc, a, p, c in db)
+    csv_rows = sorted((r["item"], r["etiqueta"], r["concursante"], r["criterio"], int(r["puntuacion"])) for r in rows)
+    assert len(db_rows) > 0 and csv_rows == db_rows
+    # comments that start with "=" come out escaped
+    assert all(r["comentario"].startswith("'=HYPERLINK") for r in rows)
+    # the study table by hand from the CSV: item = mean of its raters, category = mean of items
+    per_item = defaultdict(list)
+    for r in rows:
+        if r["criterio"] == "general":
+            per_item[(r["categoria"], r["concursante"], r["item"])].append(int(r["puntuacion"]))
+    per_cat = defaultdict(list)
+    for (cat, con, _), vals in per_item.items():
+        per_cat[(cat, con)].append(sum(vals) / len(vals))
+    hand = {k: sum(v) / len(v) for k, v in per_cat.items()}
+    table = read_csv(get("tabla.csv").content.decode("utf-8"))
+    got = {(t["categoria"], t["concursante"]): float(t["media"]) for t in table if t["categoria"] != "Promedio"}
+    assert got.keys() == hand.keys()
+    for k, v in hand.items():
+        assert got[k] == pytest.approx(v, abs=1e-4)
+        row = next(t for t in table if (t["categoria"], t["concursante"]) == k)
+        assert float(row["ic95_inf"]) <= got[k] <= float(row["ic95_sup"])
+        assert int(row["n"]) == len(per_cat[k])
+    for con in CONTESTANTS:
+        cats = [v for (cat, c), v in hand.items() if c == con]
+        prom = next(t for t in table if t["categoria"] == "Promedio" and t["concursante"] == con)
+        assert float(prom["media"]) == pytest.approx(sum(cats) / len(cats), abs=1e-4)
+    # the on-screen table shows the same means
+    md, shown, *_ = call_sse(url, "resultados_calcular", ["Sesión", SESSION], admin.cookies)
+    cells = {(row[0], h): row[i] for row in shown["data"] for i, h in enumerate(shown["headers"])}
+    for (cat, con), v in hand.items():
+        assert cells[(cat, con)].startswith(f"{v:.2f} [")
+    assert "puntuaciones" in md
+
+
+def test_rater_and_anonymous_get_no_results_and_no_export_file(finished):
+    from gradio_client.exceptions import AppError
+
+    ctx, url, *_ = finished
+    admin = client(url, "admin")
+    files = call_sse(url, "resultados_descargar", ["Sesión", SESSION], admin.cookies)[0]
+    link = files[0]["url"]
+    assert httpx.get(link, cookies=admin.cookies, timeout=30).status_code == 200
+    rater = client(url, "ana")
+    for api, args in (("/resultados_calcular", ("Sesión", SESSION)), ("/resultados_descargar", ("Sesión", SESSION)),
+                      ("/resultados_bradley_terry", ())):
+        with pytest.raises(AppError, match="permiso"):
+            rater.predict(*args, api_name=api)
+    r = httpx.get(link, cookies=rater.cookies, timeout=30)
+    assert r.status_code == 403 and "concursante" not in r.text
+    assert httpx.get(link, timeout=30).status_code in (401, 403)
+    assert httpx.post(url + "gradio_api/call/resultados_calcular", json={"data": ["Sesión", SESSION]},
+                      timeout=30).status_code in (401, 403)
+
+
+def test_bradley_terry_from_votes_and_unknown_session(finished):
+    from gradio_client.exceptions import AppError
+
+    from esllm.compare import record_vote
+
+    ctx, url, Session, *_ = finished
+    with Session() as s:
+        for _ in range(6):
+            record_vote(s, prompt="¿Qué es el SRI?", shown=list(CONTESTANTS), choice="A", user_id=None, session_hash=None)
+        record_vote(s, prompt="¿Qué es el SRI?", shown=list(CONTESTANTS), choice="tie", user_id=None, session_hash=None)
+        s.commit()
+    admin = client(url, "admin")
+    table, _ = admin.predict(api_name="/resultados_bradley_terry")
+    assert table["data"][0][0] == CONTESTANTS[0] and len(table["data"]) == 3
+    with pytest.raises(AppError, match="No existe la sesión"):
+        admin.predict("Sesión", "no-hay-tal", api_name="/resultados_calcular")
