@@ -9,11 +9,15 @@ of every session over a prompt set, and the Comparar votes.
 These frames name the contestants: show them to admins only (the caller checks roles). Raters appear
 as pseudonyms ("evaluador-01", …), numbered by user id among the session's raters, so a pseudonym is
 stable within a session whatever the progress.
+
+Humans and judge models never mix: a judge model (esllm/evals/judge.py) grades as a user of role "judge"
+with its own assignments, and everything here reads human raters only unless asked otherwise
+(`session_scores_frame(s, id, who="judges")` gives the judges' scores, rater = the judge user's name).
 """
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Literal, Union
 
 import pandas as pd
 from sqlalchemy import func, select
@@ -25,6 +29,7 @@ from esllm.store.models import (CRITERIA, Answer, Assignment, Contestant, Prompt
                                 SessionContestant, SessionRater, User, Vote)
 
 # Columns of session_scores_frame: report.py's six first, then what the long CSV adds.
+WHO = ("humans", "judges", "all")
 FRAME_COLUMNS = ["item", "category", "contestant", "rater", "criterion", "value",
                  "session", "series", "turn", "label", "comment", "seconds", "timestamp", "answer_id",
                  "prompt_id", "contestant_id", "position"]
@@ -45,12 +50,14 @@ def find_session(s: Session, session: Union[int, str]) -> RatingSession:
 
 
 def pseudonyms(s: Session, session_id: int) -> dict[int, str]:
-    """user id -> "evaluador-NN" for the session's raters, numbered in user-id order."""
+    """user id -> "evaluador-NN" for the session's human raters, numbered in user-id order (judges never
+    take a number, so adding a judge renames no one)."""
     ids = s.scalars(select(SessionRater.user_id).where(SessionRater.session_id == session_id)
                     .order_by(SessionRater.user_id))
     # raters with assignments but no SessionRater row (not made by create_session) still get a name
     extra = s.scalars(select(Assignment.rater_id).where(Assignment.session_id == session_id).distinct())
-    ordered = sorted(set(ids) | set(extra))
+    judges = set(s.scalars(select(User.id).where(User.role == "judge")))
+    ordered = sorted((set(ids) | set(extra)) - judges)
     width = max(2, len(str(len(ordered))))
     return {uid: f"evaluador-{i:0{width}d}" for i, uid in enumerate(ordered, start=1)}
 
@@ -64,9 +71,18 @@ def contestant_names(s: Session, session_id: int) -> dict[int, str]:
     return {i: (f"{n} (#{i})" if names.count(n) > 1 else n) for i, n in rows}
 
 
-def session_scores_frame(s: Session, session_id: int) -> pd.DataFrame:
-    """Every score of the session, one row per rater × item × contestant × criterion (columns FRAME_COLUMNS).
+def judge_names(s: Session, session_id: int) -> dict[int, str]:
+    """user id -> user name of the judge models with assignments in the session."""
+    return dict(s.execute(select(User.id, User.name).join(Assignment, Assignment.rater_id == User.id)
+                          .where(Assignment.session_id == session_id, User.role == "judge").distinct()).all())
 
+
+def session_scores_frame(s: Session, session_id: int,
+                         who: Literal["humans", "judges", "all"] = "humans") -> pd.DataFrame:
+    """The session's scores, one row per rater × item × contestant × criterion (columns FRAME_COLUMNS).
+
+    `who`: "humans" (default: the study's raters only), "judges" (judge models, rater = the judge user's
+    name, e.g. "juez-gemma-base") or "all" (both; tell them apart by the rater name).
     item = the prompt's external id; rater = pseudonym; contestant = display name (see contestant_names);
     seconds = the time the rater spent on the whole item (repeated on its rows); timestamp = when the
     score was last given (UTC ISO 8601). Rows come in prompt-set order (standalone items by id, then
@@ -75,7 +91,13 @@ def session_scores_frame(s: Session, session_id: int) -> pd.DataFrame:
     rs = s.get(RatingSession, session_id)
     if rs is None:
         raise EsllmError(f"No existe la sesión {session_id!r}.")
-    who = pseudonyms(s, session_id)
+    if who not in WHO:
+        raise ValueError(f"who must be one of {WHO}, not {who!r}")
+    raters: dict[int, str] = {}
+    if who in ("humans", "all"):
+        raters.update(pseudonyms(s, session_id))
+    if who in ("judges", "all"):
+        raters.update(judge_names(s, session_id))
     names = contestant_names(s, session_id)
     position = {cid: i for i, cid in enumerate(names)}
     q = (select(Score.value, Score.criterion, Score.label, Score.comment, Score.updated_at, Score.answer_id,
@@ -84,11 +106,11 @@ def session_scores_frame(s: Session, session_id: int) -> pd.DataFrame:
          .join(Assignment, Score.assignment_id == Assignment.id)
          .join(Prompt, Assignment.prompt_id == Prompt.id)
          .join(Answer, Score.answer_id == Answer.id)
-         .where(Assignment.session_id == session_id))
+         .where(Assignment.session_id == session_id, Assignment.rater_id.in_(list(raters))))
     rows = []
     for (value, crit, label, comment, when, answer_id, rater_id, secs, pid, ext, cat, series, turn,
          cid) in s.execute(q):
-        rows.append({"item": ext, "category": cat, "contestant": names.get(cid, f"#{cid}"), "rater": who[rater_id],
+        rows.append({"item": ext, "category": cat, "contestant": names.get(cid, f"#{cid}"), "rater": raters[rater_id],
                      "criterion": crit, "value": int(value), "session": rs.name, "series": series, "turn": turn,
                      "label": label, "comment": comment, "seconds": secs,
                      "timestamp": when.isoformat(timespec="seconds") if when else None, "answer_id": answer_id,
@@ -108,7 +130,7 @@ def session_scores_frame(s: Session, session_id: int) -> pd.DataFrame:
 
 
 def progress_by_rater(s: Session, session_id: int) -> list[tuple[str, str, int, int]]:
-    """(pseudonym, user name, items done, items assigned) per rater, in pseudonym order."""
+    """(pseudonym, user name, items done, items assigned) per human rater, in pseudonym order."""
     who = pseudonyms(s, session_id)
     total = dict(s.execute(select(Assignment.rater_id, func.count()).where(Assignment.session_id == session_id)
                            .group_by(Assignment.rater_id)).all())
@@ -118,15 +140,17 @@ def progress_by_rater(s: Session, session_id: int) -> list[tuple[str, str, int, 
     return [(p, users.get(uid, "?"), int(done.get(uid, 0)), int(total.get(uid, 0))) for uid, p in who.items()]
 
 
-def prompt_set_scores_frame(s: Session, set_name: str) -> pd.DataFrame:
+def prompt_set_scores_frame(s: Session, set_name: str,
+                            who: Literal["humans", "judges", "all"] = "humans") -> pd.DataFrame:
     """The scores of every session over the prompt set, stacked (column `session` tells them apart;
-    pseudonyms are per session, so the same person may appear under different ones)."""
+    pseudonyms are per session, so the same person may appear under different ones); `who` as in
+    session_scores_frame."""
     ps = s.scalars(select(PromptSet).where(PromptSet.name == set_name)).first()
     if ps is None:
         raise EsllmError(f"No existe el conjunto de prompts {set_name!r}.")
     ids = list(s.scalars(select(RatingSession.id).where(RatingSession.prompt_set_id == ps.id)
                          .order_by(RatingSession.id)))
-    frames = [f for f in (session_scores_frame(s, i) for i in ids) if not f.empty]
+    frames = [f for f in (session_scores_frame(s, i, who) for i in ids) if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=FRAME_COLUMNS)
 
 

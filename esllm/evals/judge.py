@@ -1,0 +1,342 @@
+"""Judge model (DESIGN.md §9): a contestant grades the answers of a rating session with the rubric (§5),
+its scores are stored like a rater's, and compared with the humans' (esllm/evals/agreement.py).
+
+    python -m esllm judge --session estudio-1 --judge gemma-instrucciones [--criterion general|full|exactitud…]
+        [--retries 2] [--seed 0] [--limit N] [--config configs/default.yaml]
+
+    rep = grade_session(Session, engine, "estudio-1", "gemma-instrucciones", criterion="general")
+    rep.graded, rep.unparsable, rep.agreement.exact, rep.agreement.alpha
+
+How it is stored: the judge is a user of role "judge" (`judge_user_name`: "juez-" + the contestant's name,
+password hash "!" and inactive, so it can never log in), never a member of the session (no session_rater
+row): it has its own assignments (one per item, labels A/B/C in a random order from `random.Random(seed)`)
+and its scores go through `save_score`. esllm/results.py reads human raters only unless asked for judges,
+so the study's tables, exports and progress never include a judge. Each call is one `eval_run` row of
+kind "judge" (config, hashes of the judge, metrics, details = the replies that gave no grade).
+
+What it does: for every item, each of the session's three contestants' selected answers (with that
+contestant's own earlier turns for a contextual item) is shown to the judge with the grading prompt
+(esllm/evals/judge_prompt.py, `PROMPT_VERSION`), greedy. A reply `parse_grade` cannot read is asked
+again up to `retries` times with the reminder `REMINDER` appended (the first retry greedy, later ones
+sampled at temperature 0.7 with a seed derived from `seed`), then recorded as unparsable: never
+guessed, never stored as a score.
+Resumable: an answer × criterion this judge already scored in the session is skipped; an unparsable one
+is asked again by the next run. What it does not know: whether the judge is any good; the agreement
+figures are there to tell.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import sys
+import threading
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from esllm import EsllmError
+from esllm.evals.agreement import NO_AGREEMENT, JudgeAgreement, judge_agreement
+from esllm.evals.judge_prompt import (PROMPT_VERSION, REMINDER, grading_messages, parse_grade,  # noqa: F401
+                                      with_reminder)
+from esllm.evals.runs import fail_run, finish_run, latest_runs, start_run
+from esllm.store.models import CRITERIA, Answer, Assignment, EvalRun, Prompt, Score, User, save_score, utcnow
+
+ROOT = Path(__file__).resolve().parents[2]
+ASPECTS = ("exactitud", "relevancia", "coherencia", "comprension")
+CRITERION_CHOICES = CRITERIA + ("full",)  # "full": the general score and the four aspects, one question each
+MAX_NEW_TOKENS = 48  # a grade needs a few tokens; room for "Calificación: 4 (bueno)" but not an essay
+MAX_RETRIES = 10
+JUDGE_PREFIX = "juez-"
+
+
+# ---------------------------------------------------------------- the judge's user and assignments
+
+def judge_user_name(contestant: str) -> str:
+    """"juez-" + the contestant's name in lower case ASCII ([a-z0-9._-], other characters -> "-"), at most
+    40 characters; a name that had to be changed or cut gets a short hash, so two contestants never
+    share a judge user."""
+    ascii_name = unicodedata.normalize("NFKD", contestant).encode("ascii", "ignore").decode().lower()
+    clean = re.sub(r"[^a-z0-9._-]+", "-", ascii_name).strip("-._") or "modelo"
+    name = JUDGE_PREFIX + clean
+    if clean != contestant or len(name) > 40:
+        digest = hashlib.sha256(contestant.encode("utf-8")).hexdigest()[:8]
+        name = JUDGE_PREFIX + clean[: 40 - len(JUDGE_PREFIX) - 9].rstrip("-._") + "-" + digest
+    return name
+
+
+def judge_user(s: Session, contestant: str) -> User:
+    """The judge's user (created, flushed, if new): role "judge", inactive, password hash "!" (matches no
+    password). EsllmError if a person already has that name."""
+    name = judge_user_name(contestant)
+    user = s.scalars(select(User).where(User.name == name)).first()
+    if user is None:
+        user = User(name=name, password_hash="!", role="judge", active=False)
+        s.add(user)
+        s.flush()
+    elif user.role != "judge":
+        raise EsllmError(f"Ya existe un usuario {name!r} que no es un juez; renómbrelo o use otro concursante.")
+    return user
+
+
+def _judge_assignments(s: Session, session_id: int, judge_id: int, prompts: Sequence[Prompt],
+                       contestant_ids: Sequence[int], rng: random.Random) -> dict[int, Assignment]:
+    """prompt id -> the judge's assignment, creating the missing ones (prompt-set order, random labels)."""
+    from esllm.rating import label_permutations
+
+    have = {a.prompt_id: a for a in s.scalars(select(Assignment).where(
+        Assignment.session_id == session_id, Assignment.rater_id == judge_id))}
+    missing = [p for p in prompts if p.id not in have]
+    if missing:
+        start = max((a.order_index for a in have.values()), default=-1) + 1
+        perms = label_permutations(len(missing), list(contestant_ids), rng)
+        for i, (p, perm) in enumerate(zip(missing, perms)):
+            a = Assignment(session_id=session_id, rater_id=judge_id, prompt_id=p.id, order_index=start + i,
+                           permutation=dict(perm))
+            s.add(a)
+            have[p.id] = a
+        s.flush()
+    return have
+
+
+# ---------------------------------------------------------------- grading
+
+@dataclass
+class JudgeReport:
+    run_id: int
+    graded: int = 0  # scores stored by this run
+    skipped: int = 0  # answer × criterion already scored by this judge before
+    unparsable: int = 0  # no grade after the retries (in the run's details)
+    errors: int = 0  # the engine refused the request (in the run's details)
+    total: int = 0  # answer × criterion in the session
+    stopped: bool = False  # `limit` reached or `stop` set before every item was graded
+    agreement: JudgeAgreement = NO_AGREEMENT  # over all of this judge's scores in the session
+    details: list[dict[str, Any]] = field(default_factory=list)  # the unparsable replies and errors
+
+
+def ask_grade(engine, judge: str, messages: list[dict[str, str]], *, retries: int = 2,
+              seed: int = 0) -> tuple[Optional[int], list[str]]:
+    """(grade or None, every raw reply): greedy first; each retry adds REMINDER, the first greedy, the
+    next sampled (temperature preset, seed + attempt) so that it can differ."""
+    replies: list[str] = []
+    for attempt in range(retries + 1):
+        msgs = messages if attempt == 0 else with_reminder(messages)
+        if attempt <= 1:
+            preset, overrides = "greedy", {"max_new_tokens": MAX_NEW_TOKENS}
+        else:
+            preset, overrides = "temperature", {"max_new_tokens": MAX_NEW_TOKENS, "seed": seed + attempt}
+        res = engine.generate(judge, msgs, preset=preset, overrides=overrides)
+        replies.append(res.text)
+        grade = parse_grade(res.text)
+        if grade is not None:
+            return grade, replies
+    return None, replies
+
+
+def _selected_answers(s: Session, prompt_ids: list[int],
+                      contestant_ids: list[int]) -> dict[tuple[int, int], tuple[int, str]]:
+    """(prompt id, contestant id) -> (answer id, text) of the selected answers; EsllmError if one is missing."""
+    rows = s.execute(select(Answer.prompt_id, Answer.contestant_id, Answer.id, Answer.text).where(
+        Answer.prompt_id.in_(prompt_ids), Answer.contestant_id.in_(contestant_ids), Answer.selected))
+    found = {(p, c): (i, t) for p, c, i, t in rows}
+    if len(found) != len(prompt_ids) * len(contestant_ids):
+        raise EsllmError("Faltan respuestas seleccionadas en la sesión; genérelas (python -m esllm generate).")
+    return found
+
+
+def _prompt_limit(engine) -> int:
+    try:
+        return int(engine.config.limits.max_prompt_chars)
+    except AttributeError:
+        return 4000
+
+
+def grade_session(sessionmaker: Callable[[], Session], engine, session: int | str, judge: str, *,
+                  criterion: str = "general", retries: int = 2, seed: int = 0, limit: Optional[int] = None,
+                  progress: Callable[[int, int, str], None] = lambda done, total, msg: None,
+                  stop: Optional[threading.Event] = None) -> JudgeReport:
+    """Grade a rating session's answers with the contestant `judge` (see the module docstring).
+
+    `criterion`: "general", one aspect, or "full" (general and the four aspects). `limit`: at most this
+    many items that still have something to grade. One commit per item (resumable); an unexpected error
+    marks the run failed and is raised again.
+    """
+    from esllm.batch import ordered_prompts
+    from esllm.results import contestant_names, find_session, session_scores_frame
+
+    if criterion not in CRITERION_CHOICES:
+        raise EsllmError(f"Criterio desconocido {criterion!r}; use uno de {', '.join(CRITERION_CHOICES)}.")
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
+        raise EsllmError(f"Los reintentos deben ser un entero de 0 a {MAX_RETRIES}.")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise EsllmError("El límite de ítems debe ser un entero positivo.")
+    crits = ("general",) + ASPECTS if criterion == "full" else (criterion,)
+    engine.contestant(judge)  # EsllmError if unknown or unavailable
+    max_chars = _prompt_limit(engine)
+    with sessionmaker() as s:
+        rs = find_session(s, session)
+        names = contestant_names(s, rs.id)  # contestant id -> display name, position order
+        if len(names) != 3:
+            raise EsllmError(f"La sesión {rs.name!r} no tiene tres concursantes.")
+        prompts = ordered_prompts(s, rs.prompt_set_id)
+        if not prompts:
+            raise EsllmError(f"La sesión {rs.name!r} no tiene ítems.")
+        texts = _selected_answers(s, [p.id for p in prompts], list(names))
+        user = judge_user(s, judge)
+        assignments = _judge_assignments(s, rs.id, user.id, prompts, list(names), random.Random(seed))
+        done_keys = set(s.execute(select(Score.assignment_id, Score.answer_id, Score.criterion).join(
+            Assignment, Score.assignment_id == Assignment.id).where(
+            Assignment.session_id == rs.id, Assignment.rater_id == user.id)).all())
+        config = {"session_id": rs.id, "session": rs.name, "judge": judge, "judge_user": user.name,
+                  "criterion": criterion, "prompt_version": PROMPT_VERSION, "retries": retries, "seed": seed,
+                  "limit": limit, "preset": "greedy", "max_new_tokens": MAX_NEW_TOKENS,
+                  "scope": f"{rs.id}/{criterion}"}
+        run = start_run(s, "judge", judge, config=config, hashes=engine.hashes(judge))
+        s.commit()
+        rep = JudgeReport(run_id=run.id, total=len(prompts) * 3 * len(crits))
+        plan = [(p.id, p.external_id, p.series, p.text, assignments[p.id].id, dict(assignments[p.id].permutation))
+                for p in prompts]
+        prompt_text = {p.id: p.text for p in prompts}
+        session_id, judge_uid, judge_uname = rs.id, user.id, user.name
+    earlier: dict[str, list[int]] = {}  # series -> prompt ids of the turns before the current one
+    done = items = 0
+    try:
+        for pid, ext, series, text, aid, perm in plan:
+            before = list(earlier.get(series, [])) if series else []
+            if series:
+                earlier.setdefault(series, []).append(pid)
+            todo = [(label, int(perm[label]), c) for label in ("A", "B", "C") for c in crits
+                    if (aid, texts[pid, int(perm[label])][0], c) not in done_keys]
+            rep.skipped += 3 * len(crits) - len(todo)
+            done += 3 * len(crits) - len(todo)
+            if not todo:
+                continue
+            if (limit is not None and items >= limit) or (stop is not None and stop.is_set()):
+                rep.stopped = True
+                break
+            items += 1
+            with sessionmaker() as s:
+                a = s.get(Assignment, aid)
+                if a.started_at is None:
+                    a.started_at = utcnow()
+                for label, cid, crit in todo:
+                    answer_id, answer = texts[pid, cid]
+                    context = [(prompt_text[e], texts[e, cid][1]) for e in before]
+                    record = {"item": ext, "label": label, "contestant": names[cid], "criterion": crit}
+                    try:
+                        msgs = grading_messages(text, answer, crit, context, max_chars)
+                        grade, replies = ask_grade(engine, judge, msgs, retries=retries,
+                                                   seed=(seed * 100_003 + answer_id * 16) % 2**30)
+                    except EsllmError as e:
+                        rep.errors += 1
+                        rep.details.append({**record, "status": "error", "error": str(e)})
+                    else:
+                        if grade is None:
+                            rep.unparsable += 1
+                            rep.details.append({**record, "status": "unparsable", "replies": replies})
+                        else:
+                            save_score(s, assignment_id=aid, answer_id=answer_id, label=label, value=grade,
+                                       criterion=crit)
+                            rep.graded += 1
+                            done_keys.add((aid, answer_id, crit))
+                    done += 1
+                    progress(done, rep.total, f"ítem {ext} · {label} · {crit}")
+                if all((aid, texts[pid, int(perm[lb])][0], c) in done_keys for lb in ("A", "B", "C") for c in crits):
+                    a.finished_at = a.finished_at or utcnow()
+                s.commit()
+        with sessionmaker() as s:
+            humans = session_scores_frame(s, session_id)
+            judges = session_scores_frame(s, session_id, who="judges")
+            mine = judges[judges["rater"].astype(str) == judge_uname] if not judges.empty else judges
+            rep.agreement = (judge_agreement(humans, mine, None if criterion == "full" else criterion)
+                             if not humans.empty and not mine.empty else NO_AGREEMENT)
+            stored = int(s.scalar(select(func.count()).select_from(Score)
+                                  .join(Assignment, Score.assignment_id == Assignment.id)
+                                  .where(Assignment.session_id == session_id, Assignment.rater_id == judge_uid)) or 0)
+            metrics = {"graded": rep.graded, "unparsable": rep.unparsable, "errors": rep.errors,
+                       "skipped": rep.skipped, "total": rep.total, "judge_scores": stored, "stopped": rep.stopped,
+                       **rep.agreement.as_dict()}
+            finish_run(s, s.get(EvalRun, rep.run_id), metrics=metrics, details=rep.details)
+            s.commit()
+    except BaseException as e:  # KeyboardInterrupt too: the run must not stay "running"
+        with sessionmaker() as s:
+            run = s.get(EvalRun, rep.run_id)
+            run.details = list(rep.details)
+            fail_run(s, run, f"{type(e).__name__}: {e}")
+            s.commit()
+        raise
+    return rep
+
+
+def latest_judge_runs(s: Session) -> list[EvalRun]:
+    """The newest finished judge run per (judge, session, criterion), newest first; its metrics are the
+    agreement as measured at the end of that run."""
+    return latest_runs(s, "judge", config_key="scope")
+
+
+# ---------------------------------------------------------------- CLI
+
+def add_cli(subparsers) -> None:
+    """Register `judge` on the `python -m esllm` subparsers."""
+    j = subparsers.add_parser("judge", help="grade a rating session's answers with a judge model "
+                                            "(upgrades the database schema first; resumable)")
+    j.add_argument("--session", required=True, help="rating session name or id")
+    j.add_argument("--judge", required=True, metavar="CONTESTANT", help="the contestant that grades")
+    j.add_argument("--config", default=None, help="contestants file (default configs/default.yaml)")
+    j.add_argument("--criterion", default="general", choices=list(CRITERION_CHOICES),
+                   help="general (default), one aspect, or full (general and the four aspects)")
+    j.add_argument("--retries", type=int, default=2, help="new tries for a reply without a grade (default 2)")
+    j.add_argument("--seed", type=int, default=0, help="seed of the judge's A/B/C labels and sampled retries")
+    j.add_argument("--limit", type=int, default=None, help="grade at most N items now (the rest next time)")
+    j.set_defaults(func=run_cli)
+
+
+def _fmt(x: Optional[float], pct: bool = False) -> str:
+    if x is None or x != x:
+        return "—"
+    return f"{x:.1f} %" if pct else f"{x:.3f}"
+
+
+def run_cli(args) -> int:
+    from tqdm.auto import tqdm
+
+    from esllm.config import load_config
+    from esllm.engine import Engine
+    from esllm.store import db
+
+    from esllm.results import find_session
+
+    try:
+        db.upgrade()
+        Session = db.make_sessionmaker(db.make_engine())
+        with Session() as s:
+            find_session(s, args.session)  # fail fast, before loading any model
+        if args.criterion not in CRITERION_CHOICES:
+            raise EsllmError(f"Criterio desconocido {args.criterion!r}; use uno de {', '.join(CRITERION_CHOICES)}.")
+        engine = Engine(load_config(args.config), root=ROOT, progress=print)
+        engine.start()
+        bar = tqdm(total=0, unit="respuesta")
+
+        def progress(done: int, total: int, msg: str) -> None:
+            bar.total, bar.n = total, done
+            bar.set_description(msg)
+            bar.refresh()
+
+        rep = grade_session(Session, engine, args.session, args.judge, criterion=args.criterion,
+                            retries=args.retries, seed=args.seed, limit=args.limit, progress=progress)
+        bar.close()
+    except EsllmError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    ag = rep.agreement
+    print(f"Ejecución {rep.run_id}: {rep.graded} calificadas, {rep.unparsable} sin calificación legible, "
+          f"{rep.errors} errores, {rep.skipped} ya estaban (de {rep.total})" + (" — parcial" if rep.stopped else ""))
+    print(f"Acuerdo con los humanos sobre {ag.n} unidades ({ag.pairs} pares): exacto {_fmt(ag.exact, True)}, "
+          f"±1 {_fmt(ag.within_one, True)}, Spearman {_fmt(ag.spearman)}, alfa ordinal con el juez "
+          f"{_fmt(ag.alpha)} (solo humanos {_fmt(ag.alpha_humans)})")
+    return 0

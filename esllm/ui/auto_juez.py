@@ -1,0 +1,141 @@
+"""«Juez automático» accordion (admins only; placed in «Resultados»): a contestant grades a rating
+session's answers with the rubric, and a table shows each latest judge run's agreement with the humans.
+
+Every handler asks `ctx.require(request, "admin")` first; the dropdowns are filled on load for admins
+only (nothing in the page's initial config names a session or a contestant) and accept any value, which
+the handler checks: the judge must be an available contestant, the session an existing one. The work is
+esllm/evals/judge.py; the agreement definitions are in esllm/evals/agreement.py.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gradio as gr
+
+from esllm import EsllmError
+from esllm.evals.judge import CRITERION_CHOICES, grade_session, latest_judge_runs
+from esllm.ui.context import AppContext
+
+HEADERS = ["sesión", "juez", "criterio", "calificadas", "ilegibles", "exacto %", "±1 %", "Spearman", "alfa",
+           "n"]
+NOTE = ("Una unidad = ítem × concursante × criterio con nota del juez y de al menos un humano (n). Exacto y ±1: "
+        "la nota del juez frente a cada nota humana de la unidad (pares). Spearman: nota del juez frente a la "
+        "media humana por unidad. Alfa: Krippendorff ordinal con el juez como un evaluador más. Las notas del "
+        "juez nunca entran en la tabla del estudio ni en las descargas.")
+
+
+def _err(e: Exception) -> gr.Error:
+    return gr.Error(str(e), print_exception=False)
+
+
+def _num(x: Any, fmt: str) -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+
+def runs_table(s) -> list[list[Any]]:
+    """One row per latest judge run (per session, judge and criterion), as HEADERS."""
+    rows = []
+    for r in latest_judge_runs(s):
+        m, c = r.metrics, r.config
+        rows.append([c.get("session"), r.contestant, c.get("criterion"), m.get("judge_scores", m.get("graded")),
+                     m.get("unparsable"), _num(m.get("exact"), ".1f"), _num(m.get("within_one"), ".1f"),
+                     _num(m.get("spearman"), ".3f"), _num(m.get("alpha"), ".3f"), m.get("n")])
+    return sorted(rows, key=lambda row: (str(row[0]), str(row[1]), str(row[2])))
+
+
+def _session_names(s) -> list[str]:
+    from sqlalchemy import select
+
+    from esllm.store.models import RatingSession
+
+    return list(s.scalars(select(RatingSession.name).order_by(RatingSession.id)))
+
+
+def _judges(ctx: AppContext) -> list[str]:
+    return [n for n, c in ctx.engine.contestants.items() if c.available]
+
+
+def _admin(ctx: AppContext, request) -> None:
+    try:
+        ctx.require(request, "admin")
+    except EsllmError as e:
+        raise _err(e) from None
+
+
+def grade_handler(ctx: AppContext, session: Any, judge: Any, criterion: Any, request, progress=None):
+    """«Calificar con el juez»: (summary markdown, table rows). gr.Error for a non-admin or a bad value."""
+    _admin(ctx, request)
+    try:
+        if not isinstance(session, str) or not session.strip():
+            raise EsllmError("Elija una sesión de calificación.")
+        if not isinstance(judge, str) or judge not in _judges(ctx):
+            raise EsllmError("Elija como juez un concursante disponible.")
+        criterion = criterion or "general"
+        if criterion not in CRITERION_CHOICES:
+            raise EsllmError(f"Criterio desconocido; use uno de {', '.join(CRITERION_CHOICES)}.")
+
+        def report(done: int, total: int, msg: str) -> None:
+            if progress is not None:
+                progress((done, total), desc=msg, unit="respuestas")
+
+        rep = grade_session(ctx.sessionmaker, ctx.engine, session.strip(), judge, criterion=criterion,
+                            progress=report)
+    except EsllmError as e:
+        raise _err(e) from None
+    ag = rep.agreement
+    md = (f"**Juez {judge} · sesión {session.strip()} · {criterion}:** {rep.graded} calificadas ahora, "
+          f"{rep.unparsable} sin número legible (reintentos agotados; no se guardan), {rep.errors} errores, "
+          f"{rep.skipped} ya calificadas antes. Acuerdo sobre {ag.n} unidades ({ag.pairs} pares): exacto "
+          f"{_num(ag.exact, '.1f')} %, ±1 {_num(ag.within_one, '.1f')} %, Spearman {_num(ag.spearman, '.3f')}, "
+          f"alfa {_num(ag.alpha, '.3f')} (solo humanos {_num(ag.alpha_humans, '.3f')}).\n\n{NOTE}")
+    with ctx.sessionmaker() as s:
+        return md, runs_table(s)
+
+
+def table_handler(ctx: AppContext, request) -> list[list[Any]]:
+    _admin(ctx, request)
+    with ctx.sessionmaker() as s:
+        return runs_table(s)
+
+
+def build_juez(ctx: AppContext):
+    """The accordion; returns (load function, its outputs [session, judge, table]) for demo.load."""
+    with gr.Accordion("Juez automático", open=False):
+        gr.Markdown("Un concursante califica con la rúbrica (1-5) las respuestas de una sesión, como un evaluador "
+                    "más pero aparte de los humanos; se reanuda donde quedó. " + NOTE)
+        with gr.Row():
+            session = gr.Dropdown([], value=None, label="Sesión", allow_custom_value=True, scale=2,
+                                  elem_id="juez-sesion")
+            judge = gr.Dropdown([], value=None, label="Juez (concursante)", allow_custom_value=True, scale=2,
+                                elem_id="juez-concursante")
+            criterion = gr.Dropdown(list(CRITERION_CHOICES), value="general", label="Criterio", scale=1,
+                                    elem_id="juez-criterio")
+        with gr.Row():
+            go = gr.Button("Calificar con el juez", variant="primary", elem_id="juez-calificar")
+            refresh = gr.Button("Actualizar tabla", elem_id="juez-actualizar")
+        summary = gr.Markdown("", elem_id="juez-resumen")
+        table = gr.Dataframe(headers=HEADERS, value=None, interactive=False, wrap=True, elem_id="juez-tabla",
+                             label="Acuerdo juez–humanos (última ejecución por sesión, juez y criterio)")
+
+        def on_load(request: gr.Request):
+            c = ctx.caller(request)
+            if c is None or c.role != "admin" or ctx.sessionmaker is None:
+                return gr.update(choices=[], value=None), gr.update(choices=[], value=None), None
+            with ctx.sessionmaker() as s:
+                names, rows = _session_names(s), runs_table(s)
+            judges = _judges(ctx)
+            return (gr.update(choices=names, value=names[-1] if names else None),
+                    gr.update(choices=judges, value=judges[0] if judges else None), rows)
+
+        def on_grade(session_value, judge_value, criterion_value, request: gr.Request, progress=gr.Progress()):
+            return grade_handler(ctx, session_value, judge_value, criterion_value, request, progress)
+
+        def on_refresh(request: gr.Request):
+            return table_handler(ctx, request)
+
+        go.click(on_grade, [session, judge, criterion], [summary, table], api_name="juez_calificar",
+                 concurrency_limit=1, concurrency_id="juez")
+        refresh.click(on_refresh, None, table, api_name="juez_tabla")
+    return on_load, [session, judge, table]
