@@ -188,3 +188,24 @@ def test_base_still_answers_after_its_last_adapter_is_removed(tiny, tmp_path, re
     assert isinstance(eng.bases["llama"].model, PeftModel) and eng.bases["llama"].model.get_base_model() is raw
     assert eng.generate("llama-a1", PROMPT).text == reference("llama", "a1").text
     assert eng.generate("llama-base", PROMPT).text == reference("llama").text
+
+
+def test_activated_gives_each_contestants_own_weights_and_hashes_trace_them(engine):
+    """engine.activated(name) (used by evaluations that score with the model directly) runs the adapter
+    of that contestant, or the base alone; engine.hashes(name) names what it ran on."""
+    eng = engine("llama")
+    ids = torch.tensor([[1, 5, 9, 13]])
+    logits = {}
+    for name in ("llama-base", "llama-a1", "llama-a2"):
+        with eng.activated(name) as (model, tok, template):
+            with torch.no_grad():
+                logits[name] = model(input_ids=ids).logits[0, -1].clone()
+            assert template.name == "llama-2"
+    assert not torch.allclose(logits["llama-base"], logits["llama-a1"])
+    assert not torch.allclose(logits["llama-a1"], logits["llama-a2"])
+    with eng.activated("llama-base") as (model, *_):  # the base alone again after an adapter
+        with torch.no_grad():
+            assert torch.allclose(model(input_ids=ids).logits[0, -1], logits["llama-base"])
+    h = eng.hashes("llama-a1")
+    assert h["adapter"] == "a1" and len(h["adapter_sha256"]) == 64 and h["base"].endswith("model")
+    assert eng.hashes("llama-base")["adapter"] is None

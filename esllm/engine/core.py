@@ -17,7 +17,7 @@ import logging
 import queue
 import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
@@ -422,6 +422,39 @@ class Engine:
                     return
         finally:
             stop.set()  # consumer gone or done: the worker stops at its next token
+
+    @contextmanager
+    def activated(self, contestant: str) -> Iterator[tuple[Any, Any, ChatTemplate]]:
+        """(model, tokenizer, template) with the contestant's adapter active (or the base alone), holding
+        the base's lock until the block ends: for evaluations that score with the model directly."""
+        from peft import PeftModel
+
+        c = self.contestant(contestant)
+        base = self.bases[c.model_key]
+        template = c.template or get_template(base.spec.template)
+        with base.lock:
+            model = base.model
+            if c.adapter is None:
+                ctx = model.disable_adapter() if isinstance(model, PeftModel) else nullcontext()
+            else:
+                if c.adapter not in base.adapters:
+                    raise EsllmError(f"El adaptador {c.adapter} ya no está cargado; pulse «Actualizar».")
+                if model.active_adapter != peft_name(c.adapter):
+                    model.set_adapter(peft_name(c.adapter))
+                ctx = nullcontext()
+            with ctx:
+                yield model, base.tokenizer, template
+
+    def hashes(self, contestant: str) -> dict[str, Any]:
+        """What a contestant runs on, for tracing a result: base source, its file sha256 (when known),
+        quantisation, device, adapter name and the sha256 of its weights, template, preset."""
+        c = self.contestant(contestant)
+        base = self.bases[c.model_key]
+        info = self.adapters.get(c.adapter) if c.adapter else None
+        return {"contestant": c.name, "base": base.spec.source, "base_sha256": base.source_sha256,
+                "quantization": base.quantization, "device": base.device, "adapter": c.adapter,
+                "adapter_sha256": info.sha256 if info else None,
+                "template": (c.template or get_template(base.spec.template)).name, "preset": c.preset}
 
     def generate(self, contestant: str, messages: Sequence[Mapping[str, Any]], **kw) -> GenerationResult:
         """Non-streaming convenience: the final result."""
