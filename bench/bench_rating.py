@@ -15,16 +15,22 @@ so no one runs out; with k=1 each of 50 raters would get only 4 items). Then two
 at once and 50 at once (r00..r09 go on from where phase 1 left them): each rater is a thread with its
 own gradio_client.Client (logged in before the clock starts), opens the session (/evaluar_abrir) and
 saves items with random 1-5 scores (/evaluar_guardar, the «Guardar y seguir» call) as fast as it can
-for --seconds. Printed per phase: saves/s, p50/p95/max latency of /evaluar_guardar as the client sees
-it, errors, and whether the next item shown was always the next position. At the end every client's
-successful saves are compared with the database: each (assignment, answer, criterion) must be there
+for --seconds. The rater threads of a phase run in one spawned child process, so the clients do not
+share the server's GIL and the CPU each side uses is measured apart. Printed per phase: saves/s,
+p50/p95/max latency of /evaluar_guardar as the client sees it, errors, whether the next item shown was
+always the next position, SQL statements per save and CPU (server, clients, anything else). At the end
+every client's successful saves are compared with the database: each (assignment, answer, criterion) must be there
 exactly once with the value sent; lost (sent, missing or another value) and duplicated (count > 1)
 must both be zero; "extra" counts rows the server kept for a save the client saw fail.
 
-What it does not know: the server and the client threads share one Python process and its GIL, so
-latencies include client-side work and the clients compete with the server for 2 cores (and with
-anything else running: each phase prints the load average and how many cores other processes used);
-saves with aspects (rubric "full") write 15 rows instead of 3 and are not measured; SQLite only.
+What it does not know: clients and server share the machine's cores (gradio_client is not cheap: it
+opens a new HTTPS-capable httpx client, SSL context included, for every call), so with 2 cores the
+saves/s is a floor for a server whose raters are on other machines; anything else running moves the
+numbers (each phase prints the load average and the cores other processes used); the SQLite file is
+on whatever disk the temp folder is; gradio_client gives each HTTP request 5 s, so on a starved machine
+(50 raters and other work on 2 cores) calls time out: each is counted under errors and the rater reopens
+the session; saves with aspects (rubric "full") write 15 rows instead of 3 and are not measured (see
+bench/profile_save.py --full for the in-process cost); SQLite only.
 """
 
 from __future__ import annotations
@@ -155,21 +161,34 @@ def item_of(out) -> tuple[int, str] | None:
 
 
 def work(c, r: Rater, rng: random.Random, sid: int, deadline: float) -> None:
-    """Open the session, then save the item shown with random scores, again and again until `deadline`."""
-    t = time.perf_counter()
-    out = c.predict(sid, api_name="/evaluar_abrir")
-    r.opens.append(time.perf_counter() - t)
-    cur = item_of(out)
-    while cur is not None and time.perf_counter() < deadline:
+    """Open the session, then save the item shown with random scores, again and again until `deadline`.
+    A failed call (e.g. gradio_client's 5 s HTTP timeout on a starved server) is counted in `errors`, then
+    the session is reopened to learn where the server is."""
+
+    def reopen() -> tuple[int, str] | None | bool:  # the item, None when done, False when the open failed
+        t = time.perf_counter()
+        try:
+            out = c.predict(sid, api_name="/evaluar_abrir")
+        except Exception as e:
+            r.errors.append(f"{type(e).__name__} (open): {str(e)[:160]}")
+            return False
+        r.opens.append(time.perf_counter() - t)
+        return item_of(out)
+
+    cur = False
+    while cur is False and time.perf_counter() < deadline:
+        cur = reopen()
+    while cur and time.perf_counter() < deadline:
         pos, prompt = cur
         vals = [str(rng.randint(1, 5)) for _ in range(3)]
         t = time.perf_counter()
         try:
             out = c.predict("", *vals, *[None] * 12, api_name="/evaluar_guardar")
-        except Exception as e:  # counted and shown; then reopen to learn where the server is
+        except Exception as e:
             r.errors.append(f"{type(e).__name__}: {str(e)[:160]}")
-            out = c.predict(sid, api_name="/evaluar_abrir")
-            cur = item_of(out)
+            cur = False
+            while cur is False and time.perf_counter() < deadline:
+                cur = reopen()
             continue
         r.lat.append(time.perf_counter() - t)
         r.saved[prompt] = vals
@@ -179,19 +198,33 @@ def work(c, r: Rater, rng: random.Random, sid: int, deadline: float) -> None:
     r.finished = cur is None
 
 
+LOGINS_AT_ONCE = 4  # each login is a scrypt on the server (~50 ms of CPU): 50 at once time out on 2 busy cores
+
+
 def client_process(url: str, names: list[str], sid: int, seconds: float, phase: int, go, results) -> None:
-    """Child process: log every rater in (a gradio_client.Client each), wait for `go`, run them all as threads."""
+    """Child process: log every rater in (a gradio_client.Client each, a few at a time, each tried up to 3
+    times), wait for `go`, run them all as threads. Puts the login time, then the results, on `results`;
+    a failed login puts the error instead (the parent stops rather than wait)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from gradio_client import Client
 
     t0 = time.perf_counter()
-    clients = {}
 
-    def login(nm: str) -> None:
-        clients[nm] = Client(url, auth=(nm, PW), verbose=False)
+    def login(nm: str):
+        for attempt in range(3):
+            try:
+                return Client(url, auth=(nm, PW), verbose=False)
+            except Exception:  # httpx timeouts while the server is busy
+                if attempt == 2:
+                    raise
 
-    ts = [threading.Thread(target=login, args=(nm,)) for nm in names]
-    [t.start() for t in ts]
-    [t.join() for t in ts]
+    try:
+        with ThreadPoolExecutor(LOGINS_AT_ONCE) as pool:
+            clients = dict(zip(names, pool.map(login, names)))
+    except Exception as e:
+        results.put(RuntimeError(f"login failed: {type(e).__name__}: {e}"))
+        return
     results.put(time.perf_counter() - t0)
     go.wait()
     cpu0 = time.process_time()
@@ -209,7 +242,37 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))] if xs else float("nan")
 
 
-def run_phase(n: int, phase: int, raters: dict[str, Rater], url: str, sid: int, seconds: float) -> None:
+def count_sql(sessionmaker) -> Counter:
+    """A counter of the SQL statements the app's database engine runs from now on (key "sql")."""
+    from sqlalchemy import event
+
+    n: Counter = Counter()
+    event.listen(sessionmaker.kw["bind"], "before_cursor_execute", lambda *a: n.update(("sql",)))
+    return n
+
+
+def from_child(results, child, timeout: float):
+    """The next item the child process puts on `results`; RuntimeError if the child dies first."""
+    import queue
+
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            got = results.get(timeout=5)
+        except queue.Empty:
+            if child.exitcode is not None:
+                raise RuntimeError(f"the client process ended (exit code {child.exitcode}) without results")
+            if time.monotonic() > end:
+                raise
+            continue
+        if isinstance(got, Exception):
+            child.join()
+            raise got
+        return got
+
+
+def run_phase(n: int, phase: int, raters: dict[str, Rater], url: str, sid: int, seconds: float,
+              sql: Counter) -> None:
     import multiprocessing as mp
 
     names = [f"r{i:02d}" for i in range(n)]
@@ -218,10 +281,12 @@ def run_phase(n: int, phase: int, raters: dict[str, Rater], url: str, sid: int, 
     go, results = spawn.Event(), spawn.Queue()
     child = spawn.Process(target=client_process, args=(url, names, sid, seconds, phase, go, results))
     child.start()
-    print(f"  {n} clients logged in (gradio_client, before the clock): {results.get(timeout=900):.1f} s")
+    logged = from_child(results, child, 900)
+    print(f"  {n} clients logged in (gradio_client, {LOGINS_AT_ONCE} at a time, before the clock): {logged:.1f} s")
     busy0, server0 = _cpu_seconds()
+    sql0 = sql["sql"]
     go.set()
-    got, wall, client_cpu = results.get(timeout=seconds + 900)
+    got, wall, client_cpu = from_child(results, child, seconds + 900)
     busy1, server1 = _cpu_seconds()
     child.join()
     for nm, r in got.items():
@@ -243,6 +308,8 @@ def run_phase(n: int, phase: int, raters: dict[str, Rater], url: str, sid: int, 
           f"max {max(opens, default=float('nan')) * 1e3:.0f} ms")
     print(f"  errors: {len(errs)}" + (f" (e.g. {Counter(errs).most_common(3)})" if errs else "")
           + f"; next item not the next position: {sum(r.out_of_order for r in got.values())}")
+    print(f"  SQL statements: {sql['sql'] - sql0} ({(sql['sql'] - sql0) / max(1, len(lat)):.1f} per save, "
+          f"the first open of each rater included)")
     print(f"  CPU: server process {server / wall:.2f} cores ({server / max(1, len(lat)) * 1e3:.0f} ms per save), "
           f"client process {client_cpu / wall:.2f} cores, anything else "
           f"{max(0.0, (busy1 - busy0) - server - client_cpu) / wall:.2f} cores (of {os.cpu_count()})")
@@ -311,9 +378,10 @@ def main(argv=None) -> int:
                     show_error=True, css=CSS, head=HEAD, **app.launch_kwargs(ctx, "127.0.0.1"))
         url = f"http://127.0.0.1:{port}/"
         raters: dict[str, Rater] = {}
+        sql = count_sql(ctx.sessionmaker)
         try:
             for phase, n in enumerate(int(x) for x in args.phases.split(",")):
-                run_phase(n, phase, raters, url, sid, args.seconds)
+                run_phase(n, phase, raters, url, sid, args.seconds, sql)
             lost, dup = verify(Session, sid, raters)
         finally:
             demo.close()

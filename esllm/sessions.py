@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from esllm import EsllmError
 from esllm.rating import LABELS, Item, plan_session
 from esllm.store.models import (Answer, Assignment, Contestant, Prompt, PromptSet, RatingSession, Score,
-                                SessionContestant, SessionRater, User, utcnow)
+                                SessionContestant, SessionRater, User, save_scores, utcnow)
 
 ASPECTS = ("exactitud", "relevancia", "coherencia", "comprension")
 COMMENT_MAX = 2000
@@ -91,19 +91,23 @@ class RaterItem:
     previous: dict[str, Any]  # earlier scores of this item by this rater, to edit
 
 
-def _answer(s: Session, prompt_id: int, contestant_id: int) -> Answer:
-    a = s.scalars(select(Answer).where(Answer.prompt_id == prompt_id, Answer.contestant_id == contestant_id,
-                                       Answer.selected)).first()
-    if a is None:
+def _selected_answers(s: Session, prompt_ids: Sequence[int],
+                      perm: dict[str, int]) -> dict[tuple[int, int], tuple[int, str]]:
+    """(prompt id, contestant id) -> (answer id, text) of the selected answers of `perm`'s contestants to
+    these prompts, in one query; EsllmError if any is missing."""
+    contestants = set(perm.values())
+    rows = s.execute(select(Answer.prompt_id, Answer.contestant_id, Answer.id, Answer.text).where(
+        Answer.prompt_id.in_(prompt_ids), Answer.contestant_id.in_(contestants), Answer.selected))
+    found = {(p, c): (i, t) for p, c, i, t in rows}
+    if len(found) != len(prompt_ids) * len(contestants):
         raise EsllmError("Falta una respuesta seleccionada para este ítem; avise al administrador.")
-    return a
+    return found
 
 
 def progress(s: Session, session_id: int, rater_id: int) -> tuple[int, int]:
-    total = s.scalar(select(func.count()).select_from(Assignment).where(
-        Assignment.session_id == session_id, Assignment.rater_id == rater_id)) or 0
-    done = s.scalar(select(func.count()).select_from(Assignment).where(
-        Assignment.session_id == session_id, Assignment.rater_id == rater_id, Assignment.finished_at.is_not(None))) or 0
+    """(finished, total) assignments of a rater in a session (one aggregate over ix_assignment_queue)."""
+    done, total = s.execute(select(func.count(Assignment.finished_at), func.count()).where(
+        Assignment.session_id == session_id, Assignment.rater_id == rater_id)).one()
     return done, total
 
 
@@ -113,12 +117,28 @@ def rater_sessions(s: Session, rater_id: int) -> list[RatingSession]:
                           .order_by(RatingSession.id)))
 
 
+def rater_session(s: Session, session_id: Any, rater_id: int) -> Optional[RatingSession]:
+    """Session `session_id` if it is open and `rater_id` is one of its raters, else None (one query)."""
+    if isinstance(session_id, bool) or not isinstance(session_id, int):
+        return None
+    return s.scalars(select(RatingSession).join(SessionRater, SessionRater.session_id == RatingSession.id)
+                     .where(RatingSession.id == session_id, SessionRater.user_id == rater_id,
+                            RatingSession.status == "open")).first()
+
+
 def next_item(s: Session, session_id: int, rater_id: int) -> Optional[RaterItem]:
     """The rater's first unfinished item in their order (None when all are done)."""
-    a = s.scalars(select(Assignment).where(Assignment.session_id == session_id, Assignment.rater_id == rater_id,
-                                           Assignment.finished_at.is_(None)).order_by(Assignment.order_index)).first()
-    if a is None:
+    # LIMIT 1 matters: without it the ORM loads (and JSON-decodes) every unfinished assignment to keep one.
+    row = s.execute(select(Assignment, Prompt, RatingSession)
+                    .join(Prompt, Prompt.id == Assignment.prompt_id)
+                    .join(RatingSession, RatingSession.id == Assignment.session_id)
+                    .where(Assignment.session_id == session_id, Assignment.rater_id == rater_id,
+                           Assignment.finished_at.is_(None))
+                    .order_by(Assignment.order_index).limit(1)).first()
+    if row is None:
         return None
+    # `row` keeps its Prompt and RatingSession alive in the identity map: item_view gets them without a query.
+    a = row[0]
     if a.started_at is None:
         a.started_at = utcnow()
         s.flush()
@@ -129,21 +149,24 @@ def item_view(s: Session, a: Assignment) -> RaterItem:
     rs = s.get(RatingSession, a.session_id)
     p = s.get(Prompt, a.prompt_id)
     perm = a.permutation
-    context: list[dict[str, str]] = []
+    earlier: list[Prompt] = []
     if p.series is not None:
-        earlier = s.scalars(select(Prompt).where(Prompt.set_id == p.set_id, Prompt.series == p.series,
-                                                 Prompt.turn < p.turn).order_by(Prompt.turn))
-        for e in earlier:
-            context.append({"role": "user", "content": e.text})
-            for label in LABELS:
-                context.append({"role": f"assistant {label}", "content": _answer(s, e.id, perm[label]).text})
-    answers = {label: _answer(s, p.id, perm[label]).text for label in LABELS}
+        earlier = list(s.scalars(select(Prompt).where(Prompt.set_id == p.set_id, Prompt.series == p.series,
+                                                      Prompt.turn < p.turn).order_by(Prompt.turn)))
+    texts = _selected_answers(s, [e.id for e in earlier] + [p.id], perm)
+    context: list[dict[str, str]] = []
+    for e in earlier:
+        context.append({"role": "user", "content": e.text})
+        for label in LABELS:
+            context.append({"role": f"assistant {label}", "content": texts[e.id, perm[label]][1]})
+    answers = {label: texts[p.id, perm[label]][1] for label in LABELS}
     done, total = progress(s, a.session_id, a.rater_id)
-    prev = {}
-    for sc in s.scalars(select(Score).where(Score.assignment_id == a.id)):
-        prev.setdefault(sc.label, {})[sc.criterion] = sc.value
-        if sc.comment:
-            prev["comentario"] = sc.comment
+    prev: dict[str, Any] = {}
+    if a.finished_at is not None:  # submit writes scores and finished_at together: unfinished = no scores
+        for sc in s.scalars(select(Score).where(Score.assignment_id == a.id)):
+            prev.setdefault(sc.label, {})[sc.criterion] = sc.value
+            if sc.comment:
+                prev["comentario"] = sc.comment
     return RaterItem(a.id, done + 1, total, p.category, context, p.text, answers, criteria(rs.rubric_mode), prev)
 
 
@@ -154,19 +177,24 @@ def _value(v: Any, where: str) -> int:
 
 
 def submit(s: Session, *, rater_id: int, assignment_id: int, scores: Any, comment: Optional[str] = None,
-           seconds_spent: Optional[float] = None) -> None:
+           seconds_spent: Optional[float] = None) -> Assignment:
     """Save every score of one item in one transaction; resubmitting updates, never duplicates.
 
     `scores` = {"A": {"general": 4, ...}, "B": {...}, "C": {...}}, every criterion of the session's
-    mode for every label. Anything invalid raises before a single row is written.
+    mode for every label. Anything invalid raises before a single row is written. Returns the assignment.
     """
-    a = s.get(Assignment, assignment_id) if isinstance(assignment_id, int) else None
-    if a is None or a.rater_id != rater_id:
+    row = None
+    if isinstance(assignment_id, int) and not isinstance(assignment_id, bool):
+        # status as a column, not through a RatingSession object `s` may already hold: always the stored one
+        row = s.execute(select(Assignment, RatingSession.status, RatingSession.rubric_mode)
+                        .join(RatingSession, RatingSession.id == Assignment.session_id)
+                        .where(Assignment.id == assignment_id)).first()
+    if row is None or row[0].rater_id != rater_id:
         raise EsllmError("Ese ítem no existe o no es suyo.")
-    rs = s.get(RatingSession, a.session_id)
-    if rs.status != "open":
+    a, status, rubric_mode = row
+    if status != "open":
         raise EsllmError("La sesión está cerrada.")
-    crit = criteria(rs.rubric_mode)
+    crit = criteria(rubric_mode)
     if not isinstance(scores, dict) or set(scores) != set(LABELS):
         raise EsllmError("Faltan puntuaciones: califique las respuestas A, B y C.")
     clean: dict[str, dict[str, int]] = {}
@@ -178,14 +206,12 @@ def submit(s: Session, *, rater_id: int, assignment_id: int, scores: Any, commen
     if comment is not None and (not isinstance(comment, str) or len(comment) > COMMENT_MAX):
         raise EsllmError(f"El comentario debe ser texto de hasta {COMMENT_MAX} caracteres.")
     comment = (comment or "").strip() or None
-    from esllm.store.models import save_score
-
+    perm = a.permutation
+    answers = _selected_answers(s, [a.prompt_id], perm)
     try:
-        for label in LABELS:
-            ans = _answer(s, a.prompt_id, a.permutation[label])
-            for c, v in clean[label].items():
-                save_score(s, assignment_id=a.id, answer_id=ans.id, label=label, value=v, criterion=c,
-                           comment=comment)
+        save_scores(s, assignment_id=a.id, comment=comment,
+                    scores=[(answers[a.prompt_id, perm[label]][0], label, c, v)
+                            for label in LABELS for c, v in clean[label].items()])
         if a.finished_at is None:
             a.finished_at = utcnow()
         if seconds_spent is not None and isinstance(seconds_spent, (int, float)) and 0 <= seconds_spent < 86400:
@@ -194,6 +220,7 @@ def submit(s: Session, *, rater_id: int, assignment_id: int, scores: Any, commen
     except IntegrityError:
         s.rollback()
         raise EsllmError("No se pudo guardar: datos inválidos.") from None
+    return a
 
 
 def reveal(s: Session, session_id: int) -> dict[str, str]:

@@ -210,3 +210,32 @@ def test_three_raters_concurrently_every_score_once_with_right_contestant(rated_
     # Each (prompt, label, value) the client sent is stored.
     for name, sent in submitted.items():
         assert set(by_rater[name]) == set(sent), name
+
+
+def test_full_rubric_over_http_stores_aspects_and_clears_the_form_for_the_next_item(rated_app):
+    """«full» mode: a save stores general + 4 aspects per answer, and the next item comes with all 15
+    radios and the comment empty (after a save the radios get plain values, not gr.update)."""
+    from esllm.sessions import create_session
+    from esllm.store.models import Assignment, Contestant, Score
+
+    ctx, url, Session, _, _ = rated_app
+    with Session() as s:
+        ids = [s.scalars(select(Contestant.id).where(Contestant.name == n)).one() for n in CONTESTANTS]
+        fid = create_session(s, name="estudio-completo", prompt_set="mini", contestant_ids=ids, raters=["dora"],
+                             k=1, rubric_mode="full", rng=random.Random(4)).id
+        s.commit()
+    c = client(url, "dora")
+    out = open_session(c, fid)
+    assert "Ítem 1 / 4" in out[0]
+    gen, asp = ["1", "2", "3"], [str(1 + i % 5) for i in range(12)]
+    out = c.predict("muy bien", *gen, *asp, api_name="/evaluar_guardar")
+    assert "Ítem 2 / 4" in out[0] and out[3] == ""
+    assert all(v is None for v in out[7:]), out[7:]
+    with Session() as s:
+        a = s.scalars(select(Assignment).where(Assignment.session_id == fid, Assignment.order_index == 0)).one()
+        rows = s.scalars(select(Score).where(Score.assignment_id == a.id)).all()
+    got = {(r.label, r.criterion): r.value for r in rows}
+    aspects = ("exactitud", "relevancia", "coherencia", "comprension")
+    want = {(lb, "general"): int(gen[i]) for i, lb in enumerate("ABC")}
+    want.update({(lb, name): int(asp[i * 4 + j]) for i, lb in enumerate("ABC") for j, name in enumerate(aspects)})
+    assert got == want and {r.comment for r in rows} == {"muy bien"}

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from esllm import EsllmError
 from esllm.batch import generate_answers, import_prompt_set
 from esllm.prompts import parse_prompts
-from esllm.sessions import create_session, next_item, progress, submit
+from esllm.sessions import create_session, item_view, next_item, progress, submit
 from esllm.store import db, users
 from esllm.store.models import Assignment, Contestant, Score
 from tests.test_batch import ROWS, FakeEngine
@@ -164,3 +164,76 @@ def test_bad_session_definitions(Session, kw, msg):
         args.update(kw)
         with pytest.raises(EsllmError, match=msg):
             create_session(s, **args)
+
+
+def test_item_view_of_a_finished_item_shows_the_raters_scores(Session):
+    sid = make(Session)
+    rater = uid(Session, "ana")
+    with Session() as s:
+        item = next_item(s, sid, rater)
+        assert item.previous == {}
+        submit(s, rater_id=rater, assignment_id=item.assignment_id, scores=full_scores(v=3), comment=" bien ")
+        s.commit()
+        view = item_view(s, s.get(Assignment, item.assignment_id))
+    assert view.previous == {"A": {"general": 3}, "B": {"general": 3}, "C": {"general": 3}, "comentario": "bien"}
+
+
+def test_save_and_next_item_run_few_statements_on_the_queue_index(Session):
+    """A save costs a fixed number of SQL statements however long the queue, the next item is fetched with
+    LIMIT 1 (it used to load every unfinished assignment to keep one) and both the next-item query and the
+    progress count use ix_assignment_queue."""
+    from sqlalchemy import event
+
+    sid = make(Session, k=3)
+    rater = uid(Session, "ana")
+    engine = Session.kw["bind"]
+    seen: list[tuple[str, object]] = []
+    listen = lambda conn, cur, stmt, params, ctx, many: seen.append((stmt, params))  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listen)
+    try:
+        counts = []
+        with Session() as s:
+            item = next_item(s, sid, rater)
+            s.commit()
+            while item is not None:
+                seen.clear()
+                submit(s, rater_id=rater, assignment_id=item.assignment_id, scores=full_scores())
+                s.commit()
+                n_submit = len(seen)
+                item = next_item(s, sid, rater)
+                s.commit()
+                counts.append((n_submit, len(seen) - n_submit))
+                if item is not None:
+                    queries = list(seen[n_submit:])
+    finally:
+        event.remove(engine, "before_cursor_execute", listen)
+    # submit: assignment+session, 3 answers, existing scores, 3 score INSERTs, assignment UPDATE
+    assert len(counts) >= 3 and all(n <= 7 for n, _ in counts), counts
+    # next item (+ started_at), the earlier turns if it is in a series, all its answers, progress
+    assert all(n <= 5 for _, n in counts), counts
+    nxt = next(st for st, _ in queries if st.lstrip().startswith("SELECT assignment."))
+    prog = next(st for st, _ in queries if "count(" in st)
+    assert "LIMIT" in nxt
+    with engine.connect() as conn:
+        for st, params in queries:
+            if st in (nxt, prog):
+                plan = " ".join(r[-1] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + st, params))
+                assert "ix_assignment_queue" in plan, (st, plan)
+
+
+def test_closed_session_refuses_saves_and_is_no_longer_the_raters(Session):
+    from esllm.sessions import rater_session
+    from esllm.store.models import RatingSession
+
+    sid = make(Session)
+    ana = uid(Session, "ana")
+    with Session() as s:
+        assert rater_session(s, sid, ana).id == sid
+        assert rater_session(s, sid + 1, ana) is None and rater_session(s, str(sid), ana) is None
+        item = next_item(s, sid, ana)
+        s.get(RatingSession, sid).status = "closed"
+        s.commit()
+        assert rater_session(s, sid, ana) is None
+        with pytest.raises(EsllmError, match="cerrada"):
+            submit(s, rater_id=ana, assignment_id=item.assignment_id, scores=full_scores())
+        assert s.scalar(select(func.count()).select_from(Score)) == 0

@@ -1,5 +1,5 @@
 """SQLAlchemy 2.x models of the evaluation data (DESIGN.md §4), plus the two write helpers that
-depend on a uniqueness rule: `get_or_create_contestant` and `save_score`.
+depend on a uniqueness rule: `get_or_create_contestant` and `save_score`/`save_scores`.
 
 Integrity lives in the schema: every rule that a careless caller could break (score 1..5, one score
 per answer and criterion, one selected attempt per prompt and contestant, roles, labels) is a CHECK,
@@ -15,10 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 from sqlalchemy import (JSON, CheckConstraint, DateTime, ForeignKey, Index, MetaData, String, Text,
-                        UniqueConstraint, select, text)
+                        UniqueConstraint, insert, select, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -221,6 +221,8 @@ class Assignment(Base):
     __table_args__ = (
         UniqueConstraint("session_id", "rater_id", "prompt_id"),
         UniqueConstraint("session_id", "rater_id", "order_index"),
+        # A rater's queue: the next unfinished item is one index seek, progress an index-only count.
+        Index("ix_assignment_queue", "session_id", "rater_id", "finished_at", "order_index"),
         CheckConstraint("order_index >= 0", name="order_index_nonnegative"),
         CheckConstraint("seconds_spent IS NULL OR seconds_spent >= 0", name="seconds_nonnegative"),
     )
@@ -308,14 +310,26 @@ def save_score(session: Session, *, assignment_id: int, answer_id: int, label: s
     A resubmit with the same value and comment changes nothing (`updated_at` stays). The database still
     rejects a value outside 1..5 or an unknown label or criterion (IntegrityError on flush).
     """
-    score = session.scalars(select(Score).where(
-        Score.assignment_id == assignment_id, Score.answer_id == answer_id,
-        Score.criterion == criterion)).first()
-    if score is None:
-        score = Score(assignment_id=assignment_id, answer_id=answer_id, criterion=criterion,
-                      label=label, value=value, comment=comment)
-        session.add(score)
-    elif (score.label, score.value, score.comment) != (label, value, comment):
-        score.label, score.value, score.comment = label, value, comment
+    save_scores(session, assignment_id=assignment_id, scores=[(answer_id, label, criterion, value)], comment=comment)
+    return session.scalars(select(Score).where(Score.assignment_id == assignment_id, Score.answer_id == answer_id,
+                                               Score.criterion == criterion)).one()
+
+
+def save_scores(session: Session, *, assignment_id: int, scores: Iterable[tuple[int, str, str, int]],
+                comment: Optional[str] = None) -> None:
+    """`save_score` for many (answer_id, label, criterion, value) of one assignment, cheaply: one SELECT of
+    the assignment's scores, the new rows in one executemany INSERT (ORM objects would be inserted one
+    statement each on SQLite, to read back their ids), the changed ones updated (flushed)."""
+    existing = {(sc.answer_id, sc.criterion): sc
+                for sc in session.scalars(select(Score).where(Score.assignment_id == assignment_id))}
+    new: dict[tuple[int, str], dict[str, Any]] = {}
+    for answer_id, label, criterion, value in scores:
+        score = existing.get((answer_id, criterion))
+        if score is None:
+            new[answer_id, criterion] = dict(assignment_id=assignment_id, answer_id=answer_id, criterion=criterion,
+                                             label=label, value=value, comment=comment)
+        elif (score.label, score.value, score.comment) != (label, value, comment):
+            score.label, score.value, score.comment = label, value, comment
     session.flush()
-    return score
+    if new:
+        session.execute(insert(Score), list(new.values()))

@@ -71,9 +71,11 @@ class AppContext:
 
         from esllm.store.models import User
 
+        # Asked on every call (a deactivated user is refused at once); three columns, no ORM object to build.
         with self.sessionmaker() as s:
-            u = s.scalars(select(User).where(User.name == str(name).lower(), User.active)).first()
-            return Caller(u.id, u.name, u.role) if u else None
+            row = s.execute(select(User.id, User.name, User.role).where(User.name == str(name).lower(),
+                                                                       User.active)).first()
+            return Caller(*row) if row else None
 
     def require(self, request: Any, *roles: str) -> Caller:
         """The caller, if logged in with one of `roles` (any role when none given); else EsllmError."""

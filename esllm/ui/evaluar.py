@@ -15,7 +15,7 @@ import gradio as gr
 
 from esllm import EsllmError
 from esllm.rating import LABELS
-from esllm.sessions import ASPECTS, next_item, rater_sessions, submit
+from esllm.sessions import ASPECTS, next_item, rater_session, rater_sessions, submit
 from esllm.ui.context import AppContext
 
 RUBRIC = """
@@ -106,21 +106,26 @@ def build_evaluar(ctx: AppContext):
             except EsllmError as e:
                 raise gr.Error(str(e), print_exception=False) from None
 
-        def show(session_id: int, rater_id: int) -> tuple:
-            with ctx.sessionmaker() as s:
-                if session_id not in {r.id for r in rater_sessions(s, rater_id)}:
-                    raise gr.Error("No participa en esa sesión o ya está cerrada.", print_exception=False)
-                item = next_item(s, session_id, rater_id)
-                s.commit()
+        def show(s, session_id: int, rater_id: int, after_save: bool = False) -> tuple:
+            """The rater's next item of the session (commits `s`). `after_save`: on_save's submit has just
+            checked that this session is open and the rater's, and the aspect radios already show or hide as
+            its rubric asks; so no membership query, and the radios get plain values instead of gr.update
+            (Gradio builds a new component for every update: ~1 ms of CPU each, 15 radios per save)."""
+            if not after_save and rater_session(s, session_id, rater_id) is None:
+                raise gr.Error("No participa en esa sesión o ya está cerrada.", print_exception=False)
+            item = next_item(s, session_id, rater_id)
+            s.commit()
             if item is None:
                 empty = [gr.update(value=None, visible=True)] * 3 + [gr.update(value=None, visible=False)] * 12
                 return (None, "### ✅ Terminó todos sus ítems de esta sesión. ¡Gracias!", "", "", "",
                         "", "", "", *empty)
             full = "exactitud" in item.criteria
             prev = item.previous
-            gen = [gr.update(value=str(prev.get(lb, {}).get("general")) if prev.get(lb) else None) for lb in LABELS]
-            asp = [gr.update(visible=full, value=str(prev.get(lb, {}).get(a)) if prev.get(lb, {}).get(a) else None)
-                   for lb in LABELS for a in ASPECTS]
+            gen = [str(prev[lb]["general"]) if prev.get(lb) else None for lb in LABELS]
+            asp = [str(prev[lb][a]) if prev.get(lb, {}).get(a) else None for lb in LABELS for a in ASPECTS]
+            if not after_save:
+                gen = [gr.update(value=v) for v in gen]
+                asp = [gr.update(visible=full, value=v) for v in asp]
             cat = item.category.replace("_", " ")
             return ((session_id, item.assignment_id, time.time()), f"**Ítem {item.position} / {item.total}** · {cat}",
                     _context_md(item), f"### Instrucción\n\n{item.prompt}", prev.get("comentario", ""),
@@ -139,7 +144,8 @@ def build_evaluar(ctx: AppContext):
             c = _rater(request)
             if not isinstance(session_id, int):
                 raise gr.Error("Elija una sesión.", print_exception=False)
-            return show(session_id, c.id)
+            with ctx.sessionmaker() as s:
+                return show(s, session_id, c.id)
 
         def on_save(st, comment_text, g_a, g_b, g_c, ex_a, re_a, co_a, cm_a, ex_b, re_b, co_b, cm_b,
                     ex_c, re_c, co_c, cm_c, request: gr.Request):
@@ -157,15 +163,15 @@ def build_evaluar(ctx: AppContext):
                     v = asp[i * len(ASPECTS) + j]
                     if v is not None:
                         scores[label][a] = _int(v)
-            with ctx.sessionmaker() as s:
+            with ctx.sessionmaker() as s:  # one database session for the save and the next item
                 try:
-                    submit(s, rater_id=c.id, assignment_id=assignment_id, scores=scores, comment=comment_text,
-                           seconds_spent=time.time() - shown_at)
+                    asg = submit(s, rater_id=c.id, assignment_id=assignment_id, scores=scores, comment=comment_text,
+                                 seconds_spent=time.time() - shown_at)
                     s.commit()
                 except EsllmError as e:
                     s.rollback()
                     raise gr.Error(str(e), print_exception=False) from None
-            return show(session_id, c.id)
+                return show(s, session_id, c.id, after_save=asg.session_id == session_id)
 
         start.click(on_start, session, item_outs, api_name="evaluar_abrir")
         save.click(on_save, [state, comment, *general_outs, *aspect_outs], item_outs, api_name="evaluar_guardar",
