@@ -1,0 +1,382 @@
+"""Belebele-format benchmark (DESIGN.md §9): multiple-choice reading comprehension, zero-shot, scored by
+the model's likelihood of each option letter; one `eval_run` row per contestant.
+
+    python -m esllm belebele                                   # bundled sample, every available contestant
+    python -m esllm belebele --file /ruta/spa_Latn.jsonl --contestants gemma-base gemma-instrucciones \
+        [--limit 100] [--batch-size 8] [--config configs/default.yaml]
+
+Protocol (fixed; `PROMPT_VERSION` names it and is stored with every run): the passage, question and
+four options go into one Spanish user message (`PROMPT`) rendered with the contestant's own chat
+template and its generation prompt; nothing is added on the assistant side. One forward pass per item
+gives the next-token log-probabilities there; an option's score is the log-probability of its letter,
+the best of the variants "A" and " A" that are a single token (SentencePiece and byte-level BPE
+tokenizers write a letter after a space and after a newline with different tokens). The prediction is
+the best of the four (an exact tie goes to the earlier letter and is counted in `ties`); no sampling.
+Accuracy has a 95% percentile-bootstrap CI over questions; chance is 25%.
+
+This module does not know Gradio; the «Resultados» accordion is esllm/ui/auto_belebele.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from esllm import EsllmError
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA_DIR = ROOT / "data" / "belebele"
+SAMPLE = DATA_DIR / "muestra-es.jsonl"
+KIND = "belebele"
+LETTERS = ("A", "B", "C", "D")
+CHANCE = 0.25
+TEXT_FIELDS = ("link", "flores_passage", "question", "mc_answer1", "mc_answer2", "mc_answer3", "mc_answer4",
+               "dialect")
+MAX_PROBLEMS = 20  # problems listed in a rejection message; the count says how many more there are
+
+# Zero-shot instruction in Spanish, sent as the only user message. The assistant side starts empty:
+# every template's generation prompt ends where the answer begins, and the letter is read there.
+# Any change to this text, to the assistant side or to the letter variants changes the numbers:
+# bump PROMPT_VERSION with it.
+PROMPT = (
+    "Lee el pasaje y responde la pregunta eligiendo una opción.\n\n"
+    "Pasaje: {passage}\n\n"
+    "Pregunta: {question}\n\n"
+    "A) {a}\nB) {b}\nC) {c}\nD) {d}\n\n"
+    "Responde solo con la letra de la opción correcta."
+)
+ASSISTANT_PREFIX = ""
+PROMPT_VERSION = "belebele-es-v1 (instrucción en el turno del usuario; asistente vacío; letras 'X' o ' X')"
+
+Progress = Callable[[int, int, str], None]  # (done, total, message)
+
+
+@dataclass(frozen=True)
+class BelebeleItem:
+    link: str
+    question_number: int
+    passage: str
+    question: str
+    options: tuple[str, str, str, str]
+    correct: int  # 1..4, as in the file
+    dialect: str
+    line: int  # line in the file, for messages
+
+    @property
+    def correct_letter(self) -> str:
+        return LETTERS[self.correct - 1]
+
+
+# ------------------------------------------------------------------ loading
+def _as_int(value: Any) -> Optional[int]:
+    """An int from an int or a string of digits (the official files write numbers as strings)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def _parse_row(row: Any) -> tuple[Optional[dict[str, Any]], list[str]]:
+    if not isinstance(row, dict):
+        return None, ["se esperaba un objeto JSON ({…})"]
+    problems, clean = [], {}
+    for key in TEXT_FIELDS:
+        if key not in row:
+            problems.append(f"falta el campo {key}")
+        elif not isinstance(row[key], str):
+            problems.append(f"{key} debe ser texto (es {type(row[key]).__name__})")
+        elif not row[key].strip():
+            problems.append(f"{key} está vacío")
+        else:
+            clean[key] = row[key].strip()
+    for key in ("question_number", "correct_answer_num"):
+        if key not in row:
+            problems.append(f"falta el campo {key}")
+            continue
+        n = _as_int(row[key])
+        if n is None:
+            problems.append(f"{key} debe ser un número entero (es {row[key]!r})")
+        elif key == "correct_answer_num" and not 1 <= n <= 4:
+            problems.append(f"correct_answer_num debe ser 1, 2, 3 o 4 (es {row[key]!r})")
+        else:
+            clean[key] = n
+    return (clean if not problems else None), problems
+
+
+def load_belebele(path: str | Path) -> list[BelebeleItem]:
+    """Every item of a Belebele JSONL file, or EsllmError listing each bad line (then nothing is loaded)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EsllmError(f"No existe el archivo {path}.")
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as e:
+        raise EsllmError(f"{path.name} no está en UTF-8 ({e}).") from None
+    items, problems = [], []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            problems.append(f"línea {n}: JSON inválido ({e.msg}, columna {e.colno})")
+            continue
+        clean, row_problems = _parse_row(row)
+        problems.extend(f"línea {n}: {p}" for p in row_problems)
+        if clean is not None:
+            items.append(BelebeleItem(
+                link=clean["link"], question_number=clean["question_number"], passage=clean["flores_passage"],
+                question=clean["question"], options=tuple(clean[f"mc_answer{i}"] for i in range(1, 5)),
+                correct=clean["correct_answer_num"], dialect=clean["dialect"], line=n))
+    if problems:
+        more = len(problems) - MAX_PROBLEMS
+        raise EsllmError(
+            f"{path.name}: {len(problems)} problema(s); no se cargó ninguna pregunta. Corrija el archivo:\n"
+            + "\n".join(problems[:MAX_PROBLEMS]) + (f"\n… y {more} más." if more > 0 else ""))
+    if not items:
+        raise EsllmError(f"{path.name} está vacío: no tiene ninguna pregunta (formato JSONL de Belebele, una por línea).")
+    return items
+
+
+# ------------------------------------------------------------------ scoring
+def format_prompt(item: BelebeleItem) -> str:
+    a, b, c, d = item.options
+    return PROMPT.format(passage=item.passage, question=item.question, a=a, b=b, c=c, d=d)
+
+
+def render(item: BelebeleItem, template, tokenizer) -> str:
+    """The exact text the model sees: the user message through the chat template, then ASSISTANT_PREFIX."""
+    return template.render([{"role": "user", "content": format_prompt(item)}], bos_token=tokenizer.bos_token or "",
+                           eos_token=tokenizer.eos_token or "") + ASSISTANT_PREFIX
+
+
+def letter_token_ids(tokenizer) -> dict[str, list[int]]:
+    """For each letter, the ids of its single-token variants among "X" and " X"."""
+    out: dict[str, list[int]] = {}
+    for letter in LETTERS:
+        ids = set()
+        for variant in (letter, " " + letter):
+            enc = tokenizer(variant, add_special_tokens=False)["input_ids"]
+            if len(enc) == 1:
+                ids.add(int(enc[0]))
+        if not ids:
+            raise EsllmError(f"El tokenizador no tiene un token para la letra {letter!r}: no se puede puntuar Belebele.")
+        out[letter] = sorted(ids)
+    seen = [i for ids in out.values() for i in ids]
+    if len(seen) != len(set(seen)):
+        raise EsllmError("El tokenizador da el mismo token a dos letras de opción: no se puede puntuar Belebele.")
+    return out
+
+
+def score_texts(model, tokenizer, texts: Sequence[str], letter_ids: dict[str, list[int]]) -> list[dict[str, float]]:
+    """One batched forward (left padding): each text's log-probability of each letter as the next token."""
+    import torch
+
+    enc = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    width = max(len(e) for e in enc)
+    ids = torch.full((len(enc), width), int(pad), dtype=torch.long)
+    mask = torch.zeros((len(enc), width), dtype=torch.long)
+    for i, e in enumerate(enc):
+        ids[i, width - len(e):] = torch.tensor(e, dtype=torch.long)
+        mask[i, width - len(e):] = 1
+    # Positions count real tokens only, so a padded row sees the same positions as when it runs alone.
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    device = model.device
+    with torch.no_grad():
+        out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                    use_cache=False, logits_to_keep=1)
+        logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1).cpu()
+    return [{L: max(float(row[i]) for i in letter_ids[L]) for L in LETTERS} for row in logp]
+
+
+def accuracy_ci(correct: Sequence[bool], *, seed: int = 0, n_boot: int = 2000) -> tuple[float, float, float]:
+    """(accuracy, low, high): the share correct with a 95% percentile-bootstrap CI over items.
+
+    Resampling n items with replacement and counting the correct ones is a Binomial(n, accuracy) draw,
+    so the replicates are drawn as that (same distribution, no n × n_boot matrix)."""
+    import numpy as np
+
+    n = len(correct)
+    if n == 0:
+        raise EsllmError("No hay ítems: no se puede calcular la exactitud.")
+    if n_boot < 1:
+        raise ValueError("n_boot must be >= 1")
+    acc = sum(bool(c) for c in correct) / n
+    boot = np.random.default_rng(seed).binomial(n, acc, size=n_boot) / n
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return acc, float(lo), float(hi)
+
+
+def evaluate(engine, contestant: str, items: Sequence[BelebeleItem], *, batch_size: int = 8,
+             progress: Optional[Progress] = None) -> dict[str, Any]:
+    """Score every item for one contestant: {"metrics": {...}, "details": [one dict per item]}.
+
+    The base's lock is taken per batch (engine.activated), so chat users wait one batch, not the run."""
+    if batch_size < 1:
+        raise EsllmError("El tamaño de lote debe ser al menos 1.")
+    if not items:
+        raise EsllmError("No hay preguntas que evaluar.")
+    t0 = time.perf_counter()
+    details: list[dict[str, Any]] = []
+    letter_ids = None
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        with engine.activated(contestant) as (model, tok, template):
+            letter_ids = letter_ids or letter_token_ids(tok)
+            scores = score_texts(model, tok, [render(it, template, tok) for it in chunk], letter_ids)
+        for it, sc in zip(chunk, scores):
+            # Ties go to the earlier letter. They happen: bf16 logits are coarse, and a small model can give
+            # two letters the very same score; `tie` marks them and the metrics count them.
+            pred = max(LETTERS, key=lambda L: sc[L])
+            details.append({"link": it.link, "question_number": it.question_number, "line": it.line,
+                            "predicted": pred, "correct": it.correct_letter, "ok": pred == it.correct_letter,
+                            "tie": sum(sc[L] == sc[pred] for L in LETTERS) > 1,
+                            "logprobs": {L: round(sc[L], 4) for L in LETTERS}})
+        if progress:
+            progress(len(details), len(items), f"{contestant}: {len(details)}/{len(items)} preguntas")
+    acc, lo, hi = accuracy_ci([d["ok"] for d in details])
+    metrics = {"accuracy": acc, "ci_low": lo, "ci_high": hi, "n": len(details),
+               "correct": sum(d["ok"] for d in details), "chance": CHANCE,
+               # How often each letter was predicted: a model that always says "A" shows here.
+               "predicted_counts": {L: sum(d["predicted"] == L for d in details) for L in LETTERS},
+               "ties": sum(d["tie"] for d in details),
+               "letter_token_ids": letter_ids, "seconds": round(time.perf_counter() - t0, 2)}
+    return {"metrics": metrics, "details": details}
+
+
+def display_path(path: str | Path) -> str:
+    """The path as stored in a run's config: relative to the repository when inside it."""
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(p)
+
+
+def run_belebele(Session, engine, contestants: Sequence[str], file: str | Path, *, batch_size: int = 8,
+                 limit: Optional[int] = None, progress: Optional[Progress] = None) -> list:
+    """Evaluate each contestant on `file` and store one EvalRun per contestant (running → done | failed).
+
+    Checks the file and every contestant before any run starts; a contestant whose run fails is stored
+    as failed with the error and the others still run. Returns the EvalRun rows in contestant order."""
+    from esllm.evals.runs import fail_run, file_sha256, finish_run, start_run
+    from esllm.store.models import EvalRun
+
+    names = list(dict.fromkeys(contestants))
+    if not names:
+        raise EsllmError("Elija al menos un concursante.")
+    if limit is not None and limit < 1:
+        raise EsllmError("El límite de preguntas debe ser al menos 1.")
+    if batch_size < 1:
+        raise EsllmError("El tamaño de lote debe ser al menos 1.")
+    items = load_belebele(file)
+    if limit:
+        items = items[:limit]
+    for name in names:
+        engine.contestant(name)  # unknown or unavailable: EsllmError before anything is stored
+    config = {"file": display_path(file), "file_sha256": file_sha256(file), "n_items": len(items), "limit": limit,
+              "prompt_version": PROMPT_VERSION, "batch_size": batch_size,
+              "dialects": sorted({it.dialect for it in items})}
+    runs = []
+    for name in names:
+        with Session() as s:
+            run = start_run(s, KIND, name, config=config, hashes=engine.hashes(name))
+            s.commit()
+            run_id = run.id
+        try:
+            result = evaluate(engine, name, items, batch_size=batch_size, progress=progress)
+        except BaseException as e:  # stored as failed; Ctrl-C and the like still stop the whole command
+            msg = str(e) if isinstance(e, EsllmError) else f"{type(e).__name__}: {e}"
+            with Session() as s:
+                run = fail_run(s, s.get(EvalRun, run_id), msg or type(e).__name__)
+                s.commit()
+            runs.append(run)
+            if not isinstance(e, Exception):
+                raise
+            continue
+        with Session() as s:
+            run = finish_run(s, s.get(EvalRun, run_id), metrics=result["metrics"], details=result["details"])
+            s.commit()
+        runs.append(run)
+    return runs
+
+
+# ------------------------------------------------------------------ command line
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"se esperaba un entero, no {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("debe ser al menos 1")
+    return n
+
+
+def add_cli(subparsers) -> argparse.ArgumentParser:
+    """Register `belebele` on an argparse subparsers object (python -m esllm belebele …)."""
+    p = subparsers.add_parser("belebele", help="multiple-choice reading comprehension benchmark in Belebele format "
+                                               "(upgrades the database schema first)")
+    p.add_argument("--config", default=None, help="contestants YAML (default configs/default.yaml)")
+    p.add_argument("--file", default=str(SAMPLE), help="Belebele JSONL file (default: the bundled Spanish sample)")
+    p.add_argument("--contestants", nargs="*", default=None, help="default: every available contestant")
+    p.add_argument("--limit", type=_positive, default=None, help="only the first N questions")
+    p.add_argument("--batch-size", type=_positive, default=8, help="questions per forward pass (left padding)")
+    p.set_defaults(func=run_cli)
+    return p
+
+
+def format_table(runs) -> str:
+    lines = [f"{'concursante':28s} {'exactitud':>9s}  {'IC 95 %':15s} {'n':>5s}   azar"]
+    for r in runs:
+        if r.status != "done":
+            lines.append(f"{r.contestant:28s} FALLÓ: {r.error}")
+            continue
+        m = r.metrics
+        ci = f"[{m['ci_low']:.1%}, {m['ci_high']:.1%}]"
+        lines.append(f"{r.contestant:28s} {m['accuracy']:>9.1%}  {ci:15s} {m['n']:>5d}   {CHANCE:.0%}")
+    return "\n".join(lines)
+
+
+def run_cli(args) -> int:
+    from esllm.config import load_config
+    from esllm.engine import Engine
+    from esllm.store import db
+
+    dbe = None
+    try:
+        db.upgrade()
+        dbe = db.make_engine()
+        Session = db.make_sessionmaker(dbe)
+        load_belebele(args.file)  # a bad file fails before the model loads
+        engine = Engine(load_config(args.config), root=ROOT, progress=lambda m: print(m, file=sys.stderr))
+        engine.start()
+        names = args.contestants
+        if not names:
+            missing = [f"{c.name}: {c.reason}" for c in engine.contestants.values() if not c.available]
+            if missing:
+                print("No disponibles (no se evalúan):\n  " + "\n  ".join(missing), file=sys.stderr)
+            names = [c.name for c in engine.contestants.values() if c.available]
+
+        def progress(done: int, total: int, msg: str) -> None:
+            print(f"\r{msg}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+
+        runs = run_belebele(Session, engine, names, args.file, batch_size=args.batch_size, limit=args.limit,
+                            progress=progress)
+    except EsllmError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if dbe is not None:
+            dbe.dispose()
+    print(f"Belebele · {display_path(args.file)} · {runs[0].config['n_items']} preguntas · azar 25 %")
+    print(format_table(runs))
+    return 0 if all(r.status == "done" for r in runs) else 1
