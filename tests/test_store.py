@@ -88,7 +88,7 @@ def _seed(s) -> dict:
 def test_upgrade_empty_db_to_head_matches_models(url, engine):
     with engine.connect() as conn:
         mc = MigrationContext.configure(conn, opts={"compare_type": True})
-        assert mc.get_current_revision() == db.head_revision() == "0002"
+        assert mc.get_current_revision() == db.head_revision() == "0003"
         assert compare_metadata(mc, Base.metadata) == []
         # the comparison does see differences: drop an index and it reports it
         conn.exec_driver_sql("DROP INDEX ix_score_answer_id")
@@ -128,7 +128,7 @@ def test_downgrade_to_base_and_upgrade_again(url, engine):
     assert inspect(engine).get_table_names() == ["alembic_version"]
     db.upgrade(url)
     assert "score" in inspect(engine).get_table_names()
-    assert db.current_revision(engine) == "0002"
+    assert db.current_revision(engine) == "0003"
 
 
 def test_database_url_default_and_override(monkeypatch):

@@ -22,7 +22,10 @@ from sqlalchemy import (JSON, CheckConstraint, DateTime, ForeignKey, Index, Meta
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-ROLES = ("admin", "rater")
+ROLES = ("admin", "rater")  # people; a judge model grades as a user of role "judge" that cannot log in
+USER_ROLES = ROLES + ("judge",)
+EVAL_KINDS = ("belebele", "judge", "questions", "pictos")
+RUN_STATUSES = ("running", "done", "failed")
 RUBRIC_MODES = ("general", "full")
 SESSION_STATUSES = ("draft", "open", "closed")
 LABELS = ("A", "B", "C")
@@ -167,7 +170,7 @@ class Answer(Base):
 
 class User(Base):
     __tablename__ = "users"  # not "user": a reserved word on PostgreSQL
-    __table_args__ = (CheckConstraint(_in("role", ROLES), name="role"),)
+    __table_args__ = (CheckConstraint(_in("role", USER_ROLES), name="role"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(40), unique=True)  # lower case, see users.py
     password_hash: Mapped[str] = mapped_column(String(300))
@@ -333,3 +336,31 @@ def save_scores(session: Session, *, assignment_id: int, scores: Iterable[tuple[
     session.flush()
     if new:
         session.execute(insert(Score), list(new.values()))
+
+
+# ---------------------------------------------------------------- automatic evaluations
+
+class EvalRun(Base):
+    """One automatic evaluation of one contestant (DESIGN.md §9), traceable and repeatable.
+
+    `config` holds what is needed to repeat it (input file and its sha256, prompt, parameters, seed…),
+    `hashes` what it ran on (base source and fingerprint, adapter path and sha256), `metrics` the
+    summary shown in «Resultados», `details` the per-item records.
+    """
+
+    __tablename__ = "eval_run"
+    __table_args__ = (
+        CheckConstraint(_in("kind", EVAL_KINDS), name="kind"),
+        CheckConstraint(_in("status", RUN_STATUSES), name="status"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20), index=True)
+    contestant: Mapped[str] = mapped_column(String(100))
+    config: Mapped[dict[str, Any]]
+    hashes: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(10), default="running")
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    details: Mapped[list[Any]] = mapped_column(default=list)
+    error: Mapped[Optional[str]] = mapped_column(Text)
+    started_at: Mapped[datetime] = _created()
+    finished_at: Mapped[Optional[datetime]]

@@ -109,10 +109,10 @@ def authenticate(session: Session, name: str, password: str) -> Optional[User]:
 
 
 def count_users(session: Session, role: Optional[str] = None) -> int:
-    """How many users there are (of `role`, if given); the app asks for a first admin when it is 0."""
+    """How many people have accounts (of `role`, if given; judge models' users never count): with 0 the
+    app runs in single-user local mode."""
     q = select(func.count()).select_from(User)
-    if role is not None:
-        q = q.where(User.role == role)
+    q = q.where(User.role == role) if role is not None else q.where(User.role.in_(ROLES))
     return session.scalar(q) or 0
 
 
