@@ -19,8 +19,8 @@ from sqlalchemy import func, select
 from esllm import EsllmError
 from esllm.batch import generate_answers, import_prompt_set
 from esllm.evals.agreement import judge_agreement, spearman
-from esllm.evals.judge import (REMINDER, add_cli, grade_session, grading_messages, judge_user_name, parse_grade,
-                               run_cli)
+from esllm.evals.judge import (REMINDER, add_cli, ask_grade, grade_session, grading_messages, judge_user_name,
+                               parse_grade, run_cli, strip_echo)
 from esllm.prompts import parse_prompts
 from esllm.results import progress_by_rater, pseudonyms, session_scores_frame
 from esllm.sessions import create_session, next_item, submit
@@ -66,6 +66,32 @@ def test_grading_prompt_names_the_criterion_and_fits_the_limit():
         grading_messages("p" * 5000, "r", "general", max_chars=300)
     with pytest.raises(EsllmError):
         grading_messages("p", "r", "belleza")
+
+
+def test_a_copy_of_the_prompt_is_no_grade():
+    """A small base model copies the prompt back; digits in the copied rubric or answer are not grades."""
+    msgs = grading_messages("¿Cuántos tipos de IVA hay?", "Hay 3 tipos de IVA en Ecuador.", "general")
+    system, user = msgs[0]["content"], msgs[1]["content"]
+    assert parse_grade(user) == 3  # read raw, the copied answer's "3" would pass for a grade
+    assert parse_grade(strip_echo(user, msgs)) is None
+    rubric_line = system.splitlines()[-4][:30]  # "5 = perfecto: totalmente corre", cut by the token limit
+    assert parse_grade(rubric_line) == 5 and strip_echo(user + "\n" + rubric_line, msgs).strip() == ""
+    assert parse_grade(strip_echo(user + "\n\n4", msgs)) == 4
+    assert strip_echo("Cuatro.", msgs) == "Cuatro."
+
+    class Echo:
+        def __init__(self):
+            self.calls = []
+
+        def generate(self, name, messages, preset=None, overrides=None):
+            self.calls.append(messages)
+            text = messages[-1]["content"] + ("\n2" if len(self.calls) == 2 else "")
+            return SimpleNamespace(text=text)
+
+    eng = Echo()
+    assert ask_grade(eng, "juez", msgs, retries=2) == (2, [c[-1]["content"] + ("\n2" if i == 1 else "")
+                                                           for i, c in enumerate(eng.calls)])
+    assert ask_grade(Echo(), "juez", msgs, retries=0)[0] is None
 
 
 def test_judge_user_names():

@@ -43,7 +43,7 @@ from sqlalchemy.orm import Session
 from esllm import EsllmError
 from esllm.evals.agreement import NO_AGREEMENT, JudgeAgreement, judge_agreement
 from esllm.evals.judge_prompt import (PROMPT_VERSION, REMINDER, grading_messages, parse_grade,  # noqa: F401
-                                      with_reminder)
+                                      strip_echo, with_reminder)
 from esllm.evals.runs import fail_run, finish_run, latest_runs, start_run
 from esllm.store.models import CRITERIA, Answer, Assignment, EvalRun, Prompt, Score, User, save_score, utcnow
 
@@ -122,7 +122,8 @@ class JudgeReport:
 def ask_grade(engine, judge: str, messages: list[dict[str, str]], *, retries: int = 2,
               seed: int = 0) -> tuple[Optional[int], list[str]]:
     """(grade or None, every raw reply): greedy first; each retry adds REMINDER, the first greedy, the
-    next sampled (temperature preset, seed + attempt) so that it can differ."""
+    next sampled (temperature preset, seed + attempt) so that it can differ. A reply is read by
+    parse_grade after strip_echo (lines copied from the prompt are no grade)."""
     replies: list[str] = []
     for attempt in range(retries + 1):
         msgs = messages if attempt == 0 else with_reminder(messages)
@@ -132,7 +133,7 @@ def ask_grade(engine, judge: str, messages: list[dict[str, str]], *, retries: in
             preset, overrides = "temperature", {"max_new_tokens": MAX_NEW_TOKENS, "seed": seed + attempt}
         res = engine.generate(judge, msgs, preset=preset, overrides=overrides)
         replies.append(res.text)
-        grade = parse_grade(res.text)
+        grade = parse_grade(strip_echo(res.text, msgs))
         if grade is not None:
             return grade, replies
     return None, replies

@@ -82,7 +82,7 @@ def grading_messages(instruction: str, answer: str, criterion: str = "general",
             user = _user_text(instruction, answer, turns, what, clip_context, clip_answer)
             if len(user) <= max_chars or not turns or clip_context is None:
                 break
-            turns = turns[1:]  # at the tightest context clips, drop the oldest turns
+            turns = turns[1:]  # once clipping has started, drop the oldest turns before clipping harder
         if len(user) <= max_chars:
             return [{"role": "system", "content": system}, {"role": "user", "content": user}]
     raise EsllmError(f"El ítem no cabe en el límite de {max_chars} caracteres del juez ni recortado.")
@@ -110,6 +110,26 @@ def with_reminder(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     out = [dict(m) for m in messages]
     out[-1]["content"] = out[-1]["content"] + "\n\n" + REMINDER
     return out
+
+
+ECHO_MIN = 8  # shorter reply lines are never taken for an echo ("4", "Cuatro.")
+
+
+def strip_echo(reply: str, messages: Sequence[dict[str, str]]) -> str:
+    """The reply without the lines that repeat the prompt: a small base model often copies the answer
+    or the rubric back ("[Respuesta a calificar] …", "4 = bueno: …"), and a digit in a copied line is
+    not a grade. A reply line (stripped, at least ECHO_MIN characters) is dropped when it equals a
+    prompt line or is the start of one (a copy cut off by the token limit)."""
+    if not isinstance(reply, str):
+        return reply
+    prompt_lines = [ln.strip() for m in messages for ln in str(m.get("content", "")).splitlines() if ln.strip()]
+    kept = []
+    for line in reply.splitlines():
+        s = line.strip()
+        if len(s) >= ECHO_MIN and any(pl.startswith(s) for pl in prompt_lines):
+            continue
+        kept.append(line)
+    return "\n".join(kept)
 
 
 # ---------------------------------------------------------------- parsing
