@@ -14,6 +14,10 @@
     python -m esllm sessions close NAME
     python -m esllm export SESSION --out DIR [--dpo-threshold 1.0]   # CSV tables, raw scores, answers,
                                                         # dpo.jsonl and kto.jsonl (see esllm/export.py)
+    python -m esllm belebele [--file F] [--contestants A B]   # Belebele-format multiple choice (bundled sample)
+    python -m esllm judge --session S --judge CONTESTANT       # a contestant grades a session; agreement figures
+    python -m esllm questions --text-file F --n 3 --m 2        # reading-comprehension questions, checked
+    python -m esllm pictos [--file F] [--contestants A B]     # pictogram keywords -> sentence, BLEU and chrF
 """
 
 from __future__ import annotations
@@ -77,7 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--out", required=True, help="folder for the files (created if missing)")
     ex.add_argument("--dpo-threshold", type=float, default=None,
                     help="least difference of mean general scores for a DPO pair (default 1.0)")
+    from esllm.evals import belebele, cli as task_cli, judge
+
+    for evals_module in (belebele, judge, task_cli):  # automatic evaluations register their own commands
+        evals_module.add_cli(sub)
     args = p.parse_args(argv)
+    if getattr(args, "func", None) is not None:
+        return args.func(args)
     if args.cmd in ("prompts", "sessions", "export"):
         return _store_command(args)
     if args.cmd == "generate":

@@ -48,3 +48,17 @@ def test_csv_with_series_is_read():
                          "c1,contextual,s1,1,Primer turno,\nc2,contextual,s1,2,\"Segundo, turno\",\n", "csv")
     assert [(r.id, r.series, r.turn, r.text) for r in rows] == [("c1", "s1", 1, "Primer turno"),
                                                                 ("c2", "s1", 2, "Segundo, turno")]
+
+
+def test_cli_lists_every_command_including_the_automatic_evaluations():
+    """The evaluation modules register their commands in `python -m esllm` (a typo in the wiring breaks --help)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "esllm", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for cmd in ("train", "generate", "sessions", "export", "belebele", "judge", "questions", "pictos"):
+        assert cmd in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "esllm", "belebele", "--file", "/no/existe.jsonl", "--contestants", "x"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "existe" in bad.stderr.lower()

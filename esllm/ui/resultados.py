@@ -1,6 +1,7 @@
 """Tab «Resultados» (admins only): the study's table for a rating session or a whole prompt set, the
 same per aspect in "full" mode, Krippendorff's alpha, a bar chart with CIs, each rater's progress,
-Bradley–Terry ratings from «Comparar» votes, and the downloads.
+Bradley–Terry ratings from «Comparar» votes, the downloads, and the automatic evaluations (Belebele,
+judge model, reading-comprehension questions, pictograms; esllm/ui/auto_*.py).
 
 Every handler asks `ctx.require(request, "admin")` first: a rater or an anonymous caller gets an error
 and no data. Nothing in the page's initial config names a session, contestant or rater (the dropdown
@@ -23,6 +24,9 @@ from esllm.export import write_exports
 from esllm.results import (comparar_votes, find_session, progress_by_rater, prompt_set_scores_frame,
                            session_scores_frame)
 from esllm.store.models import RatingSession
+from esllm.ui.auto_belebele import build_belebele
+from esllm.ui.auto_juez import build_juez
+from esllm.ui.auto_tareas import build_tareas
 from esllm.ui.context import AppContext
 from esllm.ui.downloads import EXPORT_PREFIX, new_export_dir
 
@@ -208,4 +212,15 @@ def build_resultados(ctx: AppContext):
                  api_name="resultados_calcular")
         dl_go.click(on_download, [scope, which], files, api_name="resultados_descargar")
         bt_go.click(on_bt, None, [bt_table, bt_chart], api_name="resultados_bradley_terry")
-    return on_load, [which, notice]
+        # Automatic evaluations (esllm/evals/): each section checks the admin role in its own handlers.
+        gr.Markdown("### Evaluaciones automáticas")
+        sections = [build(ctx) for build in (build_belebele, build_juez, build_tareas)]
+
+    def on_load_all(request: gr.Request):
+        out = list(on_load(request))
+        for fn, outs in sections:
+            got = fn(request)
+            out += list(got) if len(outs) > 1 else [got]
+        return tuple(out)
+
+    return on_load_all, [which, notice] + [o for _, outs in sections for o in outs]
