@@ -359,27 +359,15 @@ class Engine:
         t_start = time.perf_counter()
 
         def work() -> None:
-            from peft import PeftModel
-
             from esllm.engine.decoding import decode
 
             try:
-                with base.lock:
-                    model = base.model
-                    if c.adapter is None:
-                        ctx = model.disable_adapter() if isinstance(model, PeftModel) else nullcontext()
-                    else:
-                        if c.adapter not in base.adapters:
-                            raise EsllmError(f"El adaptador {c.adapter} ya no está cargado; pulse «Actualizar».")
-                        if model.active_adapter != peft_name(c.adapter):  # peft walks every module: skip if set
-                            model.set_adapter(peft_name(c.adapter))
-                        ctx = nullcontext()
-                    with ctx:
-                        ids, reason = decode(
-                            model, tok, input_ids.to(model.device), params, eos_ids=eos_ids,
-                            stop_strings=template.stop_strings, should_stop=stop.is_set,
-                            on_token=lambda t: q.put(("tok", t)),
-                        )
+                with self.activated(c.name) as (model, _, _):  # the base's lock, held to the last token
+                    ids, reason = decode(
+                        model, tok, input_ids.to(model.device), params, eos_ids=eos_ids,
+                        stop_strings=template.stop_strings, should_stop=stop.is_set,
+                        on_token=lambda t: q.put(("tok", t)),
+                    )
                 q.put(("done", (ids, reason)))
             except BaseException as e:  # reported to the consumer, never lost in a thread
                 q.put(("error", e))
@@ -439,7 +427,7 @@ class Engine:
             else:
                 if c.adapter not in base.adapters:
                     raise EsllmError(f"El adaptador {c.adapter} ya no está cargado; pulse «Actualizar».")
-                if model.active_adapter != peft_name(c.adapter):
+                if model.active_adapter != peft_name(c.adapter):  # peft walks every module: skip if set
                     model.set_adapter(peft_name(c.adapter))
                 ctx = nullcontext()
             with ctx:
