@@ -125,6 +125,7 @@ def test_bad_messages_get_clear_errors(client, message, expected):
 
 @pytest.mark.parametrize("contestant, preset, adv, expected", [
     ("nadie", "greedy", ADV_DEFAULT, "No existe el concursante"),
+    (None, "greedy", ADV_DEFAULT, "Elija un concursante"),  # a click before the page's load filled the list
     ("llama-base", "inventado", ADV_DEFAULT, "inventado"),
     ("llama-base", "greedy", (32, 9.0, 0, 1.0, 1, 0.0, 1.0, None), "maximum value 2.0"),
     ("llama-base", "beam", (32, 1.0, 0, 1.0, 99, 0.0, 1.0, None), "maximum value 8"),

@@ -42,6 +42,10 @@ def test_chat_switch_contestant_and_screenshot(page_url):
         box = page.locator("#mensaje textarea")
         box.wait_for(timeout=30_000)
         expect(page.get_by_text("Conversar").first).to_be_visible()
+        info = page.locator("#info")
+        # The contestant list is filled by the page's load event (admins only); a user who clicks
+        # before it arrives gets a clear error, so wait for it as a user waits for the page.
+        expect(info).to_contain_text("llama-base", timeout=30_000)
 
         def ask(text: str) -> str:
             bots = page.locator("#chat [data-testid='bot']")
@@ -55,7 +59,6 @@ def test_chat_switch_contestant_and_screenshot(page_url):
 
         first = ask("Hola, ¿cómo estás?")
         assert first.strip()
-        info = page.locator("#info")
         expect(info).to_contain_text("llama-base")
 
         # Switch contestant through the dropdown, as a user would.

@@ -152,6 +152,9 @@ def build_conversar(ctx: AppContext):
 
         def run(messages: list[dict], shown: list[dict], name: str, preset_name: str, values: tuple,
                 request: gr.Request) -> Iterator[tuple]:
+            if not name:  # the list is filled when the page loads: a click before that has no contestant yet
+                raise gr.Error("Elija un concursante antes de enviar (la lista se llena al cargar la página).",
+                               print_exception=False)
             stop_ev = ctx.new_stop(request.session_hash or "anon")
             try:
                 stream = eng.stream(name, messages, preset=preset_name, overrides=_overrides(values), stop_event=stop_ev)
