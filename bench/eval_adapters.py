@@ -33,6 +33,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--limit", type=int, default=0, help="only the first N prompts of each set (0 = all)")
     ap.add_argument("--show", type=int, default=3, help="prompts to print with every contestant's answer")
+    ap.add_argument("--contestants", default="", help="comma-separated contestant names (default: all available)")
+    ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "eval_adapters.json"),
+                    help="where to write the figures and every answer")
     args = ap.parse_args()
 
     import torch
@@ -51,6 +54,12 @@ def main() -> None:
     if missing:
         print("No disponibles:\n  " + "\n  ".join(missing))
     contestants = [c for c in contestants if c.available]
+    if args.contestants:
+        wanted = [n.strip() for n in args.contestants.split(",") if n.strip()]
+        unknown = sorted(set(wanted) - {c.name for c in contestants})
+        if unknown:
+            sys.exit(f"Concursantes desconocidos o no disponibles: {', '.join(unknown)}")
+        contestants = [c for c in contestants if c.name in wanted]
     sets = {p.parent.name: p for p in sorted((ROOT / "data").glob("*/eval.json"))}
 
     report: dict = {"max_new_tokens": args.max_new_tokens, "sets": {}}
@@ -94,6 +103,8 @@ def main() -> None:
                 "n": len(examples), "eos_share": sum(ended) / len(ended), "heldout_loss": round(loss, 4),
                 "mean_new_tokens": round(sum(n_new) / len(n_new), 1), "seconds": round(time.perf_counter() - t0, 1),
             }
+            r["answers"] = [{"prompt": e.messages[-1]["content"], "answer": t, "ended_on_eos": x}
+                            for e, t, x in zip(examples, texts, ended)]
             report["sets"][set_name][c.name] = r
             answers[(set_name, c.name)] = texts
             print(f"[{set_name}] {c.name:22s} EOS ≤{args.max_new_tokens}: {sum(ended):3d}/{len(ended)} = "
@@ -112,10 +123,10 @@ def main() -> None:
             print(f"\n--- [{set_name}] prompt held-out {k + 1}: {examples[k].messages[-1]['content'][:300]}")
             for n in names:
                 print(f"  · {n}: {answers[(set_name, n)][k][:500]}")
-    out = ROOT / "bench" / "results" / "eval_adapters.json"
-    out.parent.mkdir(exist_ok=True)
+    out = Path(args.json).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, ensure_ascii=False, indent=1))
-    print(f"\n(guardado en {out.relative_to(ROOT)})")
+    print(f"\n(guardado en {out})")
 
 
 if __name__ == "__main__":
