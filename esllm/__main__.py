@@ -145,8 +145,7 @@ def _generate(args) -> int:
     from esllm.store import db
 
     try:
-        db.upgrade()
-        Session = db.make_sessionmaker(db.make_engine())
+        Session = db.open_store()
         with Session() as s:
             ensure_bundled_sets(s)
             s.commit()
@@ -180,11 +179,8 @@ def _store_command(args) -> int:
     from esllm import admin
     from esllm.store import db
 
-    engine = None
     try:
-        db.upgrade()
-        engine = db.make_engine()
-        Session = db.make_sessionmaker(engine)
+        Session = db.open_store()
         with Session() as s:
             if args.cmd == "prompts":
                 from esllm.batch import import_prompt_set
@@ -228,9 +224,6 @@ def _store_command(args) -> int:
     except EsllmError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    finally:
-        if engine is not None:
-            engine.dispose()
 
 
 def _summary_line(x) -> str:
@@ -255,12 +248,8 @@ def _users(args) -> int:
     from esllm.store import db
     from esllm.store.users import add_user, list_users
 
-    url = db.database_url()
-    engine = None
     try:
-        db.upgrade(url)
-        engine = db.make_engine(url)
-        Session = db.make_sessionmaker(engine)
+        Session = db.open_store()
         if args.users_cmd == "add":
             password = _read_password(args.password_stdin)
             with Session.begin() as s:
@@ -278,9 +267,6 @@ def _users(args) -> int:
     except EsllmError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    finally:
-        if engine is not None:
-            engine.dispose()
 
 
 if __name__ == "__main__":

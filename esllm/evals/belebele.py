@@ -351,11 +351,8 @@ def run_cli(args) -> int:
     from esllm.engine import Engine
     from esllm.store import db
 
-    dbe = None
     try:
-        db.upgrade()
-        dbe = db.make_engine()
-        Session = db.make_sessionmaker(dbe)
+        Session = db.open_store()
         load_belebele(args.file)  # a bad file fails before the model loads
         engine = Engine(load_config(args.config), root=ROOT, progress=lambda m: print(m, file=sys.stderr))
         engine.start()
@@ -374,9 +371,6 @@ def run_cli(args) -> int:
     except EsllmError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    finally:
-        if dbe is not None:
-            dbe.dispose()
     print(f"Belebele · {display_path(args.file)} · {runs[0].config['n_items']} preguntas · azar 25 %")
     print(format_table(runs))
     return 0 if all(r.status == "done" for r in runs) else 1

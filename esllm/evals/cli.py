@@ -61,19 +61,13 @@ def start_engine(config_path):
     return engine
 
 
-def _sessionmaker():
-    from esllm.store import db
-
-    db.upgrade()
-    return db.make_sessionmaker(db.make_engine())
-
-
 def _available(engine) -> list[str]:
     return [c.name for c in engine.contestants.values() if c.available]
 
 
 def run_questions_cli(args: argparse.Namespace) -> int:
     from esllm.evals.questions import check_request, format_report, run_questions
+    from esllm.store import db
 
     try:
         if args.text_file is not None:
@@ -84,7 +78,7 @@ def run_questions_cli(args: argparse.Namespace) -> int:
         else:
             text = args.text
         check_request(text, args.n, args.m, args.similarity)  # before loading any model
-        Session = _sessionmaker()
+        Session = db.open_store()
         engine = start_engine(args.config)
         name = args.contestant or next(iter(_available(engine)), None)
         if name is None:
@@ -104,6 +98,7 @@ def run_questions_cli(args: argparse.Namespace) -> int:
 
 def run_pictos_cli(args: argparse.Namespace) -> int:
     from esllm.evals.pictos import load_pictos, run_pictos
+    from esllm.store import db
 
     try:
         items = load_pictos(args.file)
@@ -113,7 +108,7 @@ def run_pictos_cli(args: argparse.Namespace) -> int:
             items = items[:args.limit]
         if not 1 <= args.max_new_tokens <= 512:
             raise EsllmError("--max-new-tokens debe estar entre 1 y 512.")
-        Session = _sessionmaker()
+        Session = db.open_store()
         engine = start_engine(args.config)
         names = args.contestants or _available(engine)
         if not names:

@@ -313,8 +313,7 @@ def run_cli(args) -> int:
     from esllm.results import find_session
 
     try:
-        db.upgrade()
-        Session = db.make_sessionmaker(db.make_engine())
+        Session = db.open_store()
         with Session() as s:
             find_session(s, args.session)  # fail fast, before loading any model
         if args.criterion not in CRITERION_CHOICES:

@@ -95,6 +95,13 @@ def upgrade(url: Optional[str] = None, revision: str = "head") -> None:
         engine.dispose()
 
 
+def open_store(url: Optional[str] = None) -> sessionmaker[Session]:
+    """What every command that uses the database starts with: the schema upgraded to head, then the
+    process's session factory."""
+    upgrade(url)
+    return make_sessionmaker(make_engine(url))
+
+
 def current_revision(engine: Engine) -> Optional[str]:
     """The revision the database is at (None for an empty database)."""
     from alembic.migration import MigrationContext
