@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -61,8 +62,6 @@ def main() -> None:
     base = load_base(key, spec, quiet)
     print(f"  base loaded in {base.load_seconds:.1f} s, footprint {base.footprint_bytes / 2**30:.2f} GiB")
     adir = work / "adapters-belebele"
-    import shutil
-
     shutil.rmtree(adir, ignore_errors=True)
     n_lora = write_random_lora(base.model, adir / "lora256", r=256, targets=["q_proj", "k_proj", "v_proj", "o_proj"],
                                seed=5, base_name=str(folder))
