@@ -42,8 +42,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench/bench_engine.py` works too
 
-from bench.common import (PROMPT, SHORT_PROMPT, engine_config, header, no_progress_bars, peak_rss_mib,  # noqa: E402
-                          print_decode, print_switches, quiet, rss_mib, time_switches, timed_decode, write_random_lora)
+from bench.common import (  # noqa: E402
+    PROMPT,
+    SHORT_PROMPT,
+    engine_config,
+    header,
+    no_progress_bars,
+    peak_rss_mib,
+    print_decode,
+    print_switches,
+    quiet,
+    rss_mib,
+    time_switches,
+    timed_decode,
+    write_random_lora,
+)
 
 
 # ---------------------------------------------------------------- 1. cold vs warm

@@ -9,7 +9,7 @@ Run from the repository root (CPU; a tiny random Llama is built in-process, noth
 What it does: builds the tiny Llama of tests/tiny.py with two random LoRA adapters (three contestants),
 starts the app as app.py does (app.create + launch_kwargs, so with accounts Gradio's login guards every
 call) on a fresh SQLite file, imports a generated set of --prompts standalone prompts, generates the
-answers with esllm.batch.generate_answers (1 attempt), and creates one session with raters r00..r49
+answers with esllm.study.answers.generate_answers (1 attempt), and creates one session with raters r00..r49
 where each prompt goes to --overlap raters (default 50: every rater has every prompt, 200 items each,
 so no one runs out; with k=1 each of 50 raters would get only 4 items). Then two phases, 10 raters
 at once and 50 at once (r00..r09 go on from where phase 1 left them): each rater is a thread with its
@@ -89,14 +89,14 @@ def prompt_rows(n: int) -> str:
 def build_app(tmp: Path, args):
     """(ctx, demo, Session, session id): tiny model, accounts, prompts, answers, one open session."""
     import yaml
+    from sqlalchemy import select
 
     import app
-    from esllm.batch import generate_answers, import_prompt_set
-    from esllm.prompts import parse_prompts
-    from esllm.sessions import create_session
     from esllm.store import db, users
-    from esllm.store.models import Contestant
-    from sqlalchemy import select
+    from esllm.store.models import ContestantSnapshot
+    from esllm.study.answers import generate_answers
+    from esllm.study.prompts import import_prompt_set, parse_prompts
+    from esllm.study.sessions import create_session
     from tests import tiny as tm
 
     t0 = time.perf_counter()
@@ -130,7 +130,7 @@ def build_app(tmp: Path, args):
           f"<= {args.new_tokens} new tokens) in {time.perf_counter() - t1:.1f} s")
     t2 = time.perf_counter()
     with Session() as s:
-        ids = [s.scalars(select(Contestant.id).where(Contestant.name == n)).one() for n in CONTESTANTS]
+        ids = [s.scalars(select(ContestantSnapshot.id).where(ContestantSnapshot.name == n)).one() for n in CONTESTANTS]
         sid = create_session(s, name="carga", prompt_set="carga", contestant_ids=ids, raters=raters,
                              k=args.overlap, rng=random.Random(args.seed)).id
         s.commit()
@@ -261,7 +261,7 @@ def from_child(results, child, timeout: float):
             got = results.get(timeout=5)
         except queue.Empty:
             if child.exitcode is not None:
-                raise RuntimeError(f"the client process ended (exit code {child.exitcode}) without results")
+                raise RuntimeError(f"the client process ended (exit code {child.exitcode}) without results") from None
             if time.monotonic() > end:
                 raise
             continue

@@ -1,4 +1,4 @@
-"""Results-table benchmark: esllm/report.py on about 1,000,000 score rows (issue target: under 2 s).
+"""Results-table benchmark: esllm/study/stats.py on about 1,000,000 score rows (issue target: under 2 s).
 
 Run from the repository root (CPU only, nothing is downloaded, no database):
 
@@ -34,7 +34,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from esllm.report import krippendorff_alpha_ordinal, study_table
+from esllm.study.stats import krippendorff_alpha_ordinal, study_table
 
 CATEGORIES = ["comprension_basica", "tareas_complejas", "creativas", "contextual"]
 CONTESTANTS = ["llama-2-chat", "mistral-instruct", "falcon-instruct"]
@@ -43,7 +43,7 @@ TARGET_S = 2.0
 
 def make_columns(n_items: int, k: int, n_raters: int, seed: int) -> dict[str, object]:
     """The score rows as arrays; the string columns as pd.Categorical built from integer codes, the way a loader
-    that reads ids and joins a few names (esllm.results) can hand them over."""
+    that reads ids and joins a few names (esllm.study.results) can hand them over."""
     rng = np.random.default_rng(seed)
     n_con = len(CONTESTANTS)
     quality = np.clip(rng.normal([3.6, 4.0, 3.7], 0.8, size=(n_items, n_con)), 1, 5)  # hidden, per contestant

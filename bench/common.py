@@ -83,8 +83,8 @@ def write_random_lora(raw_model, folder: Path, r: int, targets: list[str], seed:
 def timed_decode(base, n_new: int, prompt: str = PROMPT) -> dict:
     """Greedy decoding through esllm's decode(), EOS ignored, under the base's lock. The caller chose the adapter."""
     from esllm.engine.decoding import decode
-    from esllm.presets import GenParams
-    from esllm.templates import get_template
+    from esllm.engine.presets import GenParams
+    from esllm.engine.templates import get_template
 
     tok = base.tokenizer
     text = get_template(base.spec.template).render([{"role": "user", "content": prompt}],

@@ -15,8 +15,19 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import (SHORT_PROMPT, engine_config, header, print_decode, print_switches, quiet, rss_mib, sync,
-                          time_switches, timed_decode, write_random_lora)
+from bench.common import (
+    SHORT_PROMPT,
+    engine_config,
+    header,
+    print_decode,
+    print_switches,
+    quiet,
+    rss_mib,
+    sync,
+    time_switches,
+    timed_decode,
+    write_random_lora,
+)
 
 # Shape of Mistral-7B-v0.1 (the study's 7B family); weights are random.
 MISTRAL_7B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
@@ -128,7 +139,7 @@ def _gpu_one(folder: Path, workdir: Path, quant: str, device: str, n_new: int, n
         write_random_lora(base.model, adir / "lora16", r=16, targets=["q_proj", "v_proj"], seed=3,
                           base_name=str(folder))
         engine = Engine(engine_config(key, spec, ["lora16"], adir), root=workdir,
-                        loader=lambda *_: base, progress=quiet)  # the base loaded above, not a second copy
+                        loader=lambda *_, b=base: b, progress=quiet)  # the base loaded above, not a second copy
         t0 = time.perf_counter()
         engine.start()
         print(f"  adapter lora16 (r=16, q_proj,v_proj) loaded by the engine in {time.perf_counter() - t0:.2f} s; "

@@ -65,7 +65,7 @@ def main() -> None:
     shutil.rmtree(adir, ignore_errors=True)
     n_lora = write_random_lora(base.model, adir / "lora256", r=256, targets=["q_proj", "k_proj", "v_proj", "o_proj"],
                                seed=5, base_name=str(folder))
-    engine = Engine(engine_config(key, spec, ["lora256"], adir), root=work, loader=lambda *_: base, progress=quiet)
+    engine = Engine(engine_config(key, spec, ["lora256"], adir), root=work, loader=lambda *_, b=base: b, progress=quiet)
     engine.start()
     print(f"  random LoRA r=256 on q/k/v/o ({n_lora} modules) loaded; adapter errors: "
           f"{engine.adapter_errors or 'none'}")

@@ -56,11 +56,11 @@ def build(tmp: Path, args):
     """(sessionmaker, engine, session id): prompts, answers, raters, one open session."""
     from sqlalchemy import select
 
-    from esllm.batch import generate_answers, import_prompt_set
-    from esllm.prompts import parse_prompts
-    from esllm.sessions import create_session
     from esllm.store import db, users
-    from esllm.store.models import Contestant
+    from esllm.store.models import ContestantSnapshot
+    from esllm.study.answers import generate_answers
+    from esllm.study.prompts import import_prompt_set, parse_prompts
+    from esllm.study.sessions import create_session
     from tests.test_batch import FakeEngine
 
     rows = [{"id": f"q{i:04d}", "category": "basicas", "text": f"Pregunta {i:04d}: ¿qué es el IVA?"}
@@ -79,7 +79,7 @@ def build(tmp: Path, args):
         s.commit()
     generate_answers(S, FakeEngine(NAMES), "carga", NAMES, attempts=1)
     with S() as s:
-        ids = [s.scalars(select(Contestant.id).where(Contestant.name == n)).one() for n in NAMES]
+        ids = [s.scalars(select(ContestantSnapshot.id).where(ContestantSnapshot.name == n)).one() for n in NAMES]
         sid = create_session(s, name="carga", prompt_set="carga", contestant_ids=ids, raters=raters,
                              k=args.raters, rubric_mode="full" if args.full else "general",
                              rng=random.Random(0)).id

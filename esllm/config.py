@@ -16,11 +16,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from esllm import EsllmError
-from esllm.presets import PRESETS
-from esllm.templates import TEMPLATES
+from esllm.engine.presets import PRESETS
+from esllm.engine.templates import TEMPLATES
+from esllm.paths import DEFAULT_CONFIG
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\- ]{0,63}$")
 
 

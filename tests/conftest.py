@@ -142,10 +142,9 @@ def reference(tiny):
 
     The model is loaded fresh (plain transformers, plus peft for an adapter), never through the engine.
     """
-    import torch
 
     from esllm.engine.core import visible
-    from esllm.templates import get_template
+    from esllm.engine.templates import get_template
 
     models: dict[tuple, Any] = {}
     results: dict[tuple, Reference] = {}

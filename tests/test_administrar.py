@@ -101,7 +101,7 @@ def counts(Session) -> dict[str, int]:
 def test_admin_generates_selects_creates_and_a_rater_rates(admin_app):
     from gradio_client import handle_file
 
-    from esllm.store.models import Answer, Assignment, Contestant, Prompt, RatingSession, Score
+    from esllm.store.models import Answer, Assignment, ContestantSnapshot, Prompt, RatingSession, Score
 
     a, S = admin_app, admin_app.Session
     admin = client(a.url, "admin")
@@ -116,7 +116,7 @@ def test_admin_generates_selects_creates_and_a_rater_rates(admin_app):
     with S() as s:
         ans = s.scalars(select(Answer)).all()
         assert len(ans) == 24 and all(x.new_tokens <= 4 for x in ans)
-        cid = s.scalars(select(Contestant.id).where(Contestant.name == NAMES[1])).one()
+        cid = s.scalars(select(ContestantSnapshot.id).where(ContestantSnapshot.name == NAMES[1])).one()
         pids = list(s.scalars(select(Prompt.id)))
 
     who, prompts, table = admin.predict("mini", api_name="/intentos_conjunto")  # dropdown updates
@@ -232,11 +232,10 @@ def test_bad_import_file_reports_line_numbers_and_writes_nothing(admin_app):
 
 def test_a_name_resolves_to_its_latest_snapshot_with_every_answer_selected(tmp_path):
     from esllm import EsllmError
-    from esllm.admin import resolve_contestants
-    from esllm.batch import import_prompt_set
-    from esllm.prompts import parse_prompts
     from esllm.store import db
     from esllm.store.models import Answer, Prompt, get_or_create_contestant
+    from esllm.study.admin import resolve_contestants
+    from esllm.study.prompts import import_prompt_set, parse_prompts
 
     url = f"sqlite:///{tmp_path / 'r.sqlite3'}"
     db.upgrade(url)

@@ -61,7 +61,7 @@ def chat(client, message, contestant="llama-base", preset="greedy", system="", a
 
 
 def answer_text(history) -> str:
-    from esllm.ui.chat import text_of
+    from esllm.ui.conversar import text_of
 
     return text_of(history[-1]["content"])
 

@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import func, select
 
 from esllm import EsllmError
-from esllm.batch import generate_answers, import_prompt_set, select_attempt
-from esllm.prompts import parse_prompts
 from esllm.store import db
 from esllm.store.models import Answer, Prompt
+from esllm.study.answers import generate_answers, select_attempt
+from esllm.study.prompts import import_prompt_set, parse_prompts
 
 ROWS = "\n".join(json.dumps(r, ensure_ascii=False) for r in [
     {"id": "p1", "category": "basicas", "text": "¿Qué es el RUC?"},

@@ -84,7 +84,7 @@ def test_scoring_picks_the_letter_whose_logit_is_raised_and_follows_the_control(
 def test_batched_left_padded_scores_equal_plain_single_prompt_scores(engine, tiny, sample):
     import torch
 
-    from esllm.templates import get_template
+    from esllm.engine.templates import get_template
 
     eng = engine("llama")
     items = sample[:5]  # passages of different lengths: rows are padded differently
@@ -293,8 +293,8 @@ def belebele_app(engine, tiny, tmp_path_factory):
     import app
     from esllm.config import parse_config
     from esllm.store import db, users
-    from esllm.ui.auto_belebele import build_belebele
     from esllm.ui.context import AppContext
+    from esllm.ui.resultados_belebele import build_belebele
     from tests.test_app import free_port
 
     tmp = tmp_path_factory.mktemp("belebele-ui")

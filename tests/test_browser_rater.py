@@ -44,11 +44,11 @@ WAIT = 30_000  # ms, for anything the server answers (the machine may be busy); 
 def rater_app(tiny, tmp_path_factory):
     """(url, Session, session id, secrets) of an app with accounts: admin «jefa», raters «ana» and «beto»."""
     import app
-    from esllm.batch import generate_answers, import_prompt_set
-    from esllm.prompts import parse_prompts
-    from esllm.sessions import create_session
     from esllm.store import db, users
-    from esllm.store.models import Contestant
+    from esllm.store.models import ContestantSnapshot
+    from esllm.study.answers import generate_answers
+    from esllm.study.prompts import import_prompt_set, parse_prompts
+    from esllm.study.sessions import create_session
     from esllm.ui import CSS, HEAD
 
     t = tiny("llama")
@@ -80,7 +80,7 @@ def rater_app(tiny, tmp_path_factory):
     assert not ctx.local_mode
     generate_answers(Session, ctx.engine, "navegador", CONTESTANTS, attempts=1)
     with Session() as s:
-        ids = [s.scalars(select(Contestant.id).where(Contestant.name == n)).one() for n in CONTESTANTS]
+        ids = [s.scalars(select(ContestantSnapshot.id).where(ContestantSnapshot.name == n)).one() for n in CONTESTANTS]
         sid = create_session(s, name=SESSION, prompt_set="navegador", contestant_ids=ids, raters=["ana", "beto"],
                              k=2, rng=random.Random(5)).id
         s.commit()

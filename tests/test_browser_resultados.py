@@ -20,8 +20,8 @@ from tests.test_browser_rater import PW, SESSION, WAIT, browser_page, rater_app 
 
 def finish(Session, sid: int) -> int:
     """Both raters finish every item (random scores); returns the number of score rows of the session."""
-    from esllm.sessions import next_item, submit
     from esllm.store.models import Assignment, Score, User
+    from esllm.study.sessions import next_item, submit
 
     rng = random.Random(7)
     with Session() as s:

@@ -21,7 +21,7 @@ import yaml
 from sqlalchemy import func, select
 
 from esllm import EsllmError
-from esllm.compare import LABELS, Comparisons, check_prompt, choose_contestants, draw_order
+from esllm.study.arena import LABELS, Comparisons, check_prompt, choose_contestants, draw_order
 from tests import tiny as tm
 from tests.test_app import free_port
 
@@ -182,8 +182,8 @@ def test_a_new_prompt_replaces_the_open_comparison_of_that_browser_session():
 
 
 def test_feedback_insert_then_change_of_mind_updates_the_row(Session):
-    from esllm.feedback import save_feedback
     from esllm.store.models import ChatFeedback
+    from esllm.study.feedback import save_feedback
 
     kw = dict(contestant="m1", prompt="Hola", answer="¡Hola! ¿En qué le ayudo?", params={"preset": "greedy"})
     with Session() as s:
@@ -472,7 +472,7 @@ def test_thumbs_on_a_chat_answer_store_one_row(cmp_app):
     from gradio_client.exceptions import AppError
 
     from esllm.store.models import ChatFeedback
-    from esllm.ui.chat import text_of
+    from esllm.ui.conversar import text_of
 
     _, url, Session, _ = cmp_app
     c = client(url, "admin")

@@ -17,8 +17,8 @@ import torch
 from esllm import EsllmError
 from esllm.engine.core import GenerationResult
 from esllm.engine.decoding import visible_text
-from esllm.presets import PRESETS
-from esllm.templates import get_template
+from esllm.engine.presets import PRESETS
+from esllm.engine.templates import get_template
 from tests import tiny as tm
 from tests.conftest import LIMITS, PROMPT, REPO
 

@@ -30,11 +30,11 @@ MODEL_KEY = "modelo-oculto"
 @pytest.fixture(scope="module")
 def rated_app(tiny, tmp_path_factory):
     import app
-    from esllm.batch import generate_answers, import_prompt_set
-    from esllm.prompts import parse_prompts
-    from esllm.sessions import create_session
     from esllm.store import db, users
-    from esllm.store.models import Contestant
+    from esllm.store.models import ContestantSnapshot
+    from esllm.study.answers import generate_answers
+    from esllm.study.prompts import import_prompt_set, parse_prompts
+    from esllm.study.sessions import create_session
 
     t = tiny("llama")
     tmp = tmp_path_factory.mktemp("evaluar")
@@ -65,7 +65,7 @@ def rated_app(tiny, tmp_path_factory):
     assert not ctx.local_mode
     generate_answers(Session, ctx.engine, "mini", CONTESTANTS, attempts=1)
     with Session() as s:
-        ids = [s.scalars(select(Contestant.id).where(Contestant.name == n)).one() for n in CONTESTANTS]
+        ids = [s.scalars(select(ContestantSnapshot.id).where(ContestantSnapshot.name == n)).one() for n in CONTESTANTS]
         rs = create_session(s, name="estudio-piloto", prompt_set="mini", contestant_ids=ids,
                            raters=["ana", "beto", "carla"], k=2, rng=random.Random(3))
         s.commit()
@@ -198,13 +198,13 @@ def test_three_raters_concurrently_every_score_once_with_right_contestant(rated_
         assert len(rows) == n_assign * 3, "one general score per answer per assignment, no duplicates"
         keys = Counter((sc.assignment_id, sc.answer_id, sc.criterion) for sc, *_ in rows)
         assert set(keys.values()) == {1}
-        for sc, a, p, ans in rows:
+        for sc, a, _p, ans in rows:
             assert ans.contestant_id == a.permutation[sc.label], "the label must hide the right contestant"
             assert a.finished_at is not None and names[a.id].seconds_spent is not None
         from esllm.store.models import User
 
         by_rater = {}
-        for sc, a, p, ans in rows:
+        for sc, a, p, _ans in rows:
             rater = s.get(User, a.rater_id).name
             by_rater.setdefault(rater, Counter())[(p.text, sc.label, sc.value)] += 1
     # Each (prompt, label, value) the client sent is stored.
@@ -215,12 +215,12 @@ def test_three_raters_concurrently_every_score_once_with_right_contestant(rated_
 def test_full_rubric_over_http_stores_aspects_and_clears_the_form_for_the_next_item(rated_app):
     """«full» mode: a save stores general + 4 aspects per answer, and the next item comes with all 15
     radios and the comment empty (after a save the radios get plain values, not gr.update)."""
-    from esllm.sessions import create_session
-    from esllm.store.models import Assignment, Contestant, Score
+    from esllm.store.models import Assignment, ContestantSnapshot, Score
+    from esllm.study.sessions import create_session
 
     ctx, url, Session, _, _ = rated_app
     with Session() as s:
-        ids = [s.scalars(select(Contestant.id).where(Contestant.name == n)).one() for n in CONTESTANTS]
+        ids = [s.scalars(select(ContestantSnapshot.id).where(ContestantSnapshot.name == n)).one() for n in CONTESTANTS]
         fid = create_session(s, name="estudio-completo", prompt_set="mini", contestant_ids=ids, raters=["dora"],
                              k=1, rubric_mode="full", rng=random.Random(4)).id
         s.commit()

@@ -1,4 +1,4 @@
-"""Exports of a rating session (esllm/export.py, esllm/results.py): raw scores, tables, answers, DPO/KTO,
+"""Exports of a rating session (esllm/study/export.py, esllm/study/results.py): raw scores, tables, answers, DPO/KTO,
 CSV injection, atomic writes and the `python -m esllm export` command, over a real SQLite file."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from statistics import mean
 
@@ -22,15 +22,15 @@ import pytest
 from sqlalchemy import select, update
 
 from esllm import EsllmError
-from esllm import export as ex
-from esllm.__main__ import main
-from esllm.batch import generate_answers, import_prompt_set
-from esllm.prompts import parse_prompts
-from esllm.report import PROMEDIO, study_table
-from esllm.results import find_session, progress_by_rater, prompt_set_scores_frame, session_scores_frame
-from esllm.sessions import create_session, criteria, next_item, submit
+from esllm.cli import main
 from esllm.store import db, users
-from esllm.store.models import Answer, Assignment, ChatFeedback, Contestant, Prompt, Score, User
+from esllm.store.models import Answer, Assignment, ChatFeedback, ContestantSnapshot, Prompt, Score, User
+from esllm.study import export as ex
+from esllm.study.answers import generate_answers
+from esllm.study.prompts import import_prompt_set, parse_prompts
+from esllm.study.results import find_session, progress_by_rater, prompt_set_scores_frame, session_scores_frame
+from esllm.study.sessions import create_session, criteria, next_item, submit
+from esllm.study.stats import PROMEDIO, study_table
 from tests.test_batch import FakeEngine
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,7 +63,7 @@ def rate_everything(S, sid: int, seed: int = 11) -> dict:
     expected = {}
     with S() as s:
         raters = {n: s.scalar(select(User.id).where(User.name == n)) for n in ("ana", "beto", "carla")}
-        cname = {c.id: c.name for c in s.scalars(select(Contestant))}
+        cname = {c.id: c.name for c in s.scalars(select(ContestantSnapshot))}
         for name, rid in raters.items():
             while (item := next_item(s, sid, rid)) is not None:
                 a = s.get(Assignment, item.assignment_id)
@@ -96,7 +96,7 @@ def study_file(tmp_path_factory):
     generate_answers(S, FormulaEngine(NAMES), "mini", NAMES, attempts=2)
     with S() as s:  # the parser refuses such a category; the export must not trust that
         s.execute(update(Prompt).where(Prompt.external_id == "p3").values(category="=cmd|' /C calc'!A0"))
-        ids = [c.id for c in s.scalars(select(Contestant).order_by(Contestant.id))]
+        ids = [c.id for c in s.scalars(select(ContestantSnapshot).order_by(ContestantSnapshot.id))]
         sid = create_session(s, name="=estudio", prompt_set="mini", contestant_ids=ids,
                              raters=["ana", "beto", "carla"], k=2, rng=random.Random(3)).id
         s.commit()
@@ -143,12 +143,12 @@ def test_scores_csv_equals_the_stored_scores(study, tmp_path):
         paths = ex.write_exports(s, sid, tmp_path / "out")
         assert set(paths) == {"puntuaciones.csv", "tabla.csv", "acuerdo.csv", "respuestas.csv", "dpo.jsonl",
                               "kto.jsonl"}
-        db_rows = s.execute(select(User.name, Prompt.external_id, Contestant.name, Score.criterion, Score.value,
-                                   Score.label, Assignment.permutation, Contestant.id)
+        db_rows = s.execute(select(User.name, Prompt.external_id, ContestantSnapshot.name, Score.criterion, Score.value,
+                                   Score.label, Assignment.permutation, ContestantSnapshot.id)
                             .join(Assignment, Score.assignment_id == Assignment.id)
                             .join(User, Assignment.rater_id == User.id).join(Prompt, Assignment.prompt_id == Prompt.id)
                             .join(Answer, Score.answer_id == Answer.id)
-                            .join(Contestant, Answer.contestant_id == Contestant.id)
+                            .join(ContestantSnapshot, Answer.contestant_id == ContestantSnapshot.id)
                             .where(Assignment.session_id == sid)).all()
     rows = read_csv(paths["puntuaciones.csv"])
     assert list(rows[0]) == ["sesion", "evaluador", "item", "categoria", "serie", "turno", "etiqueta", "concursante",
@@ -267,8 +267,8 @@ def test_dpo_pairs_come_from_score_differences(study, tmp_path):
 
         def selected(ext, con):
             return s.scalar(select(Answer.text).join(Prompt, Answer.prompt_id == Prompt.id)
-                            .join(Contestant, Answer.contestant_id == Contestant.id)
-                            .where(Prompt.external_id == ext, Contestant.name == con, Answer.selected))
+                            .join(ContestantSnapshot, Answer.contestant_id == ContestantSnapshot.id)
+                            .where(Prompt.external_id == ext, ContestantSnapshot.name == con, Answer.selected))
 
         for p in pairs:
             assert p["chosen"] == [{"role": "assistant", "content": selected(p["item"], p["contestant_chosen"])}]
@@ -304,7 +304,7 @@ def test_kto_export_is_written_even_when_empty(study, tmp_path):
 def test_full_mode_gets_one_block_per_aspect(study, tmp_path):
     S, _, _, _ = study
     with S() as s:
-        ids = [c.id for c in s.scalars(select(Contestant).order_by(Contestant.id))]
+        ids = [c.id for c in s.scalars(select(ContestantSnapshot).order_by(ContestantSnapshot.id))]
         sid = create_session(s, name="completa", prompt_set="mini", contestant_ids=ids, raters=["ana", "beto"],
                              k=1, rubric_mode="full", rng=random.Random(1)).id
         s.commit()

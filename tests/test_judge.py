@@ -17,15 +17,24 @@ import pytest
 from sqlalchemy import func, select
 
 from esllm import EsllmError
-from esllm.batch import generate_answers, import_prompt_set
 from esllm.evals.agreement import judge_agreement, spearman
-from esllm.evals.judge import (REMINDER, add_cli, ask_grade, grade_session, grading_messages, judge_user_name,
-                               parse_grade, run_cli, strip_echo)
-from esllm.prompts import parse_prompts
-from esllm.results import progress_by_rater, pseudonyms, session_scores_frame
-from esllm.sessions import create_session, next_item, submit
+from esllm.evals.judge import (
+    REMINDER,
+    add_cli,
+    ask_grade,
+    grade_session,
+    grading_messages,
+    judge_user_name,
+    parse_grade,
+    run_cli,
+    strip_echo,
+)
 from esllm.store import db, users
-from esllm.store.models import Answer, Assignment, Contestant, EvalRun, Prompt, Score, SessionRater, User
+from esllm.store.models import Answer, Assignment, ContestantSnapshot, EvalRun, Prompt, Score, SessionRater, User
+from esllm.study.answers import generate_answers
+from esllm.study.prompts import import_prompt_set, parse_prompts
+from esllm.study.results import progress_by_rater, pseudonyms, session_scores_frame
+from esllm.study.sessions import create_session, next_item, submit
 from tests.test_batch import ROWS, FakeEngine
 
 NAMES = ["modelo-uno", "modelo-dos", "modelo-tres"]
@@ -207,11 +216,11 @@ def rated(tmp_path):
         s.commit()
     generate_answers(S, FakeEngine(NAMES), "mini", NAMES, attempts=1)
     with S() as s:
-        ids = [c.id for c in s.scalars(select(Contestant).order_by(Contestant.id))]
+        ids = [c.id for c in s.scalars(select(ContestantSnapshot).order_by(ContestantSnapshot.id))]
         sid = create_session(s, name="sesion-1", prompt_set="mini", contestant_ids=ids,
                              raters=["ana", "beto", "carla"], k=2, rng=random.Random(5)).id
         s.commit()
-        cname = {c.id: c.name for c in s.scalars(select(Contestant))}
+        cname = {c.id: c.name for c in s.scalars(select(ContestantSnapshot))}
         for rname in ("ana", "beto", "carla"):
             rid = s.scalar(select(User.id).where(User.name == rname))
             while (item := next_item(s, sid, rid)) is not None:
@@ -378,7 +387,7 @@ def _ctx(S, engine):
 def test_ui_refuses_raters_and_anonymous_and_grades_for_admins(rated):
     import gradio as gr
 
-    from esllm.ui.auto_juez import HEADERS, build_juez, grade_handler, table_handler
+    from esllm.ui.resultados_juez import HEADERS, build_juez, grade_handler, table_handler
 
     S, sid, who = rated
     eng = JudgeEngine(canned(who))

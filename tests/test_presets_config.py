@@ -9,7 +9,7 @@ import pytest
 
 from esllm import EsllmError
 from esllm.config import ConfigError, load_config, parse_config
-from esllm.presets import PRESETS, GenParams, preset_choices
+from esllm.engine.presets import PRESETS, GenParams, preset_choices
 from tests.conftest import REPO
 
 # ---------------------------------------------------------------- presets

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from esllm.prompts import PromptFileError, bundled_sets, parse_prompt_file, parse_prompts
+from esllm.study.prompts import PromptFileError, bundled_sets, parse_prompt_file, parse_prompts
 
 
 def test_bundled_general_set_has_the_study_shape():

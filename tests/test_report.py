@@ -1,4 +1,4 @@
-"""The study's aggregation (esllm/report.py): Promedio, bootstrap CIs, Krippendorff's alpha, Bradley–Terry."""
+"""The study's aggregation (esllm/study/stats.py): Promedio, bootstrap CIs, Krippendorff's alpha, Bradley–Terry."""
 
 from __future__ import annotations
 
@@ -9,8 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from esllm.report import (PROMEDIO, alpha_ordinal, bradley_terry, display_frame, krippendorff_alpha_ordinal,
-                          promedio, study_table, table_rows)
+from esllm.study.stats import (
+    PROMEDIO,
+    alpha_ordinal,
+    bradley_terry,
+    display_frame,
+    krippendorff_alpha_ordinal,
+    promedio,
+    study_table,
+    table_rows,
+)
 
 # The study's category means (DESIGN.md §7) and its Promedio row.
 STUDY = {

@@ -58,7 +58,7 @@ def read_csv(text: str) -> list[dict]:
 
 
 def test_download_equals_database_and_table_equals_hand_computation(finished):
-    from esllm.store.models import Answer, Assignment, Contestant, Prompt, Score
+    from esllm.store.models import Answer, Assignment, ContestantSnapshot, Prompt, Score
 
     ctx, url, Session, sid, _ = finished
     admin = client(url, "admin")
@@ -72,9 +72,9 @@ def test_download_equals_database_and_table_equals_hand_computation(finished):
     assert r.status_code == 200
     rows = read_csv(r.content.decode("utf-8"))
     with Session() as s:
-        db = s.execute(select(Score, Assignment, Prompt, Contestant).join(Assignment, Score.assignment_id == Assignment.id)
+        db = s.execute(select(Score, Assignment, Prompt, ContestantSnapshot).join(Assignment, Score.assignment_id == Assignment.id)
                        .join(Prompt, Assignment.prompt_id == Prompt.id).join(Answer, Score.answer_id == Answer.id)
-                       .join(Contestant, Answer.contestant_id == Contestant.id)
+                       .join(ContestantSnapshot, Answer.contestant_id == ContestantSnapshot.id)
                        .where(Assignment.session_id == sid)).all()
         db_rows = sorted((p.external_id, sc.label, c.name, sc.criterion, sc.value) for sc, a, p, c in db)
     csv_rows = sorted((r["item"], r["etiqueta"], r["concursante"], r["criterio"], int(r["puntuacion"])) for r in rows)
@@ -133,7 +133,7 @@ def test_rater_and_anonymous_get_no_results_and_no_export_file(finished):
 def test_bradley_terry_from_votes_and_unknown_session(finished):
     from gradio_client.exceptions import AppError
 
-    from esllm.compare import record_vote
+    from esllm.study.arena import record_vote
 
     ctx, url, Session, *_ = finished
     with Session() as s:

@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import func, select
 
 from esllm import EsllmError
-from esllm.batch import generate_answers, import_prompt_set
-from esllm.prompts import parse_prompts
-from esllm.sessions import create_session, item_view, next_item, progress, submit
 from esllm.store import db, users
-from esllm.store.models import Assignment, Contestant, Score
+from esllm.store.models import Assignment, ContestantSnapshot, Score
+from esllm.study.answers import generate_answers
+from esllm.study.prompts import import_prompt_set, parse_prompts
+from esllm.study.sessions import create_session, item_view, next_item, progress, submit
 from tests.test_batch import ROWS, FakeEngine
 
 NAMES = ["modelo-secreto-uno", "modelo-secreto-dos", "modelo-secreto-tres"]
@@ -37,7 +37,7 @@ def Session(tmp_path):
 
 def make(S, k=2, mode="general", name="sesion-1"):
     with S() as s:
-        ids = [c.id for c in s.scalars(select(Contestant).order_by(Contestant.id))]
+        ids = [c.id for c in s.scalars(select(ContestantSnapshot).order_by(ContestantSnapshot.id))]
         rs = create_session(s, name=name, prompt_set="mini", contestant_ids=ids, raters=["ana", "beto", "carla"],
                             k=k, rubric_mode=mode, rng=random.Random(5))
         s.commit()
@@ -159,7 +159,7 @@ def test_resubmit_updates_never_duplicates_and_progress_resumes(Session):
 ])
 def test_bad_session_definitions(Session, kw, msg):
     with Session() as s:
-        ids = [c.id for c in s.scalars(select(Contestant))]
+        ids = [c.id for c in s.scalars(select(ContestantSnapshot))]
         args = dict(name="x", prompt_set="mini", contestant_ids=ids, raters=["ana", "beto", "carla"], k=2)
         args.update(kw)
         with pytest.raises(EsllmError, match=msg):
@@ -222,8 +222,8 @@ def test_save_and_next_item_run_few_statements_on_the_queue_index(Session):
 
 
 def test_closed_session_refuses_saves_and_is_no_longer_the_raters(Session):
-    from esllm.sessions import rater_session
     from esllm.store.models import RatingSession
+    from esllm.study.sessions import rater_session
 
     sid = make(Session)
     ana = uid(Session, "ana")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import timezone
 from pathlib import Path
 
 import pytest
@@ -22,10 +21,23 @@ from sqlalchemy.exc import IntegrityError
 
 from esllm import EsllmError
 from esllm.store import db
-from esllm.store.models import (Answer, Assignment, Base, Contestant, Prompt, PromptSet, RatingSession, Score,
-                                SessionContestant, SessionRater, User, Vote, get_or_create_contestant, save_score)
-from esllm.store.users import (add_user, authenticate, count_users, hash_password, list_users,
-                               verify_password)
+from esllm.store.models import (
+    Answer,
+    Assignment,
+    Base,
+    ContestantSnapshot,
+    Prompt,
+    PromptSet,
+    RatingSession,
+    Score,
+    SessionContestant,
+    SessionRater,
+    User,
+    Vote,
+    get_or_create_contestant,
+    save_score,
+)
+from esllm.store.users import add_user, authenticate, count_users, hash_password, list_users, verify_password
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -140,7 +152,7 @@ def test_database_url_default_and_override(monkeypatch):
 
 def test_import_has_no_side_effects(tmp_path):
     target = tmp_path / "sub" / "never.sqlite3"
-    code = "import esllm.store, esllm.store.db, esllm.store.models, esllm.store.users, esllm.__main__"
+    code = "import esllm.store, esllm.store.db, esllm.store.models, esllm.store.users, esllm.cli"
     env = dict(os.environ, ESLLM_DATABASE_URL=f"sqlite:///{target}")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True, timeout=60)
     assert not target.parent.exists()
@@ -293,8 +305,8 @@ def test_contestant_snapshot_is_reused_and_any_change_makes_a_new_one(Session):
         d = get_or_create_contestant(s, **fields, adapter="adapters/tributario-ec", adapter_sha256="ab" * 32)
         assert a.id == b.id and len({a.id, c.id, d.id}) == 3
     with Session() as s:
-        assert s.scalar(select(func.count()).select_from(Contestant)) == 3
-        s.add(Contestant(key=a.key, **fields))  # the same snapshot written by hand still collides
+        assert s.scalar(select(func.count()).select_from(ContestantSnapshot)) == 3
+        s.add(ContestantSnapshot(key=a.key, **fields))  # the same snapshot written by hand still collides
         with pytest.raises(IntegrityError, match="UNIQUE"):
             s.flush()
 

@@ -17,10 +17,10 @@ import sacrebleu
 from sqlalchemy import select
 
 from esllm import EsllmError
+from esllm.cli.evals import add_cli
 from esllm.evals import pictos, questions
-from esllm.evals.cli import add_cli
 from esllm.evals.questions import EXAMPLE_TEXT, check_questions, check_request, parse_questions
-from esllm.evals.runs import file_sha256
+from esllm.paths import file_sha256
 from esllm.store import db
 from esllm.store.models import EvalRun
 
@@ -388,8 +388,8 @@ def tareas_app(Session):
     import gradio as gr
 
     from esllm.store import users
-    from esllm.ui.auto_tareas import build_tareas
     from esllm.ui.context import AppContext
+    from esllm.ui.resultados_tareas import build_tareas
     from tests.test_app import free_port
 
     with Session() as s:

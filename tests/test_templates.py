@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from esllm import EsllmError
-from esllm.templates import ALPACA_ES_SYSTEM, TEMPLATES, get_template, template_from_jinja
+from esllm.engine.templates import ALPACA_ES_SYSTEM, TEMPLATES, get_template, template_from_jinja
 
 CHAT = [
     {"role": "system", "content": "Eres un asistente."},

@@ -37,7 +37,7 @@ def recipe_dict(tiny_model, data_path, out_dir, **training):
 
 
 def test_label_mask_is_exactly_answer_tokens_plus_eos(tiny):
-    from esllm.templates import get_template
+    from esllm.engine.templates import get_template
     from esllm.train.data import IGNORE, Example, tokenize
     from tests.tiny import load_plain
 
@@ -54,7 +54,7 @@ def test_label_mask_is_exactly_answer_tokens_plus_eos(tiny):
 
 
 def test_overlong_examples_are_dropped_and_counted(tiny):
-    from esllm.templates import get_template
+    from esllm.engine.templates import get_template
     from esllm.train.data import Example, tokenize_all
     from tests.tiny import load_plain
 
@@ -68,7 +68,7 @@ def test_overlong_examples_are_dropped_and_counted(tiny):
 def test_answer_loss_equals_transformers_loss(tiny):
     import torch
 
-    from esllm.templates import get_template
+    from esllm.engine.templates import get_template
     from esllm.train.data import Example, collate, tokenize
     from esllm.train.trainer import answer_loss
     from tests.tiny import load_plain

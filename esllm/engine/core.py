@@ -26,14 +26,14 @@ from esllm import EsllmError
 from esllm.config import AppConfig, ContestantSpec
 from esllm.engine.adapters import AdapterInfo, check_compatible, inspect_adapter, peft_name, scan_dir
 from esllm.engine.loader import BaseModel, load_base
-from esllm.presets import GenParams
-from esllm.templates import ChatTemplate, get_template
+from esllm.engine.presets import GenParams
+from esllm.engine.templates import ChatTemplate, get_template
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class Contestant:
+class LoadedContestant:
     name: str
     model_key: str
     adapter: Optional[str]
@@ -93,7 +93,7 @@ class Engine:
         self.base_errors: dict[str, str] = {}
         self.adapters: dict[str, AdapterInfo] = {}
         self.adapter_errors: dict[str, str] = {}  # adapter name -> why it is not usable
-        self.contestants: dict[str, Contestant] = {}
+        self.contestants: dict[str, LoadedContestant] = {}
         self._registry = threading.RLock()
         # Decoding threads running now; a stopped or abandoned generation leaves at its next token.
         self.active = 0
@@ -229,14 +229,14 @@ class Engine:
             if name not in named:
                 default_preset = next((c.preset for c in self.config.contestants if c.model == key), "greedy")
                 specs.append((ContestantSpec(name=f"{key} + {name}"[:64], model=key, adapter=name, preset=default_preset), True))
-        out: dict[str, Contestant] = {}
+        out: dict[str, LoadedContestant] = {}
         for spec, auto in specs:
             adapter = Path(spec.adapter).name if spec.adapter else None
             info = self.adapters.get(adapter) if adapter else None
             model_spec = self.config.models[spec.model]
             template = get_template(spec.template) if spec.template else (
                 info.template if info and info.template else get_template(model_spec.template))
-            c = Contestant(spec.name, spec.model, adapter, template, spec.preset, auto=auto)
+            c = LoadedContestant(spec.name, spec.model, adapter, template, spec.preset, auto=auto)
             if spec.model in self.base_errors or spec.model not in self.bases:
                 c.reason = f"modelo base no disponible: {self.base_errors.get(spec.model, 'no cargado')}"
             elif adapter and info is None:
@@ -250,7 +250,7 @@ class Engine:
         self.contestants = out
 
     # ---------------------------------------------------------------- queries
-    def contestant(self, name: str) -> Contestant:
+    def contestant(self, name: str) -> LoadedContestant:
         c = self.contestants.get(name)
         if c is None:
             raise EsllmError(f"No existe el concursante {name!r}.")

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from esllm.presets import GenParams
+from esllm.engine.presets import GenParams
 
 OnToken = Callable[[int], None]
 

@@ -1,5 +1,5 @@
 """Agreement between a judge model and the human raters of a session, from the score frames of
-esllm/results.py (columns item, category, contestant, rater, criterion, value). Pure: no database.
+esllm/study/results.py (columns item, category, contestant, rater, criterion, value). Pure: no database.
 
     humans = session_scores_frame(s, sid)                       # human raters only
     judge = session_scores_frame(s, sid, who="judges")          # filter one judge's rows
@@ -15,7 +15,7 @@ human scored count, the others are left out of every figure):
   unit, over the n units (average ranks for ties, then Pearson on the ranks); NaN with fewer than two
   units or when either side is constant.
 * alpha: Krippendorff's alpha (ordinal) over the n units with the judge as one more coder beside the
-  humans (esllm.report.alpha_ordinal); `alpha_humans` is the same over the same units without the judge,
+  humans (esllm.study.stats.alpha_ordinal); `alpha_humans` is the same over the same units without the judge,
   the baseline it should be read against (NaN where no unit has two human scores).
 """
 
@@ -28,7 +28,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from esllm.report import SCORE_COLUMNS, alpha_ordinal
+from esllm.study.stats import SCORE_COLUMNS, alpha_ordinal
 
 UNIT = ["item", "contestant", "criterion"]
 

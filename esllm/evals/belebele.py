@@ -14,7 +14,7 @@ tokenizers write a letter after a space and after a newline with different token
 the best of the four (an exact tie goes to the earlier letter and is counted in `ties`); no sampling.
 Accuracy has a 95% percentile-bootstrap CI over questions; chance is 25%.
 
-This module does not know Gradio; the «Resultados» accordion is esllm/ui/auto_belebele.py.
+This module does not know Gradio; the «Resultados» accordion is esllm/ui/resultados_belebele.py.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from esllm import EsllmError
+from esllm.paths import BELEBELE_DIR as DATA_DIR
+from esllm.paths import ROOT, display_path, file_sha256
 
-ROOT = Path(__file__).resolve().parents[2]
-DATA_DIR = ROOT / "data" / "belebele"
 SAMPLE = DATA_DIR / "muestra-es.jsonl"
 KIND = "belebele"
 LETTERS = ("A", "B", "C", "D")
@@ -253,22 +253,13 @@ def evaluate(engine, contestant: str, items: Sequence[BelebeleItem], *, batch_si
     return {"metrics": metrics, "details": details}
 
 
-def display_path(path: str | Path) -> str:
-    """The path as stored in a run's config: relative to the repository when inside it."""
-    p = Path(path).resolve()
-    try:
-        return p.relative_to(ROOT).as_posix()
-    except ValueError:
-        return str(p)
-
-
 def run_belebele(Session, engine, contestants: Sequence[str], file: str | Path, *, batch_size: int = 8,
                  limit: Optional[int] = None, progress: Optional[Progress] = None) -> list:
     """Evaluate each contestant on `file` and store one EvalRun per contestant (running → done | failed).
 
     Checks the file and every contestant before any run starts; a contestant whose run fails is stored
     as failed with the error and the others still run. Returns the EvalRun rows in contestant order."""
-    from esllm.evals.runs import fail_run, file_sha256, finish_run, start_run
+    from esllm.evals.runs import fail_run, finish_run, start_run
     from esllm.store.models import EvalRun
 
     names = list(dict.fromkeys(contestants))

@@ -10,7 +10,7 @@ its scores are stored like a rater's, and compared with the humans' (esllm/evals
 How it is stored: the judge is a user of role "judge" (`judge_user_name`: "juez-" + the contestant's name,
 password hash "!" and inactive, so it can never log in), never a member of the session (no session_rater
 row): it has its own assignments (one per item, labels A/B/C in a random order from `random.Random(seed)`)
-and its scores go through `save_score`. esllm/results.py reads human raters only unless asked for judges,
+and its scores go through `save_score`. esllm/study/results.py reads human raters only unless asked for judges,
 so the study's tables, exports and progress never include a judge. Each call is one `eval_run` row of
 kind "judge" (config, hashes of the judge, metrics, details = the replies that gave no grade).
 
@@ -42,8 +42,7 @@ from sqlalchemy.orm import Session
 
 from esllm import EsllmError
 from esllm.evals.agreement import NO_AGREEMENT, JudgeAgreement, judge_agreement
-from esllm.evals.judge_prompt import (PROMPT_VERSION, REMINDER, grading_messages, parse_grade,  # noqa: F401
-                                      strip_echo, with_reminder)
+from esllm.evals.judge_prompt import PROMPT_VERSION, REMINDER, grading_messages, parse_grade, strip_echo, with_reminder  # noqa: F401
 from esllm.evals.runs import fail_run, finish_run, latest_runs, start_run
 from esllm.store.models import CRITERIA, Answer, Assignment, EvalRun, Prompt, Score, User, save_score, utcnow
 
@@ -87,7 +86,7 @@ def judge_user(s: Session, contestant: str) -> User:
 def _judge_assignments(s: Session, session_id: int, judge_id: int, prompts: Sequence[Prompt],
                        contestant_ids: Sequence[int], rng: random.Random) -> dict[int, Assignment]:
     """prompt id -> the judge's assignment, creating the missing ones (prompt-set order, random labels)."""
-    from esllm.rating import label_permutations
+    from esllm.study.assignment import label_permutations
 
     have = {a.prompt_id: a for a in s.scalars(select(Assignment).where(
         Assignment.session_id == session_id, Assignment.rater_id == judge_id))}
@@ -167,8 +166,8 @@ def grade_session(sessionmaker: Callable[[], Session], engine, session: int | st
     many items that still have something to grade. One commit per item (resumable); an unexpected error
     marks the run failed and is raised again.
     """
-    from esllm.batch import ordered_prompts
-    from esllm.results import contestant_names, find_session, session_scores_frame
+    from esllm.study.prompts import ordered_prompts
+    from esllm.study.results import contestant_names, find_session, session_scores_frame
 
     if criterion not in CRITERION_CHOICES:
         raise EsllmError(f"Criterio desconocido {criterion!r}; use uno de {', '.join(CRITERION_CHOICES)}.")
@@ -309,8 +308,7 @@ def run_cli(args) -> int:
     from esllm.config import load_config
     from esllm.engine import Engine
     from esllm.store import db
-
-    from esllm.results import find_session
+    from esllm.study.results import find_session
 
     try:
         Session = db.open_store()

@@ -4,7 +4,7 @@ against a reference sentence, per contestant.
 
     items = load_pictos("data/pictos/muestra-es.jsonl")
     run = run_pictos(s, engine, "gemma-base", items, file="data/pictos/muestra-es.jsonl")
-    python -m esllm pictos [--file F.jsonl] [--contestants A B] [--limit 40]   # esllm/evals/cli.py
+    python -m esllm pictos [--file F.jsonl] [--contestants A B] [--limit 40]   # esllm/cli/evals.py
 
 Test-set format (JSONL, one object a line, UTF-8; blank lines ignored, other keys refused):
 
@@ -26,9 +26,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from esllm import EsllmError
+from esllm.paths import PICTOS_DIR, ROOT, display_path, file_sha256
 
-ROOT = Path(__file__).resolve().parents[2]
-PICTOS_DIR = ROOT / "data" / "pictos"
 SAMPLE = PICTOS_DIR / "muestra-es.jsonl"
 PROMPT_VERSION = "pictos-v1"
 MAX_NEW_TOKENS = 40  # a sentence of 5–15 words is 8–25 tokens; more only lets the model ramble
@@ -145,15 +144,6 @@ def resolve_file(name: str) -> Path:
     return p
 
 
-def display_path(path: Path) -> str:
-    """Relative to the repository when inside it (what is stored in a run's config)."""
-    path = Path(path).resolve()
-    try:
-        return path.relative_to(ROOT).as_posix()
-    except ValueError:
-        return str(path)
-
-
 # ---------------------------------------------------------------- prompt and scoring
 
 def build_messages(keywords: Sequence[str]) -> list[dict[str, str]]:
@@ -199,7 +189,7 @@ def run_pictos(s, engine, contestant: str, items: Sequence[PictoItem], *, file: 
                progress: Optional[Callable[[int, int], None]] = None) -> PictosRun:
     """Generate a sentence per item, score the corpus, store an eval_run row of kind "pictos" (committed;
     "failed" with the error if generation fails)."""
-    from esllm.evals.runs import fail_run, file_sha256, finish_run, start_run
+    from esllm.evals.runs import fail_run, finish_run, start_run
 
     if not items:
         raise EsllmError("No hay ítems que evaluar.")

@@ -3,7 +3,7 @@ questions about a pasted Spanish text, with no answers; the output is parsed and
 
     qs, violations, raw = generate_questions(engine, "gemma-base", texto, 3, 2)
     run = run_questions(s, engine, "gemma-base", texto, 3, 2)    # the same, stored as an eval_run row
-    python -m esllm questions --text-file texto.txt --n 3 --m 2   # from the command line (esllm/evals/cli.py)
+    python -m esllm questions --text-file texto.txt --n 3 --m 2   # from the command line (esllm/cli/evals.py)
 
 Output format asked for (PROMPT_VERSION), one item a line, the open questions first:
 

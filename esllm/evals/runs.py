@@ -11,8 +11,6 @@ per-item details.
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from sqlalchemy import select
@@ -20,14 +18,6 @@ from sqlalchemy.orm import Session
 
 from esllm import EsllmError
 from esllm.store.models import EVAL_KINDS, EvalRun, utcnow
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def start_run(s: Session, kind: str, contestant: str, *, config: dict[str, Any], hashes: dict[str, Any]) -> EvalRun:

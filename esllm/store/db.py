@@ -28,10 +28,10 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
 from esllm import EsllmError
+from esllm.paths import DB_DIR, MIGRATIONS_DIR
 
-ROOT = Path(__file__).resolve().parents[2]
-MIGRATIONS = ROOT / "db" / "migrations"
-DEFAULT_SQLITE = ROOT / "db" / "esllm.sqlite3"
+MIGRATIONS = MIGRATIONS_DIR
+DEFAULT_SQLITE = DB_DIR / "esllm.sqlite3"
 BUSY_TIMEOUT_MS = 5000  # long enough for another writer's short transaction, short enough for a UI click
 
 

@@ -17,8 +17,20 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Iterable, Optional
 
-from sqlalchemy import (JSON, CheckConstraint, DateTime, ForeignKey, Index, MetaData, String, Text,
-                        UniqueConstraint, insert, select, text)
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    insert,
+    select,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -30,7 +42,8 @@ RUBRIC_MODES = ("general", "full")
 SESSION_STATUSES = ("draft", "open", "closed")
 LABELS = ("A", "B", "C")
 # "general" is the single rubric score; the four aspects are asked separately in "full" mode (§5).
-CRITERIA = ("general", "exactitud", "relevancia", "coherencia", "comprension")
+ASPECTS = ("exactitud", "relevancia", "coherencia", "comprension")
+CRITERIA = ("general",) + ASPECTS
 VOTE_CHOICES = ("A", "B", "C", "tie", "all_bad")
 THUMBS = ("up", "down")
 
@@ -111,7 +124,7 @@ class Prompt(Base):
     reference: Mapped[Optional[str]] = mapped_column(Text)
 
 
-class Contestant(Base):
+class ContestantSnapshot(Base):
     """An immutable snapshot of a contestant as it generated answers (§3).
 
     The snapshot is unique through `key`, a sha256 of all its fields: a UNIQUE over the fields themselves
@@ -293,14 +306,14 @@ class ChatFeedback(Base):
 
 def get_or_create_contestant(session: Session, *, name: str, base: str, template: str, preset: str,
                              params: dict[str, Any], adapter: Optional[str] = None,
-                             adapter_sha256: Optional[str] = None) -> Contestant:
+                             adapter_sha256: Optional[str] = None) -> ContestantSnapshot:
     """The stored snapshot with exactly these fields, added (flushed, not committed) if new."""
     fields = dict(name=name, base=base, adapter=adapter, adapter_sha256=adapter_sha256,
                   template=template, preset=preset, params=params)
-    key = Contestant.snapshot_key(**fields)
-    found = session.scalars(select(Contestant).where(Contestant.key == key)).first()
+    key = ContestantSnapshot.snapshot_key(**fields)
+    found = session.scalars(select(ContestantSnapshot).where(ContestantSnapshot.key == key)).first()
     if found is None:
-        found = Contestant(key=key, **fields)
+        found = ContestantSnapshot(key=key, **fields)
         session.add(found)
         session.flush()
     return found

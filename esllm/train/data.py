@@ -8,7 +8,6 @@ the last assistant turn is the answer and earlier turns are its context.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from esllm import EsllmError
-from esllm.templates import ChatTemplate
+from esllm.engine.templates import ChatTemplate
 
 IGNORE = -100
 
@@ -35,10 +34,6 @@ class Example:
 class Tokenized:
     input_ids: list[int]
     labels: list[int]
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _alpaca(items: Any, path: Path) -> list[Example]:

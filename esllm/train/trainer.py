@@ -28,7 +28,8 @@ import torch
 
 from esllm import EsllmError
 from esllm.engine.loader import load_base
-from esllm.templates import get_template
+from esllm.engine.templates import get_template
+from esllm.paths import file_sha256
 from esllm.train import data as D
 from esllm.train import output as O
 from esllm.train.recipe import Recipe
@@ -118,7 +119,11 @@ def _optimizer(recipe: Recipe, params, device: str, say):
 
 
 def _scheduler(recipe: Recipe, opt, total_steps: int):
-    from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
+    from transformers import (
+        get_constant_schedule_with_warmup,
+        get_cosine_schedule_with_warmup,
+        get_linear_schedule_with_warmup,
+    )
 
     warm = int(math.ceil(recipe.training.warmup_ratio * total_steps))
     if recipe.training.scheduler == "cosine":
@@ -288,7 +293,7 @@ def train(recipe: Recipe, *, root: Path = Path("."), resume: bool = False,
         "base_source": recipe.model.source,
         "base_fingerprint": base_fingerprint(base.path, base.source_sha256),
         "recipe": recipe_dict,
-        "dataset_sha256": D.file_sha256(data_path),
+        "dataset_sha256": file_sha256(data_path),
         "examples_used": len(train_tok),
         "examples_dropped": dropped,
         "eval_examples": len(eval_tok),

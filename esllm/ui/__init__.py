@@ -5,9 +5,9 @@ from __future__ import annotations
 import gradio as gr
 
 from esllm.ui.administrar import build_administrar
-from esllm.ui.chat import build_conversar
 from esllm.ui.comparar import build_comparar
 from esllm.ui.context import AppContext
+from esllm.ui.conversar import build_conversar
 from esllm.ui.evaluar import SHORTCUTS_JS, build_evaluar
 from esllm.ui.resultados import build_resultados
 

@@ -3,7 +3,7 @@
 Admins only: every handler asks `ctx.require(request, "admin")` before it reads or writes anything,
 and raters load this same page, so nothing in its initial config names a contestant, a rater or a
 set: dropdowns are filled on load for admins (and bundled prompt sets are imported then). The work
-itself is in esllm/batch.py, esllm/sessions.py and esllm/admin.py; handlers only format.
+itself is in esllm/study/answers.py, esllm/study/sessions.py and esllm/study/admin.py; handlers only format.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from typing import Any
 import gradio as gr
 from sqlalchemy.exc import IntegrityError
 
-from esllm import EsllmError, admin
-from esllm.batch import ensure_bundled_sets, generate_answers, import_prompt_set, select_attempt
-from esllm.prompts import parse_prompt_file
-from esllm.sessions import create_session
+from esllm import EsllmError
+from esllm.study import admin
+from esllm.study.answers import generate_answers, select_attempt
+from esllm.study.prompts import ensure_bundled_sets, import_prompt_set, parse_prompt_file
+from esllm.study.sessions import create_session
 from esllm.ui.context import AppContext
 
 SESSION_HEADERS = ["sesión", "conjunto", "modo", "k", "estado", "concursantes", "progreso (hechos/total)"]

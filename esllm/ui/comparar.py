@@ -1,7 +1,7 @@
 """Tab «Comparar»: one prompt, three contestants answering side by side as Modelo A/B/C in random order;
 a vote (best, tie, all bad), then the names are revealed.
 
-Blind until the vote: the A/B/C mapping lives in esllm/compare.py's server-side registry, the page only
+Blind until the vote: the A/B/C mapping lives in esllm/study/arena.py's server-side registry, the page only
 holds its token in a server-side gr.State, and an engine error is replaced by a neutral message that
 names the label only. Admins only (and local mode): a rater could send a session prompt here, see the
 names after voting and match them to the deterministic answers of their blind session.
@@ -17,9 +17,9 @@ import threading
 import gradio as gr
 
 from esllm import EsllmError
-from esllm.compare import CHOICE_NAMES, LABELS, Comparisons, public_error
-from esllm.ui.chat import available_contestants
+from esllm.study.arena import CHOICE_NAMES, LABELS, Comparisons, public_error
 from esllm.ui.context import AppContext, Caller
+from esllm.ui.conversar import available_contestants
 
 log = logging.getLogger(__name__)
 

@@ -3,14 +3,23 @@
 Accounts: with no user in the database the app runs in single-user local mode (bound to 127.0.0.1
 only; app.py refuses anything else) and every caller is that local admin. With accounts, Gradio's
 login protects every page and API call, and `caller(request)` maps the logged-in name to a role.
-Handlers ask `require(request, role)`: the UI hiding a button is never the check.
+The UI hiding a button is never the check: every handler is declared with `@handler(role, …)`, the
+one error and permission path of the UI (role check first, then `EsllmError` -> `gr.Error` with its
+Spanish message), and database writes go through `ctx.transaction()` (commit, or roll back on any error).
+Handlers are module-level functions `fn(ctx, *inputs, request)`; a tab's builder wires them with
+`bind(ctx, fn)`, so they can be called in tests without a server (see tests/test_ui_handlers.py).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
+
+import gradio as gr
 
 from esllm import EsllmError
 from esllm.config import AppConfig
@@ -77,6 +86,24 @@ class AppContext:
                                                                        User.active)).first()
             return Caller(*row) if row else None
 
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """One database session for a handler: committed when the block ends, rolled back on any error."""
+        if self.sessionmaker is None:
+            raise EsllmError("No hay base de datos configurada: no se puede guardar.")
+        with self.sessionmaker() as s:
+            try:
+                yield s
+                s.commit()
+            except BaseException:
+                s.rollback()
+                raise
+
+    def is_admin(self, request: Any) -> bool:
+        """For page-load functions, which fill admin-only lists and never raise: is the caller an admin?"""
+        c = self.caller(request)
+        return c is not None and c.role == "admin" and self.sessionmaker is not None
+
     def require(self, request: Any, *roles: str) -> Caller:
         """The caller, if logged in with one of `roles` (any role when none given); else EsllmError."""
         c = self.caller(request)
@@ -85,3 +112,78 @@ class AppContext:
         if roles and c.role not in roles:
             raise EsllmError("No tiene permiso para esta acción.")
         return c
+
+
+def to_gr_error(e: EsllmError) -> gr.Error:
+    """The message a user sees: Spanish, no traceback in the server log (it is not a bug)."""
+    return gr.Error(str(e), print_exception=False)
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or value == "" or value == [] or value == ()
+
+
+def handler(*roles: str, idle: Optional[Callable[[], Any]] = None, login: bool = True):
+    """Declare a UI handler `fn(ctx, *inputs, request[, progress])`, the one error and permission path.
+
+    - `roles`: who may call it (none given: any logged-in caller); checked on the server before `fn` runs,
+      whatever the page shows. `login=False` skips the check (the handler asks `ctx.caller` itself).
+    - `idle`: when the first input is empty (the change event of a list that a non-admin's page loads empty),
+      return `idle()` without checking or calling: no error toast on a page that merely opened.
+    - `EsllmError` raised by `fn` (or by the generator it returns) becomes `gr.Error` with its message.
+    """
+    def deco(fn: Callable) -> Callable:
+        sig = inspect.signature(fn)
+        names = list(sig.parameters)
+        if names[:1] != ["ctx"] or "request" not in names:
+            raise TypeError(f"{fn.__name__}: a handler takes (ctx, …, request)")
+        first_input = names[1] if len(names) > 1 and names[1] not in ("request", "progress") else None
+
+        def check(args: tuple, kwargs: dict) -> tuple[bool, Any]:
+            bound = sig.bind_partial(*args, **kwargs)
+            if idle is not None and first_input is not None and _is_empty(bound.arguments.get(first_input)):
+                return True, idle()
+            if login:
+                bound.arguments["ctx"].require(bound.arguments.get("request"), *roles)
+            return False, None
+
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def wrapper(*args, **kwargs):
+                try:
+                    done, value = check(args, kwargs)
+                    if done:
+                        yield value
+                        return
+                    yield from fn(*args, **kwargs)
+                except EsllmError as e:
+                    raise to_gr_error(e) from None
+        else:
+            @functools.wraps(fn)
+            def wrapper(*args, **kwargs):
+                try:
+                    done, value = check(args, kwargs)
+                    return value if done else fn(*args, **kwargs)
+                except EsllmError as e:
+                    raise to_gr_error(e) from None
+        wrapper.roles = roles
+        return wrapper
+    return deco
+
+
+def bind(ctx: "AppContext", fn: Callable, *preset: Any) -> Callable:
+    """`fn` with `ctx` (and optionally the next arguments) filled in, as Gradio wants an event function: the
+    remaining parameters keep their names and annotations, so `request: gr.Request` and `progress=gr.Progress()`
+    are still injected."""
+    sig = inspect.signature(fn)
+    params = list(sig.parameters.values())[1 + len(preset):]
+    if inspect.isgeneratorfunction(fn) or inspect.isgeneratorfunction(getattr(fn, "__wrapped__", None)):
+        @functools.wraps(fn)
+        def bound(*args, **kwargs):
+            yield from fn(ctx, *preset, *args, **kwargs)
+    else:
+        @functools.wraps(fn)
+        def bound(*args, **kwargs):
+            return fn(ctx, *preset, *args, **kwargs)
+    bound.__signature__ = sig.replace(parameters=params)
+    return bound

@@ -6,7 +6,7 @@ the file salted with a per-install secret, and the export folder carries a rando
 rater given an admin's link must still get nothing: `ExportGuard`, an ASGI middleware installed
 through `launch(app_kwargs=…)`, answers 403 to every `/file=` (or `/file/`) request for an export file (its name
 begins with `EXPORT_PREFIX`) unless the caller's login belongs to an active admin. In local mode the
-only caller is the local admin. Export files are written by esllm/export.py into `new_export_dir()`.
+only caller is the local admin. Export files are written by esllm/study/export.py into `new_export_dir()`.
 """
 
 from __future__ import annotations

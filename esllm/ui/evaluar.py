@@ -2,7 +2,7 @@
 
 The page only ever receives the prompt, earlier turns, three answers under A/B/C, the rubric and
 the rater's own progress; the assignment being rated lives in server-side state. Every handler
-checks the caller is a rater of that session (services in esllm/sessions.py check ownership again).
+checks the caller is a rater of that session (services in esllm/study/sessions.py check ownership again).
 Keyboard: a/b/c choose a column, 1-5 score it, Ctrl+Enter saves.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 import gradio as gr
 
 from esllm import EsllmError
-from esllm.rating import LABELS
-from esllm.sessions import ASPECTS, next_item, rater_session, rater_sessions, submit
+from esllm.study.assignment import LABELS
+from esllm.study.sessions import ASPECTS, next_item, rater_session, rater_sessions, submit
 from esllm.ui.context import AppContext
 
 RUBRIC = """

@@ -7,7 +7,7 @@ Every handler asks `ctx.require(request, "admin")` first: a rater or an anonymou
 and no data. Nothing in the page's initial config names a session, contestant or rater (the dropdown
 is filled on load for admins). Export files are named with `EXPORT_PREFIX`, so `ExportGuard`
 (esllm/ui/downloads.py) refuses them to anyone but an admin even with the link. The numbers come from
-esllm/report.py, the data from esllm/results.py, the files from esllm/export.py.
+esllm/study/stats.py, the data from esllm/study/results.py, the files from esllm/study/export.py.
 """
 
 from __future__ import annotations
@@ -18,17 +18,23 @@ from typing import Any
 
 import gradio as gr
 
-from esllm import EsllmError, charts, report
-from esllm.admin import STATUS_ES, set_names
-from esllm.export import write_exports
-from esllm.results import (comparar_votes, find_session, progress_by_rater, prompt_set_scores_frame,
-                           session_scores_frame)
+from esllm import EsllmError
 from esllm.store.models import RatingSession
-from esllm.ui.auto_belebele import build_belebele
-from esllm.ui.auto_juez import build_juez
-from esllm.ui.auto_tareas import build_tareas
+from esllm.study import charts, stats
+from esllm.study.admin import STATUS_ES, set_names
+from esllm.study.export import write_exports
+from esllm.study.results import (
+    comparar_votes,
+    find_session,
+    progress_by_rater,
+    prompt_set_scores_frame,
+    session_scores_frame,
+)
 from esllm.ui.context import AppContext
 from esllm.ui.downloads import EXPORT_PREFIX, new_export_dir
+from esllm.ui.resultados_belebele import build_belebele
+from esllm.ui.resultados_juez import build_juez
+from esllm.ui.resultados_tareas import build_tareas
 
 SCOPES = ["Sesión", "Conjunto de prompts"]
 PROGRESS_HEADERS = ["sesión", "evaluador (seudónimo)", "usuario", "ítems hechos", "ítems asignados"]
@@ -83,8 +89,8 @@ def compute(s, scope: str, which: str, *, seed: int = 0) -> dict[str, Any]:
         return out
     criteria = ["general"] + [a for a in ASPECTS if (df["criterion"] == a).any()]
     for crit in criteria:
-        out["tables"][crit] = report.study_table(df, crit, seed=seed)
-        a = report.krippendorff_alpha_ordinal(df, crit)
+        out["tables"][crit] = stats.study_table(df, crit, seed=seed)
+        a = stats.krippendorff_alpha_ordinal(df, crit)
         out["alpha"].append([crit, _fmt(a.alpha), a.units, a.values])
     out["raters"] = int(df["rater"].nunique())
     out["items"] = int(df["item"].nunique())
@@ -167,7 +173,7 @@ def build_resultados(ctx: AppContext):
                 for crit, t in r["tables"].items():
                     if crit == "general":
                         continue
-                    f = report.display_frame(t)
+                    f = stats.display_frame(t)
                     f.insert(0, "Aspecto", crit)
                     frames.append(f)
                 import pandas as pd
@@ -175,7 +181,7 @@ def build_resultados(ctx: AppContext):
                 asp = gr.update(value=pd.concat(frames, ignore_index=True), visible=True)
             else:
                 asp = gr.update(value=None, visible=False)
-            return md, report.display_frame(general), fig, asp, r["alpha"], r["progress"]
+            return md, stats.display_frame(general), fig, asp, r["alpha"], r["progress"]
 
         def on_download(scope_value, which_value, request: gr.Request):
             _admin(request)
@@ -202,7 +208,7 @@ def build_resultados(ctx: AppContext):
                 votes = comparar_votes(s)
             if not votes:
                 raise gr.Error("Aún no hay votos de «Comparar».", print_exception=False)
-            res = report.bradley_terry(votes, seed=0)
+            res = stats.bradley_terry(votes, seed=0)
             rows = [[r.contestant, round(r.rating, 1), round(r.ci_low, 1), round(r.ci_high, 1), r.n_votes]
                     for r in res.ratings]
             return rows, charts.bt_bars(res)

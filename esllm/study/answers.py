@@ -20,40 +20,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from esllm import EsllmError
-from esllm.presets import PRESETS
-from esllm.prompts import PromptRow, bundled_sets, parse_prompt_file
-from esllm.store.models import Answer, Contestant, Prompt, PromptSet, get_or_create_contestant
+from esllm.engine.presets import PRESETS
+from esllm.store.models import Answer, ContestantSnapshot, PromptSet, get_or_create_contestant
+from esllm.study.prompts import ordered_prompts
 
 
-def import_prompt_set(session: Session, name: str, rows: Sequence[PromptRow], description: str = "") -> PromptSet:
-    """Create a prompt set, or add the rows it lacks (by external id); a changed row is an error."""
-    ps = session.scalars(select(PromptSet).where(PromptSet.name == name)).first()
-    if ps is None:
-        ps = PromptSet(name=name, description=description)
-        session.add(ps)
-        session.flush()
-    have = {p.external_id: p for p in session.scalars(select(Prompt).where(Prompt.set_id == ps.id))}
-    for r in rows:
-        old = have.get(r.id)
-        if old is None:
-            session.add(Prompt(set_id=ps.id, external_id=r.id, category=r.category, series=r.series, turn=r.turn,
-                               text=r.text, reference=r.reference))
-        elif (old.category, old.series, old.turn, old.text) != (r.category, r.series, r.turn, r.text):
-            raise EsllmError(f"El conjunto {name!r} ya tiene el prompt {r.id!r} con otro contenido; "
-                             "importe con otro nombre de conjunto.")
-    session.flush()
-    return ps
-
-
-def ensure_bundled_sets(session: Session) -> list[str]:
-    names = []
-    for name, path in bundled_sets().items():
-        import_prompt_set(session, name, parse_prompt_file(path), description=f"incluido: data/prompts/{path.name}")
-        names.append(name)
-    return names
-
-
-def snapshot(session: Session, engine, name: str) -> Contestant:
+def snapshot(session: Session, engine, name: str) -> ContestantSnapshot:
     """The stored snapshot of an engine contestant as it is loaded now."""
     c = engine.contestant(name)  # raises if unavailable
     base = engine.bases[c.model_key]
@@ -70,12 +42,6 @@ class BatchReport:
     skipped: int = 0
     total: int = 0
     errors: list[str] = field(default_factory=list)
-
-
-def ordered_prompts(session: Session, set_id: int) -> list[Prompt]:
-    """Standalone prompts by id, then each series in turn order (earlier turns first)."""
-    prompts = list(session.scalars(select(Prompt).where(Prompt.set_id == set_id).order_by(Prompt.id)))
-    return sorted(prompts, key=lambda p: (p.series is not None, p.series or "", p.turn or 0, p.id))
 
 
 def generate_answers(
@@ -106,7 +72,7 @@ def generate_answers(
         cid = snap_ids[name]
         for attempt in range(1, attempts + 1):
             history: dict[str, list[dict[str, str]]] = {}  # series -> this contestant's conversation so far
-            for pid, series, turn, text in prompt_ids:
+            for pid, series, _turn, text in prompt_ids:
                 if stop is not None and stop.is_set():
                     return rep
                 with sessionmaker() as s:

@@ -14,11 +14,15 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from esllm import EsllmError
+from esllm.paths import PROMPTS_DIR as BUNDLED_DIR
+from esllm.store.models import Prompt, PromptSet
 
-BUNDLED_DIR = Path(__file__).resolve().parent.parent / "data" / "prompts"
 MAX_TEXT = 8000
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CATEGORY_RE = re.compile(r"^[a-z0-9_áéíóúñ]{1,40}$")
@@ -163,3 +167,38 @@ def parse_prompt_file(path: str | Path) -> list[PromptRow]:
 
 def bundled_sets() -> dict[str, Path]:
     return {p.stem: p for p in sorted(BUNDLED_DIR.glob("*.jsonl"))}
+
+
+# ------------------------------------------------------------ prompt sets in the store
+def import_prompt_set(session: Session, name: str, rows: Sequence[PromptRow], description: str = "") -> PromptSet:
+    """Create a prompt set, or add the rows it lacks (by external id); a changed row is an error."""
+    ps = session.scalars(select(PromptSet).where(PromptSet.name == name)).first()
+    if ps is None:
+        ps = PromptSet(name=name, description=description)
+        session.add(ps)
+        session.flush()
+    have = {p.external_id: p for p in session.scalars(select(Prompt).where(Prompt.set_id == ps.id))}
+    for r in rows:
+        old = have.get(r.id)
+        if old is None:
+            session.add(Prompt(set_id=ps.id, external_id=r.id, category=r.category, series=r.series, turn=r.turn,
+                               text=r.text, reference=r.reference))
+        elif (old.category, old.series, old.turn, old.text) != (r.category, r.series, r.turn, r.text):
+            raise EsllmError(f"El conjunto {name!r} ya tiene el prompt {r.id!r} con otro contenido; "
+                             "importe con otro nombre de conjunto.")
+    session.flush()
+    return ps
+
+
+def ensure_bundled_sets(session: Session) -> list[str]:
+    names = []
+    for name, path in bundled_sets().items():
+        import_prompt_set(session, name, parse_prompt_file(path), description=f"incluido: data/prompts/{path.name}")
+        names.append(name)
+    return names
+
+
+def ordered_prompts(session: Session, set_id: int) -> list[Prompt]:
+    """Standalone prompts by id, then each series in turn order (earlier turns first)."""
+    prompts = list(session.scalars(select(Prompt).where(Prompt.set_id == set_id).order_by(Prompt.id)))
+    return sorted(prompts, key=lambda p: (p.series is not None, p.series or "", p.turn or 0, p.id))

@@ -1,21 +1,35 @@
 """What an admin does to run a rating study, as plain functions over a DB session: resolve a contestant
 name to its stored snapshot, summarise and close sessions, list a prompt's attempts, report coverage.
 
-The CLI (`python -m esllm sessions …`) and the «Administrar» tab both call these; neither checks
+The CLI (`python -m esllm prompts|sessions …`) and the «Administrar» tab both call these, including
+`import_prompts` and `create_named_session`, so an import or a new session is written once; neither checks
 roles here (the tab's handlers do, the CLI is the machine's owner). Messages of EsllmError are Spanish.
 """
 
 from __future__ import annotations
 
+import random
 import re
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from esllm import EsllmError
-from esllm.sessions import progress
-from esllm.store.models import (Answer, Contestant, Prompt, PromptSet, RatingSession, SessionContestant,
-                                SessionRater, User)
+from esllm.store.models import (
+    Answer,
+    ContestantSnapshot,
+    Prompt,
+    PromptSet,
+    RatingSession,
+    SessionContestant,
+    SessionRater,
+    User,
+)
+from esllm.study.prompts import import_prompt_set, parse_prompt_file
+from esllm.study.sessions import create_session, progress
 
 SET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 STATUS_ES = {"draft": "borrador", "open": "abierta", "closed": "cerrada"}
@@ -45,18 +59,18 @@ def _selected_count(s: Session, set_id: int, contestant_id: int) -> int:
         Prompt.set_id == set_id, Answer.contestant_id == contestant_id, Answer.selected)) or 0
 
 
-def complete_snapshots(s: Session, set_name: str) -> dict[str, Contestant]:
+def complete_snapshots(s: Session, set_name: str) -> dict[str, ContestantSnapshot]:
     """name -> the latest snapshot with that name that has a selected answer for every prompt of the set."""
     ps = get_set(s, set_name)
     n = s.scalar(select(func.count()).select_from(Prompt).where(Prompt.set_id == ps.id)) or 0
-    out: dict[str, Contestant] = {}
-    for c in s.scalars(select(Contestant).order_by(Contestant.id.desc())):
+    out: dict[str, ContestantSnapshot] = {}
+    for c in s.scalars(select(ContestantSnapshot).order_by(ContestantSnapshot.id.desc())):
         if c.name not in out and n and _selected_count(s, ps.id, c.id) == n:
             out[c.name] = c
     return dict(sorted(out.items()))
 
 
-def resolve_contestants(s: Session, set_name: str, names: list[str]) -> list[Contestant]:
+def resolve_contestants(s: Session, set_name: str, names: list[str]) -> list[ContestantSnapshot]:
     """The snapshots to rate for contestant `names` (see `complete_snapshots`); says how to fix a gap."""
     ready = complete_snapshots(s, set_name)
     out = []
@@ -64,7 +78,7 @@ def resolve_contestants(s: Session, set_name: str, names: list[str]) -> list[Con
         if name in ready:
             out.append(ready[name])
             continue
-        known = s.scalar(select(func.count()).select_from(Contestant).where(Contestant.name == name))
+        known = s.scalar(select(func.count()).select_from(ContestantSnapshot).where(ContestantSnapshot.name == name))
         why = "tiene respuestas incompletas" if known else "no tiene respuestas guardadas"
         raise EsllmError(f"El concursante {name!r} {why} para el conjunto {set_name!r}: genérelas con "
                          f"python -m esllm generate --set {set_name} --contestants {name}")
@@ -90,8 +104,8 @@ class SessionSummary:
 def list_sessions(s: Session) -> list[SessionSummary]:
     out = []
     for rs in s.scalars(select(RatingSession).order_by(RatingSession.id)):
-        names = list(s.scalars(select(Contestant.name).join(
-            SessionContestant, SessionContestant.contestant_id == Contestant.id)
+        names = list(s.scalars(select(ContestantSnapshot.name).join(
+            SessionContestant, SessionContestant.contestant_id == ContestantSnapshot.id)
             .where(SessionContestant.session_id == rs.id).order_by(SessionContestant.position)))
         raters = []
         for u in s.scalars(select(User).join(SessionRater, SessionRater.user_id == User.id)
@@ -122,13 +136,13 @@ def snapshots_with_answers(s: Session, set_name: str) -> list[tuple[str, int]]:
     ps = get_set(s, set_name)
     ids = s.scalars(select(Answer.contestant_id).join(Prompt, Answer.prompt_id == Prompt.id)
                     .where(Prompt.set_id == ps.id).distinct())
-    rows = sorted((s.get(Contestant, i) for i in ids), key=lambda c: (c.name, c.id))
+    rows = sorted((s.get(ContestantSnapshot, i) for i in ids), key=lambda c: (c.name, c.id))
     return [(f"{c.name} (#{c.id}{', ' + c.adapter_sha256[:8] if c.adapter_sha256 else ''})", c.id) for c in rows]
 
 
 def prompt_choices(s: Session, set_name: str) -> list[tuple[str, int]]:
     ps = get_set(s, set_name)
-    from esllm.batch import ordered_prompts
+    from esllm.study.prompts import ordered_prompts
 
     out = []
     for p in ordered_prompts(s, ps.id):
@@ -152,3 +166,32 @@ def coverage(s: Session, set_name: str) -> list[tuple[str, int, int, int]]:
                           .where(Prompt.set_id == ps.id, Answer.contestant_id == cid)) or 0
         out.append((label, _selected_count(s, ps.id, cid), n, stored))
     return out
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    set_name: str
+    rows: int  # prompts in the file
+    new: int  # of them, prompts the set did not have
+
+    @property
+    def message(self) -> str:
+        return f"Conjunto {self.set_name!r}: {self.rows} prompts en el archivo, {self.new} nuevos."
+
+
+def import_prompts(s: Session, set_name: str, path: str | Path, *, description: str) -> ImportSummary:
+    """Check the set name and the file (a bad file imports nothing), then add the set or its missing prompts."""
+    name = check_set_name(set_name)
+    rows = parse_prompt_file(path)
+    before = len(prompt_choices(s, name)) if name in set_names(s) else 0
+    import_prompt_set(s, name, rows, description=description)
+    return ImportSummary(name, len(rows), len(rows) - before)
+
+
+def create_named_session(s: Session, *, name: str, set_name: str, contestants: Sequence[str], raters: Sequence[str],
+                         k: int, mode: str = "general", created_by: Optional[int] = None,
+                         rng: Optional[random.Random] = None) -> RatingSession:
+    """A session over contestant *names* (each its latest complete snapshot, see `resolve_contestants`)."""
+    snaps = resolve_contestants(s, set_name, [n for n in contestants if n])
+    return create_session(s, name=name, prompt_set=set_name, contestant_ids=[c.id for c in snaps], raters=list(raters),
+                          k=k, rubric_mode=mode, created_by=created_by, rng=rng or random.Random())

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from typing import Hashable, Optional, Sequence
 
 from esllm import EsllmError
-
-LABELS = ("A", "B", "C")
+from esllm.store.models import LABELS
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def add_cli(subparsers) -> None:
     """Register `questions` and `pictos` on an argparse subparsers object."""
+    from esllm.engine.presets import PRESETS
     from esllm.evals.pictos import MAX_NEW_TOKENS, SAMPLE
     from esllm.evals.questions import SIMILARITY
-    from esllm.presets import PRESETS
 
     q = subparsers.add_parser("questions", help="reading-comprehension questions from a Spanish text "
                                                 "(checked: counts, no answers, no duplicates)")

@@ -27,9 +27,8 @@ from typing import Optional, Sequence
 from sqlalchemy.orm import Session
 
 from esllm import EsllmError
-from esllm.store.models import VOTE_CHOICES, Vote
+from esllm.store.models import LABELS, VOTE_CHOICES, Vote
 
-LABELS = ("A", "B", "C")
 CHOICE_NAMES = {"A": "A es mejor", "B": "B es mejor", "C": "C es mejor", "tie": "Empate", "all_bad": "Todas malas"}
 assert tuple(CHOICE_NAMES) == VOTE_CHOICES  # the table's CHECK and the buttons agree
 

@@ -16,11 +16,23 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from esllm import EsllmError
-from esllm.rating import LABELS, Item, plan_session
-from esllm.store.models import (Answer, Assignment, Contestant, Prompt, PromptSet, RatingSession, Score,
-                                SessionContestant, SessionRater, User, save_scores, utcnow)
+from esllm.store.models import (
+    ASPECTS,
+    Answer,
+    Assignment,
+    ContestantSnapshot,
+    Prompt,
+    PromptSet,
+    RatingSession,
+    Score,
+    SessionContestant,
+    SessionRater,
+    User,
+    save_scores,
+    utcnow,
+)
+from esllm.study.assignment import LABELS, Item, plan_session
 
-ASPECTS = ("exactitud", "relevancia", "coherencia", "comprension")
 COMMENT_MAX = 2000
 
 
@@ -228,7 +240,7 @@ def reveal(s: Session, session_id: int) -> dict[str, str]:
     rs = s.get(RatingSession, session_id)
     if rs is None or rs.status != "closed":
         raise EsllmError("Los nombres se revelan al cerrar la sesión.")
-    rows = s.execute(select(Contestant.id, Contestant.name).join(
-        SessionContestant, SessionContestant.contestant_id == Contestant.id).where(
+    rows = s.execute(select(ContestantSnapshot.id, ContestantSnapshot.name).join(
+        SessionContestant, SessionContestant.contestant_id == ContestantSnapshot.id).where(
         SessionContestant.session_id == session_id))
     return {str(i): n for i, n in rows}

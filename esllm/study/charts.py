@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from esllm.report import PROMEDIO, BTResult, StudyTable
+from esllm.study.stats import PROMEDIO, BTResult, StudyTable
 
 
 def _plt():

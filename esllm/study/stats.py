@@ -10,7 +10,7 @@ Pure functions over pandas/numpy data: no database, no Gradio, no models. Every 
 the explicit seed or `numpy.random.Generator` passed in, so a result is reproducible.
 
 What this module does not know: who may see contestant names (callers decide), which rows belong to a
-session (esllm/results.py selects them), and whether a rater rated a unit twice (the store's UNIQUE keys
+session (esllm/study/results.py selects them), and whether a rater rated a unit twice (the store's UNIQUE keys
 rule that out; duplicated (item, contestant, rater, criterion) rows here would count as separate ratings).
 
 Bootstraps are percentile bootstraps. Resampling m items with replacement from a cell is drawn as a

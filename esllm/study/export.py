@@ -42,10 +42,11 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from esllm import EsllmError, report
-from esllm.batch import ordered_prompts
-from esllm.results import contestant_names, find_session, session_scores_frame  # noqa: F401 (also offered here)
+from esllm import EsllmError
 from esllm.store.models import CRITERIA, Answer, Assignment, ChatFeedback, Prompt, RatingSession, Score
+from esllm.study import stats
+from esllm.study.prompts import ordered_prompts
+from esllm.study.results import contestant_names, find_session, session_scores_frame  # noqa: F401 (also offered here)
 
 DANGEROUS_FIRST = ("=", "+", "-", "@", "\t", "\r")
 DPO_THRESHOLD = 1.0  # one rubric step: smaller gaps between item means are mostly rater noise
@@ -119,7 +120,7 @@ def _r(x: float) -> float:
 def table_records(df: pd.DataFrame, criteria: Sequence[str], *, seed: int = 0, n_boot: int = 2000) -> list[dict]:
     rows = []
     for crit in criteria:
-        rows += report.table_rows(report.study_table(df, crit, seed=seed, n_boot=n_boot))
+        rows += stats.table_rows(stats.study_table(df, crit, seed=seed, n_boot=n_boot))
     for r in rows:
         r.update(media=_r(r["media"]), ic95_inf=_r(r["ic95_inf"]), ic95_sup=_r(r["ic95_sup"]))
     return rows
@@ -217,7 +218,7 @@ def write_exports(s: Session, session_id: Union[int, str], out_dir: Union[str, P
     paths["tabla.csv"] = write_csv(out / "tabla.csv", header, ([r[h] for h in header] for r in table))
     agreement = []
     for crit in criteria:
-        a = report.krippendorff_alpha_ordinal(df, crit) if not df.empty else report.Agreement(float("nan"), 0, 0)
+        a = stats.krippendorff_alpha_ordinal(df, crit) if not df.empty else stats.Agreement(float("nan"), 0, 0)
         agreement.append([crit, None if math.isnan(a.alpha) else _r(a.alpha), a.units, a.values])
     paths["acuerdo.csv"] = write_csv(out / "acuerdo.csv", ["criterio", "alfa_krippendorff_ordinal",
                                                            "unidades_con_2_o_mas", "puntuaciones"], agreement)

@@ -4,7 +4,7 @@ Handlers are thin: they turn widget values into engine calls and engine errors i
 (whose message the browser shows). A stop flag per browser session backs the «Detener» button;
 a generator closed by Gradio (browser gone, event cancelled) also stops the engine.
 👍/👎 rate the last answer: what it answered (contestant, prompt, text, params) is kept in server-side
-state when it ends, and esllm/feedback.py stores it in `chat_feedback`.
+state when it ends, and esllm/study/feedback.py stores it in `chat_feedback`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any, Iterator
 import gradio as gr
 
 from esllm import EsllmError
-from esllm.feedback import save_feedback
-from esllm.presets import PRESETS, preset_choices
+from esllm.engine.presets import PRESETS, preset_choices
+from esllm.study.feedback import save_feedback
 from esllm.ui.context import AppContext
 
 ADVANCED = ("max_new_tokens", "temperature", "top_k", "top_p", "num_beams", "penalty_alpha", "repetition_penalty", "seed")

@@ -1,5 +1,5 @@
 """Read a rating study's results out of the store as plain data: a session's scores as the frame that
-esllm/report.py takes (plus the columns the CSV export needs), rater pseudonyms and progress, the scores
+esllm/study/stats.py takes (plus the columns the CSV export needs), rater pseudonyms and progress, the scores
 of every session over a prompt set, and the Comparar votes.
 
     rs = find_session(s, "estudio-1")            # by name or id; EsllmError (Spanish) if unknown
@@ -24,9 +24,21 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from esllm import EsllmError
-from esllm.batch import ordered_prompts
-from esllm.store.models import (CRITERIA, Answer, Assignment, Contestant, Prompt, PromptSet, RatingSession, Score,
-                                SessionContestant, SessionRater, User, Vote)
+from esllm.store.models import (
+    CRITERIA,
+    Answer,
+    Assignment,
+    ContestantSnapshot,
+    Prompt,
+    PromptSet,
+    RatingSession,
+    Score,
+    SessionContestant,
+    SessionRater,
+    User,
+    Vote,
+)
+from esllm.study.prompts import ordered_prompts
 
 # Columns of session_scores_frame: report.py's six first, then what the long CSV adds.
 WHO = ("humans", "judges", "all")
@@ -64,8 +76,8 @@ def pseudonyms(s: Session, session_id: int) -> dict[int, str]:
 
 def contestant_names(s: Session, session_id: int) -> dict[int, str]:
     """contestant id -> display name in position order; snapshots sharing a name get " (#id)" appended."""
-    rows = s.execute(select(Contestant.id, Contestant.name).join(
-        SessionContestant, SessionContestant.contestant_id == Contestant.id)
+    rows = s.execute(select(ContestantSnapshot.id, ContestantSnapshot.name).join(
+        SessionContestant, SessionContestant.contestant_id == ContestantSnapshot.id)
         .where(SessionContestant.session_id == session_id).order_by(SessionContestant.position)).all()
     names = [n for _, n in rows]
     return {i: (f"{n} (#{i})" if names.count(n) > 1 else n) for i, n in rows}

@@ -1,0 +1,35 @@
+"""Where things live: the repository root and its data folders, computed once; and the two file
+helpers every layer needs (a path as stored in a record, a file's sha256)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent  # the repository (esllm/ is one level below)
+CONFIGS_DIR = ROOT / "configs"
+DEFAULT_CONFIG = CONFIGS_DIR / "default.yaml"
+DATA_DIR = ROOT / "data"
+PROMPTS_DIR = DATA_DIR / "prompts"
+BELEBELE_DIR = DATA_DIR / "belebele"
+PICTOS_DIR = DATA_DIR / "pictos"
+DB_DIR = ROOT / "db"
+MIGRATIONS_DIR = DB_DIR / "migrations"
+
+
+def display_path(path: str | Path) -> str:
+    """The path as stored in a record: relative to the repository when inside it, else absolute."""
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(p)
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks (GGUF files are hundreds of MB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
