@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--out", required=True, help="folder for the files (created if missing)")
     ex.add_argument("--dpo-threshold", type=float, default=None,
                     help="least difference of mean general scores for a DPO pair (default 1.0)")
-    from esllm.evals import belebele, judge
     from esllm.cli import evals as task_cli
+    from esllm.evals import belebele, judge
 
     for evals_module in (belebele, judge, task_cli):  # automatic evaluations register their own commands
         evals_module.add_cli(sub)

@@ -250,6 +250,10 @@ class Engine:
         self.contestants = out
 
     # ---------------------------------------------------------------- queries
+    def available(self) -> list[str]:
+        """Names of the contestants that can answer now, in config order (then adapters found)."""
+        return [c.name for c in self.contestants.values() if c.available]
+
     def contestant(self, name: str) -> LoadedContestant:
         c = self.contestants.get(name)
         if c is None:

@@ -44,10 +44,10 @@ from esllm import EsllmError
 from esllm.evals.agreement import NO_AGREEMENT, JudgeAgreement, judge_agreement
 from esllm.evals.judge_prompt import PROMPT_VERSION, REMINDER, grading_messages, parse_grade, strip_echo, with_reminder  # noqa: F401
 from esllm.evals.runs import fail_run, finish_run, latest_runs, start_run
-from esllm.store.models import CRITERIA, Answer, Assignment, EvalRun, Prompt, Score, User, save_score, utcnow
+from esllm.store.models import ASPECTS, CRITERIA, Assignment, EvalRun, Prompt, Score, User, save_score, utcnow
 
 ROOT = Path(__file__).resolve().parents[2]
-ASPECTS = ("exactitud", "relevancia", "coherencia", "comprension")
+
 CRITERION_CHOICES = CRITERIA + ("full",)  # "full": the general score and the four aspects, one question each
 MAX_NEW_TOKENS = 48  # a grade needs a few tokens; room for "Calificación: 4 (bueno)" but not an essay
 MAX_RETRIES = 10
@@ -138,17 +138,6 @@ def ask_grade(engine, judge: str, messages: list[dict[str, str]], *, retries: in
     return None, replies
 
 
-def _selected_answers(s: Session, prompt_ids: list[int],
-                      contestant_ids: list[int]) -> dict[tuple[int, int], tuple[int, str]]:
-    """(prompt id, contestant id) -> (answer id, text) of the selected answers; EsllmError if one is missing."""
-    rows = s.execute(select(Answer.prompt_id, Answer.contestant_id, Answer.id, Answer.text).where(
-        Answer.prompt_id.in_(prompt_ids), Answer.contestant_id.in_(contestant_ids), Answer.selected))
-    found = {(p, c): (i, t) for p, c, i, t in rows}
-    if len(found) != len(prompt_ids) * len(contestant_ids):
-        raise EsllmError("Faltan respuestas seleccionadas en la sesión; genérelas (python -m esllm generate).")
-    return found
-
-
 def _prompt_limit(engine) -> int:
     try:
         return int(engine.config.limits.max_prompt_chars)
@@ -166,6 +155,7 @@ def grade_session(sessionmaker: Callable[[], Session], engine, session: int | st
     many items that still have something to grade. One commit per item (resumable); an unexpected error
     marks the run failed and is raised again.
     """
+    from esllm.study.answers import selected_answers
     from esllm.study.prompts import ordered_prompts
     from esllm.study.results import contestant_names, find_session, session_scores_frame
 
@@ -186,7 +176,7 @@ def grade_session(sessionmaker: Callable[[], Session], engine, session: int | st
         prompts = ordered_prompts(s, rs.prompt_set_id)
         if not prompts:
             raise EsllmError(f"La sesión {rs.name!r} no tiene ítems.")
-        texts = _selected_answers(s, [p.id for p in prompts], list(names))
+        texts = selected_answers(s, [p.id for p in prompts], list(names))
         user = judge_user(s, judge)
         assignments = _judge_assignments(s, rs.id, user.id, prompts, list(names), random.Random(seed))
         done_keys = set(s.execute(select(Score.assignment_id, Score.answer_id, Score.criterion).join(

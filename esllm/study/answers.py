@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -123,3 +123,19 @@ def select_attempt(session: Session, prompt_id: int, contestant_id: int, attempt
         if a.attempt == attempt:
             a.selected = True
     session.flush()
+
+
+MISSING_ANSWERS = "Faltan respuestas seleccionadas en la sesión; genérelas (python -m esllm generate)."
+
+
+def selected_answers(s: Session, prompt_ids: Sequence[int], contestant_ids: Iterable[int],
+                     missing: str = MISSING_ANSWERS) -> dict[tuple[int, int], tuple[int, str]]:
+    """(prompt id, contestant id) -> (answer id, text) of the selected answers of these contestants to these
+    prompts, in one query; EsllmError(`missing`) if any is missing."""
+    contestants = set(contestant_ids)
+    rows = s.execute(select(Answer.prompt_id, Answer.contestant_id, Answer.id, Answer.text).where(
+        Answer.prompt_id.in_(prompt_ids), Answer.contestant_id.in_(contestants), Answer.selected))
+    found = {(p, c): (i, t) for p, c, i, t in rows}
+    if len(found) != len(prompt_ids) * len(contestants):
+        raise EsllmError(missing)
+    return found

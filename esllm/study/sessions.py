@@ -31,7 +31,10 @@ from esllm.store.models import (
     save_scores,
     utcnow,
 )
+from esllm.study.answers import selected_answers
 from esllm.study.assignment import LABELS, Item, plan_session
+
+MISSING_FOR_RATER = "Falta una respuesta seleccionada para este ítem; avise al administrador."
 
 COMMENT_MAX = 2000
 
@@ -103,19 +106,6 @@ class RaterItem:
     previous: dict[str, Any]  # earlier scores of this item by this rater, to edit
 
 
-def _selected_answers(s: Session, prompt_ids: Sequence[int],
-                      perm: dict[str, int]) -> dict[tuple[int, int], tuple[int, str]]:
-    """(prompt id, contestant id) -> (answer id, text) of the selected answers of `perm`'s contestants to
-    these prompts, in one query; EsllmError if any is missing."""
-    contestants = set(perm.values())
-    rows = s.execute(select(Answer.prompt_id, Answer.contestant_id, Answer.id, Answer.text).where(
-        Answer.prompt_id.in_(prompt_ids), Answer.contestant_id.in_(contestants), Answer.selected))
-    found = {(p, c): (i, t) for p, c, i, t in rows}
-    if len(found) != len(prompt_ids) * len(contestants):
-        raise EsllmError("Falta una respuesta seleccionada para este ítem; avise al administrador.")
-    return found
-
-
 def progress(s: Session, session_id: int, rater_id: int) -> tuple[int, int]:
     """(finished, total) assignments of a rater in a session (one aggregate over ix_assignment_queue)."""
     done, total = s.execute(select(func.count(Assignment.finished_at), func.count()).where(
@@ -165,7 +155,7 @@ def item_view(s: Session, a: Assignment) -> RaterItem:
     if p.series is not None:
         earlier = list(s.scalars(select(Prompt).where(Prompt.set_id == p.set_id, Prompt.series == p.series,
                                                       Prompt.turn < p.turn).order_by(Prompt.turn)))
-    texts = _selected_answers(s, [e.id for e in earlier] + [p.id], perm)
+    texts = selected_answers(s, [e.id for e in earlier] + [p.id], perm.values(), MISSING_FOR_RATER)
     context: list[dict[str, str]] = []
     for e in earlier:
         context.append({"role": "user", "content": e.text})
@@ -219,7 +209,7 @@ def submit(s: Session, *, rater_id: int, assignment_id: int, scores: Any, commen
         raise EsllmError(f"El comentario debe ser texto de hasta {COMMENT_MAX} caracteres.")
     comment = (comment or "").strip() or None
     perm = a.permutation
-    answers = _selected_answers(s, [a.prompt_id], perm)
+    answers = selected_answers(s, [a.prompt_id], perm.values(), MISSING_FOR_RATER)
     try:
         save_scores(s, assignment_id=a.id, comment=comment,
                     scores=[(answers[a.prompt_id, perm[label]][0], label, c, v)
