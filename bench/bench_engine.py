@@ -169,7 +169,7 @@ def _child_load(key: str, spec_json: str, threads: int) -> dict:
     if threads:
         torch.set_num_threads(threads)
 
-    from esllm.config import ModelSpec
+    from esllm.engine.config import ModelSpec
     from esllm.engine.loader import load_base
 
     spec = ModelSpec.model_validate_json(spec_json)
@@ -272,7 +272,7 @@ def main(argv=None) -> None:
 
         bench_gpu_7b(Path(args.workdir), args.tiny, args.new_tokens or 128, args.switches)
     else:
-        from esllm.config import load_config
+        from esllm.engine.config import load_config
 
         cfg = load_config(args.config)
         key = next(iter(cfg.models))

@@ -154,7 +154,7 @@ def print_switches(switch: list[int], disable: list[int], n_names: int) -> None:
 
 
 def engine_config(key: str, spec, adapters: list[str], adapters_dir: Path):
-    from esllm.config import parse_config
+    from esllm.engine.config import parse_config
 
     contestants = [{"name": "base", "model": key, "preset": "greedy"}]
     contestants += [{"name": f"base+{a}", "model": key, "adapter": a, "preset": "greedy"} for a in adapters]

@@ -1,8 +1,10 @@
-"""esllm: a Spanish-language LLM workbench (chat, blind rating, QLoRA adapters).
+"""esllm: a Spanish-language LLM workbench (chat, blind rating studies, automatic evaluations, LoRA training).
 
-Layers (see ../shared/DESIGN.md §2): `esllm.engine` loads base models and hot-swaps LoRA
-adapters; `esllm.ui` builds the Gradio tabs; `app.py` launches the app.
-Nothing is loaded at import time.
+Packages, lowest layer first (docs/ARCHITECTURE.md draws them and follows a chat message, a rating and a
+training job through them): `esllm.store` (database), `esllm.engine` (contestants config, base models,
+adapters, generation), `esllm.train` (LoRA/QLoRA), `esllm.study` (the blind rating study), `esllm.evals`
+(Belebele, judge, questions, pictograms), and the two front ends `esllm.ui` (Gradio tabs) and `esllm.cli`
+(`python -m esllm`). `esllm.paths` says where things live. Nothing is loaded at import time.
 """
 
 __version__ = "0.1.0"

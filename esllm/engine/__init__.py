@@ -3,6 +3,7 @@
 Imports torch lazily: importing this package loads no model and no heavy library.
 """
 
-from esllm.engine.core import Engine, GenerationResult, LoadedContestant, RefreshReport, StreamEvent
+from esllm.engine.core import Engine
+from esllm.engine.types import GenerationResult, LoadedContestant, RefreshReport, StreamEvent
 
 __all__ = ["LoadedContestant", "Engine", "GenerationResult", "RefreshReport", "StreamEvent"]

@@ -18,69 +18,19 @@ import queue
 import threading
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 from esllm import EsllmError
-from esllm.config import AppConfig, ContestantSpec
 from esllm.engine.adapters import AdapterInfo, check_compatible, inspect_adapter, peft_name, scan_dir
+from esllm.engine.config import AppConfig, ContestantSpec
 from esllm.engine.loader import BaseModel, load_base
+from esllm.engine.messages import check_messages, eos_token_ids, prompt_ids, visible
 from esllm.engine.presets import GenParams
 from esllm.engine.templates import ChatTemplate, get_template
+from esllm.engine.types import GenerationResult, LoadedContestant, RefreshReport, StreamEvent
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class LoadedContestant:
-    name: str
-    model_key: str
-    adapter: Optional[str]
-    template: Optional[ChatTemplate]
-    preset: str
-    available: bool = False
-    reason: str = ""
-    auto: bool = False  # found in adapters/ rather than listed in the config
-
-
-@dataclass
-class GenerationResult:
-    text: str
-    contestant: str
-    base: str
-    adapter: Optional[str]
-    template: str
-    params: dict[str, Any]
-    prompt_tokens: int
-    new_tokens: int
-    latency_s: float
-    first_token_s: Optional[float]
-    finish_reason: str  # eos | stop_string | length | stopped
-    dropped_turns: int = 0
-
-    @property
-    def ended_on_eos(self) -> bool:
-        return self.finish_reason == "eos"
-
-    def as_dict(self) -> dict[str, Any]:
-        d = dict(self.__dict__)
-        d["ended_on_eos"] = self.ended_on_eos
-        return d
-
-
-@dataclass
-class StreamEvent:
-    text: str
-    result: Optional[GenerationResult] = None
-
-
-@dataclass
-class RefreshReport:
-    added: list[str] = field(default_factory=list)
-    reloaded: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    errors: dict[str, str] = field(default_factory=dict)
 
 
 class Engine:
@@ -297,42 +247,6 @@ class Engine:
         return meta, plot if plot.is_file() else None
 
     # ---------------------------------------------------------------- generation
-    def _check_messages(self, messages: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
-        lim = self.config.limits
-        if not isinstance(messages, (list, tuple)) or not messages:
-            raise EsllmError("No hay mensaje que responder.")
-        clean = []
-        for m in messages:
-            if not isinstance(m, Mapping) or m.get("role") not in ("system", "user", "assistant") \
-                    or not isinstance(m.get("content"), str):
-                raise EsllmError("Formato de mensaje inválido: cada mensaje necesita role (system/user/assistant) y content (texto).")
-            clean.append({"role": m["role"], "content": m["content"]})
-        last = clean[-1]
-        if last["role"] != "user" or not last["content"].strip():
-            raise EsllmError("Escriba un mensaje antes de enviar: el mensaje está vacío.")
-        if len(last["content"]) > lim.max_prompt_chars:
-            raise EsllmError(f"El mensaje es demasiado largo: {len(last['content'])} caracteres (máximo {lim.max_prompt_chars}). Acórtelo.")
-        total = sum(len(m["content"]) for m in clean)
-        if total > lim.max_conversation_chars:
-            raise EsllmError(f"La conversación es demasiado larga ({total} caracteres, máximo {lim.max_conversation_chars}). Bórrela y empiece otra.")
-        return clean
-
-    def _prompt_ids(self, base: BaseModel, template: ChatTemplate, messages: list[dict[str, str]]):
-        """Render and tokenize; drop the oldest turns while over the token cap. Returns (ids, dropped)."""
-        tok, cap = base.tokenizer, self.config.limits.max_prompt_tokens
-        system = [m for m in messages if m["role"] == "system"]
-        turns = [m for m in messages if m["role"] != "system"]
-        dropped = 0
-        while True:
-            text = template.render(system + turns, bos_token=tok.bos_token or "", eos_token=tok.eos_token or "")
-            ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
-            if ids.shape[1] <= cap:
-                return ids, dropped
-            if len(turns) <= 1:
-                raise EsllmError(f"El mensaje es demasiado largo: {ids.shape[1]} tokens (máximo {cap}). Acórtelo.")
-            turns = turns[2:] if len(turns) > 2 else turns[-1:]
-            dropped += 1
-
     def stream(
         self,
         contestant: str,
@@ -347,17 +261,13 @@ class Engine:
         Closing the iterator (a browser that went away) or setting `stop_event` stops decoding.
         """
         c = self.contestant(contestant)
-        msgs = self._check_messages(messages)
+        msgs = check_messages(messages, self.config.limits)
         params = GenParams.build(preset or c.preset, overrides, max_new_tokens_cap=self.config.limits.max_new_tokens)
         base = self.bases[c.model_key]
         template = c.template or get_template(base.spec.template)
-        input_ids, dropped = self._prompt_ids(base, template, msgs)
         tok = base.tokenizer
-        eos_ids = [tok.eos_token_id] if tok.eos_token_id is not None else []
-        for t in template.end_tokens:
-            tid = tok.convert_tokens_to_ids(t)
-            if isinstance(tid, int) and tid != tok.unk_token_id and tid not in eos_ids:
-                eos_ids.append(tid)
+        input_ids, dropped = prompt_ids(tok, template, msgs, self.config.limits.max_prompt_tokens)
+        eos_ids = eos_token_ids(tok, template)
         stop = stop_event or threading.Event()
         q: "queue.Queue[tuple[str, Any]]" = queue.Queue()
         t_start = time.perf_counter()
@@ -455,10 +365,3 @@ class Engine:
             result = ev.result
         assert result is not None
         return result
-
-
-def visible(tok, ids: list[int], eos_ids: Sequence[int], template: ChatTemplate, final: bool) -> tuple[str, bool]:
-    from esllm.engine.decoding import visible_text
-
-    ids = [t for t in ids if t not in eos_ids]
-    return visible_text(tok.decode(ids, skip_special_tokens=True), template.stop_strings, final)

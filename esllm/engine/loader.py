@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from esllm import EsllmError
-from esllm.config import ModelSpec
+from esllm.engine.config import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def load_base(key: str, spec: ModelSpec, progress: Optional[Callable[[str], None
         raise EsllmError(f"No se pudo cargar el modelo de {path}: {type(e).__name__}: {str(e)[:300]}") from None
     model.eval()
     if tok.pad_token is None:
-        tok.pad_token = tok.eos_token  # pad = EOS where the tokenizer has none (DESIGN.md §8)
+        tok.pad_token = tok.eos_token  # pad = EOS where the tokenizer has none
     base = BaseModel(
         key=key, spec=spec, model=model, tokenizer=tok, device=device,
         quantization=spec.quantization, path=path, source_sha256=sha,

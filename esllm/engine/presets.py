@@ -1,6 +1,6 @@
 """Generation presets and the validated generation parameters sent to the engine.
 
-A preset is data: a name and the keyword arguments of a decoding strategy (DESIGN.md §3). The
+A preset is data: a name and the keyword arguments of a decoding strategy. The
 user may override some values in "Parámetros avanzados"; `GenParams.build` merges preset and
 overrides, checks every value and applies the server-side caps, so whatever a client sends over
 HTTP, the engine only ever sees valid, capped numbers. Each answer is stored with `as_dict()`.

@@ -1,4 +1,4 @@
-"""The evaluation data store (DESIGN.md §4): SQLAlchemy models, engine/session setup, Alembic upgrades, users.
+"""The evaluation data store: SQLAlchemy models, engine/session setup, Alembic upgrades, users.
 
     from esllm.store import db, models, users
     db.upgrade()                                   # schema to head ($ESLLM_DATABASE_URL or db/esllm.sqlite3)

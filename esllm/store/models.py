@@ -1,4 +1,4 @@
-"""SQLAlchemy 2.x models of the evaluation data (DESIGN.md §4), plus the two write helpers that
+"""SQLAlchemy 2.x models of the evaluation data, plus the two write helpers that
 depend on a uniqueness rule: `get_or_create_contestant` and `save_score`/`save_scores`.
 
 Integrity lives in the schema: every rule that a careless caller could break (score 1..5, one score
@@ -354,7 +354,7 @@ def save_scores(session: Session, *, assignment_id: int, scores: Iterable[tuple[
 # ---------------------------------------------------------------- automatic evaluations
 
 class EvalRun(Base):
-    """One automatic evaluation of one contestant (DESIGN.md §9), traceable and repeatable.
+    """One automatic evaluation of one contestant, traceable and repeatable.
 
     `config` holds what is needed to repeat it (input file and its sha256, prompt, parameters, seed…),
     `hashes` what it ran on (base source and fingerprint, adapter path and sha256), `metrics` the

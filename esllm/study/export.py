@@ -3,7 +3,7 @@
     python -m esllm export SESSION --out DIR     # SESSION = name or id; prints the files written
     paths = write_exports(s, session_id, out_dir)
 
-Files (DESIGN.md §7):
+Files:
 - puntuaciones.csv  raw scores, long format: one row per rater × item × contestant × criterion: sesion,
                     evaluador (pseudonym, see results.pseudonyms), item (the prompt's id), categoria, serie,
                     turno, etiqueta (A/B/C as shown), concursante, criterio, puntuacion, comentario,

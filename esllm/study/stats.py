@@ -1,4 +1,4 @@
-"""The study's numbers from plain data (DESIGN.md §7): category means with bootstrap CIs and the
+"""The study's numbers from plain data: category means with bootstrap CIs and the
 Promedio row, Krippendorff's alpha (ordinal), and Bradley–Terry ratings from Comparar votes.
 
     table = study_table(df, "general", seed=0)   # df: item, category, contestant, rater, criterion, value

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from esllm import EsllmError
-from esllm.config import ModelSpec, format_errors, known_template
+from esllm.engine.config import ModelSpec, format_errors, known_template
 
 
 class RecipeError(EsllmError):

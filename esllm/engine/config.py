@@ -1,7 +1,7 @@
 """Contestant configuration: the YAML file that lists base models, contestants and limits.
 
 A *contestant* is a name + base model + optional LoRA adapter + chat template + generation
-preset (DESIGN.md §3). `load_config(path)` parses and validates the YAML and raises
+preset. `load_config(path)` parses and validates the YAML and raises
 `ConfigError` with one line per problem, each saying where it is and what to fix.
 """
 

@@ -1,0 +1,60 @@
+"""What the engine hands out: a contestant as loaded now, a finished generation, a streamed step, and the
+report of an adapter refresh. Plain dataclasses, no torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from esllm.engine.templates import ChatTemplate
+
+
+@dataclass
+class LoadedContestant:
+    name: str
+    model_key: str
+    adapter: Optional[str]
+    template: Optional[ChatTemplate]
+    preset: str
+    available: bool = False
+    reason: str = ""
+    auto: bool = False  # found in adapters/ rather than listed in the config
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    contestant: str
+    base: str
+    adapter: Optional[str]
+    template: str
+    params: dict[str, Any]
+    prompt_tokens: int
+    new_tokens: int
+    latency_s: float
+    first_token_s: Optional[float]
+    finish_reason: str  # eos | stop_string | length | stopped
+    dropped_turns: int = 0
+
+    @property
+    def ended_on_eos(self) -> bool:
+        return self.finish_reason == "eos"
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["ended_on_eos"] = self.ended_on_eos
+        return d
+
+
+@dataclass
+class StreamEvent:
+    text: str
+    result: Optional[GenerationResult] = None
+
+
+@dataclass
+class RefreshReport:
+    added: list[str] = field(default_factory=list)
+    reloaded: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
