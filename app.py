@@ -14,9 +14,8 @@ import argparse
 import logging
 import os
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
+from esllm.paths import DEFAULT_CONFIG, ROOT
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -25,7 +24,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="address to bind (default 127.0.0.1; env ESLLM_HOST)")
     p.add_argument("--port", type=int, default=int(os.environ.get("ESLLM_PORT", "7860")),
                    help="port (default 7860; env ESLLM_PORT)")
-    p.add_argument("--config", default=os.environ.get("ESLLM_CONFIG", str(ROOT / "configs" / "default.yaml")),
+    p.add_argument("--config", default=os.environ.get("ESLLM_CONFIG", str(DEFAULT_CONFIG)),
                    help="contestants YAML (default configs/default.yaml; env ESLLM_CONFIG)")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return p.parse_args(argv)
@@ -39,15 +38,14 @@ def create(config_path: str, progress=print, db_url: str | None = None):
 
     Upgrades the rating store's schema first. No accounts -> single-user local mode (admin).
     """
-    from esllm.engine.config import load_config
     from esllm.engine import Engine
+    from esllm.engine.config import load_config
     from esllm.store import db, users
     from esllm.ui import build_app
     from esllm.ui.context import AppContext
 
     config = load_config(config_path)
-    db.upgrade(db_url)
-    Session = db.make_sessionmaker(db.make_engine(db_url))
+    Session = db.open_store(db_url)
     with Session() as s:
         local = users.count_users(s) == 0
     engine = Engine(config, root=ROOT, progress=progress)
