@@ -1,10 +1,12 @@
-"""Where things live: the repository root and its data folders, computed once; and the two file
-helpers every layer needs (a path as stored in a record, a file's sha256)."""
+"""Where things live: the repository root and its data folders, computed once; and the file helpers
+every layer needs (a path as stored in a record, a file's sha256, the lines of a JSONL file)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
+from typing import Any, Iterator, Optional
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository (esllm/ is one level below)
 CONFIGS_DIR = ROOT / "configs"
@@ -33,3 +35,15 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def jsonl_lines(text: str) -> Iterator[tuple[int, Any, Optional[str]]]:
+    """For each non-blank line of a JSONL text: (line number, value, None), or (line number, None, why) when
+    the line is not JSON. Readers collect every bad line and refuse the file as a whole."""
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield n, json.loads(line), None
+        except json.JSONDecodeError as e:
+            yield n, None, f"JSON inválido ({e.msg}, columna {e.colno})"

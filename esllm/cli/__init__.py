@@ -38,14 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="python -m esllm", description="esllm command line")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for module in (setup, train, users, study):  # the order of `--help`
+    for module in (setup, train, users, study, evals):  # the order of `--help`
         module.register(sub)
-    if hasattr(evals, "register"):  # TRANSITIONAL while esllm/cli/evals.py is rewritten; removed before commit
-        evals.register(sub)
-    else:
-        from esllm.evals import belebele, judge
-        for m in (belebele, judge, evals):
-            m.add_cli(sub)
     return parser
 
 

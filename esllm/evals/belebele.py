@@ -1,9 +1,9 @@
-"""Belebele-format benchmark (DESIGN.md §9): multiple-choice reading comprehension, zero-shot, scored by
-the model's likelihood of each option letter; one `eval_run` row per contestant.
+"""Belebele-format benchmark: multiple-choice reading comprehension, zero-shot, scored by the model's
+likelihood of each option letter; one `eval_run` row per contestant.
 
-    python -m esllm belebele                                   # bundled sample, every available contestant
-    python -m esllm belebele --file /ruta/spa_Latn.jsonl --contestants gemma-base gemma-instrucciones \
-        [--limit 100] [--batch-size 8] [--config configs/default.yaml]
+    runs = run_belebele(Session, engine, ["gemma-base", "gemma-a1"], SAMPLE, limit=100)
+    ev = Belebele(file, batch_size=8, limit=100); run_contestants(ev, …)   # the same (esllm/evals/base.py)
+    python -m esllm belebele [--file F.jsonl] [--contestants A B] [--limit 100]   # esllm/cli/evals.py
 
 Protocol (fixed; `PROMPT_VERSION` names it and is stored with every run): the passage, question and
 four options go into one Spanish user message (`PROMPT`) rendered with the contestant's own chat
@@ -14,22 +14,23 @@ tokenizers write a letter after a space and after a newline with different token
 the best of the four (an exact tie goes to the earlier letter and is counted in `ties`); no sampling.
 Accuracy has a 95% percentile-bootstrap CI over questions; chance is 25%.
 
-This module does not know Gradio; the «Resultados» accordion is esllm/ui/resultados_belebele.py.
+As an `Evaluation` (esllm/evals/base.py): the items are the file's questions (the first `limit`), the
+config is the file, its sha256, the prompt version and the batch size, `evaluate` scores one contestant,
+`summary` is its row of the command line's table. This module does not know Gradio; the «Resultados»
+accordion is esllm/ui/resultados_belebele.py.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from esllm import EsllmError
+from esllm.evals.base import Evaluation, Outcome, Progress, run_contestants
 from esllm.paths import BELEBELE_DIR as DATA_DIR
-from esllm.paths import ROOT, display_path, file_sha256
+from esllm.paths import display_path, file_sha256, jsonl_lines
 
 SAMPLE = DATA_DIR / "muestra-es.jsonl"
 KIND = "belebele"
@@ -52,8 +53,6 @@ PROMPT = (
 )
 ASSISTANT_PREFIX = ""
 PROMPT_VERSION = "belebele-es-v1 (instrucción en el turno del usuario; asistente vacío; letras 'X' o ' X')"
-
-Progress = Callable[[int, int, str], None]  # (done, total, message)
 
 
 @dataclass(frozen=True)
@@ -117,17 +116,13 @@ def load_belebele(path: str | Path) -> list[BelebeleItem]:
     if not path.is_file():
         raise EsllmError(f"No existe el archivo {path}.")
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise EsllmError(f"{path.name} no está en UTF-8 ({e}).") from None
     items, problems = [], []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            problems.append(f"línea {n}: JSON inválido ({e.msg}, columna {e.colno})")
+    for n, row, bad_json in jsonl_lines(text):
+        if bad_json:
+            problems.append(f"línea {n}: {bad_json}")
             continue
         clean, row_problems = _parse_row(row)
         problems.extend(f"línea {n}: {p}" for p in row_problems)
@@ -253,115 +248,51 @@ def evaluate(engine, contestant: str, items: Sequence[BelebeleItem], *, batch_si
     return {"metrics": metrics, "details": details}
 
 
+class Belebele(Evaluation):
+    """The benchmark over one Belebele JSONL file: its first `limit` questions, `batch_size` per forward pass."""
+
+    kind = KIND
+
+    def __init__(self, file: str | Path = SAMPLE, *, batch_size: int = 8, limit: Optional[int] = None):
+        if limit is not None and limit < 1:
+            raise EsllmError("El límite de preguntas debe ser al menos 1.")
+        if batch_size < 1:
+            raise EsllmError("El tamaño de lote debe ser al menos 1.")
+        self.file, self.batch_size, self.limit = Path(file), batch_size, limit
+
+    def load(self, store=None) -> list[BelebeleItem]:
+        items = load_belebele(self.file)
+        return items[:self.limit] if self.limit else items
+
+    def config(self, items: Sequence[BelebeleItem]) -> dict[str, Any]:
+        return {"file": display_path(self.file), "file_sha256": file_sha256(self.file), "n_items": len(items),
+                "limit": self.limit, "prompt_version": PROMPT_VERSION, "batch_size": self.batch_size,
+                "dialects": sorted({it.dialect for it in items})}
+
+    def evaluate(self, engine, contestant: str, items: Sequence[BelebeleItem],
+                 progress: Optional[Progress] = None) -> Outcome:
+        return Outcome(**evaluate(engine, contestant, items, batch_size=self.batch_size, progress=progress))
+
+    def summary(self, run) -> str:
+        """The run's row under TABLE_HEADER: accuracy, its 95% CI, n and chance, or the error."""
+        if run.status != "done":
+            return f"{run.contestant:28s} FALLÓ: {run.error}"
+        m = run.metrics
+        ci = f"[{m['ci_low']:.1%}, {m['ci_high']:.1%}]"
+        return f"{run.contestant:28s} {m['accuracy']:>9.1%}  {ci:15s} {m['n']:>5d}   {CHANCE:.0%}"
+
+
+TABLE_HEADER = f"{'concursante':28s} {'exactitud':>9s}  {'IC 95 %':15s} {'n':>5s}   azar"
+
+
 def run_belebele(Session, engine, contestants: Sequence[str], file: str | Path, *, batch_size: int = 8,
                  limit: Optional[int] = None, progress: Optional[Progress] = None) -> list:
     """Evaluate each contestant on `file` and store one EvalRun per contestant (running → done | failed).
 
     Checks the file and every contestant before any run starts; a contestant whose run fails is stored
     as failed with the error and the others still run. Returns the EvalRun rows in contestant order."""
-    from esllm.evals.runs import fail_run, finish_run, start_run
-    from esllm.store.models import EvalRun
-
-    names = list(dict.fromkeys(contestants))
+    names = list(contestants)
     if not names:
         raise EsllmError("Elija al menos un concursante.")
-    if limit is not None and limit < 1:
-        raise EsllmError("El límite de preguntas debe ser al menos 1.")
-    if batch_size < 1:
-        raise EsllmError("El tamaño de lote debe ser al menos 1.")
-    items = load_belebele(file)
-    if limit:
-        items = items[:limit]
-    for name in names:
-        engine.contestant(name)  # unknown or unavailable: EsllmError before anything is stored
-    config = {"file": display_path(file), "file_sha256": file_sha256(file), "n_items": len(items), "limit": limit,
-              "prompt_version": PROMPT_VERSION, "batch_size": batch_size,
-              "dialects": sorted({it.dialect for it in items})}
-    runs = []
-    for name in names:
-        with Session() as s:
-            run = start_run(s, KIND, name, config=config, hashes=engine.hashes(name))
-            s.commit()
-            run_id = run.id
-        try:
-            result = evaluate(engine, name, items, batch_size=batch_size, progress=progress)
-        except BaseException as e:  # stored as failed; Ctrl-C and the like still stop the whole command
-            msg = str(e) if isinstance(e, EsllmError) else f"{type(e).__name__}: {e}"
-            with Session() as s:
-                run = fail_run(s, s.get(EvalRun, run_id), msg or type(e).__name__)
-                s.commit()
-            runs.append(run)
-            if not isinstance(e, Exception):
-                raise
-            continue
-        with Session() as s:
-            run = finish_run(s, s.get(EvalRun, run_id), metrics=result["metrics"], details=result["details"])
-            s.commit()
-        runs.append(run)
-    return runs
-
-
-# ------------------------------------------------------------------ command line
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"se esperaba un entero, no {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError("debe ser al menos 1")
-    return n
-
-
-def add_cli(subparsers) -> argparse.ArgumentParser:
-    """Register `belebele` on an argparse subparsers object (python -m esllm belebele …)."""
-    p = subparsers.add_parser("belebele", help="multiple-choice reading comprehension benchmark in Belebele format "
-                                               "(upgrades the database schema first)")
-    p.add_argument("--config", default=None, help="contestants YAML (default configs/default.yaml)")
-    p.add_argument("--file", default=str(SAMPLE), help="Belebele JSONL file (default: the bundled Spanish sample)")
-    p.add_argument("--contestants", nargs="*", default=None, help="default: every available contestant")
-    p.add_argument("--limit", type=_positive, default=None, help="only the first N questions")
-    p.add_argument("--batch-size", type=_positive, default=8, help="questions per forward pass (left padding)")
-    p.set_defaults(func=run_cli)
-    return p
-
-
-def format_table(runs) -> str:
-    lines = [f"{'concursante':28s} {'exactitud':>9s}  {'IC 95 %':15s} {'n':>5s}   azar"]
-    for r in runs:
-        if r.status != "done":
-            lines.append(f"{r.contestant:28s} FALLÓ: {r.error}")
-            continue
-        m = r.metrics
-        ci = f"[{m['ci_low']:.1%}, {m['ci_high']:.1%}]"
-        lines.append(f"{r.contestant:28s} {m['accuracy']:>9.1%}  {ci:15s} {m['n']:>5d}   {CHANCE:.0%}")
-    return "\n".join(lines)
-
-
-def run_cli(args) -> int:
-    from esllm.config import load_config
-    from esllm.engine import Engine
-    from esllm.store import db
-
-    try:
-        Session = db.open_store()
-        load_belebele(args.file)  # a bad file fails before the model loads
-        engine = Engine(load_config(args.config), root=ROOT, progress=lambda m: print(m, file=sys.stderr))
-        engine.start()
-        names = args.contestants
-        if not names:
-            missing = [f"{c.name}: {c.reason}" for c in engine.contestants.values() if not c.available]
-            if missing:
-                print("No disponibles (no se evalúan):\n  " + "\n  ".join(missing), file=sys.stderr)
-            names = [c.name for c in engine.contestants.values() if c.available]
-
-        def progress(done: int, total: int, msg: str) -> None:
-            print(f"\r{msg}", end="\n" if done == total else "", file=sys.stderr, flush=True)
-
-        runs = run_belebele(Session, engine, names, args.file, batch_size=args.batch_size, limit=args.limit,
-                            progress=progress)
-    except EsllmError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"Belebele · {display_path(args.file)} · {runs[0].config['n_items']} preguntas · azar 25 %")
-    print(format_table(runs))
-    return 0 if all(r.status == "done" for r in runs) else 1
+    return run_contestants(Belebele(file, batch_size=batch_size, limit=limit), Session, engine, names,
+                           progress=progress)

@@ -1,11 +1,18 @@
-"""Judge model (DESIGN.md §9): a contestant grades the answers of a rating session with the rubric (§5),
-its scores are stored like a rater's, and compared with the humans' (esllm/evals/agreement.py).
-
-    python -m esllm judge --session estudio-1 --judge gemma-instrucciones [--criterion general|full|exactitud…]
-        [--retries 2] [--seed 0] [--limit N] [--config configs/default.yaml]
+"""Judge model: a contestant grades the answers of a rating session with the study's rubric (the four
+aspects and the 1-5 scale of esllm/evals/judge_prompt.py), its scores are stored like a rater's, and
+compared with the humans' (esllm/evals/agreement.py).
 
     rep = grade_session(Session, engine, "estudio-1", "gemma-instrucciones", criterion="general")
     rep.graded, rep.unparsable, rep.agreement.exact, rep.agreement.alpha
+    python -m esllm judge --session estudio-1 --judge gemma-instrucciones [--criterion full]   # esllm/cli/evals.py
+
+How it maps to the evaluation shape (esllm/evals/base.py): `Judge(session, criterion=…)` holds the
+settings; its items are the session's items with each of its three contestants' selected answers,
+read from the database (`load(store)` needs the store, and fails before any model loads); the contestant
+is the judge, not a contestant being measured, and `run_contestants` over several judges has each grade
+the same session. It overrides `run_one` instead of writing `evaluate`: the grading writes the judge's
+scores as it goes, one commit per item, so that a stopped run resumes. `grade` is the same run that
+returns the JudgeReport (counts and agreement); `summary` is the report's first line.
 
 How it is stored: the judge is a user of role "judge" (`judge_user_name`: "juez-" + the contestant's name,
 password hash "!" and inactive, so it can never log in), never a member of the session (no session_rater
@@ -30,11 +37,9 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-import sys
 import threading
 import unicodedata
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from sqlalchemy import func, select
@@ -42,11 +47,10 @@ from sqlalchemy.orm import Session
 
 from esllm import EsllmError
 from esllm.evals.agreement import NO_AGREEMENT, JudgeAgreement, judge_agreement
+from esllm.evals.base import Evaluation, Progress, failure_message, session_scope
 from esllm.evals.judge_prompt import PROMPT_VERSION, REMINDER, grading_messages, parse_grade, strip_echo, with_reminder  # noqa: F401
 from esllm.evals.runs import fail_run, finish_run, latest_runs, start_run
-from esllm.store.models import ASPECTS, CRITERIA, Assignment, EvalRun, Prompt, Score, User, save_score, utcnow
-
-ROOT = Path(__file__).resolve().parents[2]
+from esllm.store.models import ASPECTS, CRITERIA, Assignment, EvalRun, Score, User, save_score, utcnow
 
 CRITERION_CHOICES = CRITERIA + ("full",)  # "full": the general score and the four aspects, one question each
 MAX_NEW_TOKENS = 48  # a grade needs a few tokens; room for "Calificación: 4 (bueno)" but not an essay
@@ -83,7 +87,7 @@ def judge_user(s: Session, contestant: str) -> User:
     return user
 
 
-def _judge_assignments(s: Session, session_id: int, judge_id: int, prompts: Sequence[Prompt],
+def _judge_assignments(s: Session, session_id: int, judge_id: int, prompts: Sequence[SessionItem],
                        contestant_ids: Sequence[int], rng: random.Random) -> dict[int, Assignment]:
     """prompt id -> the judge's assignment, creating the missing ones (prompt-set order, random labels)."""
     from esllm.study.assignment import label_permutations
@@ -145,186 +149,201 @@ def _prompt_limit(engine) -> int:
         return 4000
 
 
+@dataclass(frozen=True)
+class SessionItem:
+    """One item of the session as the judge sees it."""
+
+    id: int  # prompt id
+    external_id: str
+    series: Optional[str]  # contextual series, or None
+    text: str
+
+
+@dataclass(frozen=True)
+class SessionItems:
+    """The judge's items (`Judge.load`): a rating session's items and its contestants' selected answers."""
+
+    session_id: int
+    session_name: str
+    names: dict[int, str]  # contestant id -> display name, position order (three)
+    items: list[SessionItem]  # prompt-set order
+    texts: dict[tuple[int, int], tuple[int, str]]  # (prompt id, contestant id) -> (answer id, text)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class Judge(Evaluation):
+    """A judge contestant grades a rating session (see the module docstring).
+
+    `criterion`: "general", one aspect, or "full" (general and the four aspects). `retries`: new tries for
+    a reply without a grade. `seed`: the judge's A/B/C labels and sampled retries. `limit`: at most this
+    many items that still have something to grade. `stop`: set it to stop after the current item."""
+
+    kind = "judge"
+
+    def __init__(self, session: int | str, *, criterion: str = "general", retries: int = 2, seed: int = 0,
+                 limit: Optional[int] = None, stop: Optional[threading.Event] = None):
+        if criterion not in CRITERION_CHOICES:
+            raise EsllmError(f"Criterio desconocido {criterion!r}; use uno de {', '.join(CRITERION_CHOICES)}.")
+        if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
+            raise EsllmError(f"Los reintentos deben ser un entero de 0 a {MAX_RETRIES}.")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise EsllmError("El límite de ítems debe ser un entero positivo.")
+        self.session, self.criterion, self.retries, self.seed = session, criterion, retries, seed
+        self.limit, self.stop = limit, stop
+        self.criteria = ("general",) + ASPECTS if criterion == "full" else (criterion,)
+
+    def load(self, store=None) -> SessionItems:
+        """The session's items and answers; EsllmError if the session does not exist, has no items or
+        does not have three contestants with an answer to each."""
+        from esllm.study.answers import selected_answers
+        from esllm.study.prompts import ordered_prompts
+        from esllm.study.results import contestant_names, find_session
+
+        if store is None:
+            raise ValueError("Judge.load needs the store (a session factory or a Session)")
+        with session_scope(store) as s:
+            rs = find_session(s, self.session)
+            names = contestant_names(s, rs.id)
+            if len(names) != 3:
+                raise EsllmError(f"La sesión {rs.name!r} no tiene tres concursantes.")
+            prompts = ordered_prompts(s, rs.prompt_set_id)
+            if not prompts:
+                raise EsllmError(f"La sesión {rs.name!r} no tiene ítems.")
+            texts = selected_answers(s, [p.id for p in prompts], list(names))
+            return SessionItems(rs.id, rs.name, names,
+                                [SessionItem(p.id, p.external_id, p.series, p.text) for p in prompts], texts)
+
+    def summary(self, run) -> str:
+        if run.status != "done":
+            return f"Ejecución {run.id} ({run.contestant}): FALLÓ: {run.error}"
+        m = run.metrics
+        return (f"Ejecución {run.id}: {m['graded']} calificadas, {m['unparsable']} sin calificación legible, "
+                f"{m['errors']} errores, {m['skipped']} ya estaban (de {m['total']})"
+                + (" — parcial" if m["stopped"] else ""))
+
+    def run_one(self, store, engine, contestant: str, items: SessionItems, progress: Optional[Progress] = None,
+                *, raise_errors: bool = True) -> EvalRun:
+        return self._grade(store, engine, contestant, items, progress, raise_errors)[0]
+
+    def grade(self, store, engine, judge: str, items: SessionItems,
+              progress: Optional[Progress] = None) -> JudgeReport:
+        """`run_one`, returning the report; an unexpected error marks the run failed and is raised again."""
+        return self._grade(store, engine, judge, items, progress, True)[1]
+
+    def _grade(self, store, engine, judge: str, items: SessionItems, progress: Optional[Progress],
+               raise_errors: bool) -> tuple[EvalRun, JudgeReport]:
+        from esllm.study.results import session_scores_frame
+
+        engine.contestant(judge)  # EsllmError if unknown or unavailable
+        max_chars = _prompt_limit(engine)
+        crits, limit, names, texts = self.criteria, self.limit, items.names, items.texts
+        with session_scope(store) as s:
+            user = judge_user(s, judge)
+            assignments = _judge_assignments(s, items.session_id, user.id, items.items, list(names),
+                                             random.Random(self.seed))
+            done_keys = set(s.execute(select(Score.assignment_id, Score.answer_id, Score.criterion).join(
+                Assignment, Score.assignment_id == Assignment.id).where(
+                Assignment.session_id == items.session_id, Assignment.rater_id == user.id)).all())
+            config = {"session_id": items.session_id, "session": items.session_name, "judge": judge,
+                      "judge_user": user.name, "criterion": self.criterion, "prompt_version": PROMPT_VERSION,
+                      "retries": self.retries, "seed": self.seed, "limit": limit, "preset": "greedy",
+                      "max_new_tokens": MAX_NEW_TOKENS, "scope": f"{items.session_id}/{self.criterion}"}
+            run = start_run(s, self.kind, judge, config=config, hashes=engine.hashes(judge))
+            s.commit()
+            rep = JudgeReport(run_id=run.id, total=len(items.items) * 3 * len(crits))
+            plan = [(p.id, p.external_id, p.series, p.text, assignments[p.id].id,
+                     dict(assignments[p.id].permutation)) for p in items.items]
+            judge_uid, judge_uname = user.id, user.name
+        prompt_text = {p.id: p.text for p in items.items}
+        session_id = items.session_id
+        earlier: dict[str, list[int]] = {}  # series -> prompt ids of the turns before the current one
+        done = started = 0
+        try:
+            for pid, ext, series, text, aid, perm in plan:
+                before = list(earlier.get(series, [])) if series else []
+                if series:
+                    earlier.setdefault(series, []).append(pid)
+                todo = [(label, int(perm[label]), c) for label in ("A", "B", "C") for c in crits
+                        if (aid, texts[pid, int(perm[label])][0], c) not in done_keys]
+                rep.skipped += 3 * len(crits) - len(todo)
+                done += 3 * len(crits) - len(todo)
+                if not todo:
+                    continue
+                if (limit is not None and started >= limit) or (self.stop is not None and self.stop.is_set()):
+                    rep.stopped = True
+                    break
+                started += 1
+                with session_scope(store) as s:
+                    a = s.get(Assignment, aid)
+                    if a.started_at is None:
+                        a.started_at = utcnow()
+                    for label, cid, crit in todo:
+                        answer_id, answer = texts[pid, cid]
+                        context = [(prompt_text[e], texts[e, cid][1]) for e in before]
+                        record = {"item": ext, "label": label, "contestant": names[cid], "criterion": crit}
+                        try:
+                            msgs = grading_messages(text, answer, crit, context, max_chars)
+                            grade, replies = ask_grade(engine, judge, msgs, retries=self.retries,
+                                                       seed=(self.seed * 100_003 + answer_id * 16) % 2**30)
+                        except EsllmError as e:
+                            rep.errors += 1
+                            rep.details.append({**record, "status": "error", "error": str(e)})
+                        else:
+                            if grade is None:
+                                rep.unparsable += 1
+                                rep.details.append({**record, "status": "unparsable", "replies": replies})
+                            else:
+                                save_score(s, assignment_id=aid, answer_id=answer_id, label=label, value=grade,
+                                           criterion=crit)
+                                rep.graded += 1
+                                done_keys.add((aid, answer_id, crit))
+                        done += 1
+                        if progress:
+                            progress(done, rep.total, f"ítem {ext} · {label} · {crit}")
+                    if all((aid, texts[pid, int(perm[lb])][0], c) in done_keys
+                           for lb in ("A", "B", "C") for c in crits):
+                        a.finished_at = a.finished_at or utcnow()
+                    s.commit()
+            with session_scope(store) as s:
+                humans = session_scores_frame(s, session_id)
+                judges = session_scores_frame(s, session_id, who="judges")
+                mine = judges[judges["rater"].astype(str) == judge_uname] if not judges.empty else judges
+                rep.agreement = (judge_agreement(humans, mine, None if self.criterion == "full" else self.criterion)
+                                 if not humans.empty and not mine.empty else NO_AGREEMENT)
+                stored = int(s.scalar(select(func.count()).select_from(Score)
+                                      .join(Assignment, Score.assignment_id == Assignment.id)
+                                      .where(Assignment.session_id == session_id,
+                                             Assignment.rater_id == judge_uid)) or 0)
+                metrics = {"graded": rep.graded, "unparsable": rep.unparsable, "errors": rep.errors,
+                           "skipped": rep.skipped, "total": rep.total, "judge_scores": stored,
+                           "stopped": rep.stopped, **rep.agreement.as_dict()}
+                run = finish_run(s, s.get(EvalRun, rep.run_id), metrics=metrics, details=rep.details)
+                s.commit()
+        except BaseException as e:  # KeyboardInterrupt too: the run must not stay "running"
+            with session_scope(store) as s:
+                run = s.get(EvalRun, rep.run_id)
+                run.details = list(rep.details)
+                fail_run(s, run, failure_message(e))
+                s.commit()
+            if raise_errors or not isinstance(e, Exception):
+                raise
+        return run, rep
+
+
 def grade_session(sessionmaker: Callable[[], Session], engine, session: int | str, judge: str, *,
                   criterion: str = "general", retries: int = 2, seed: int = 0, limit: Optional[int] = None,
-                  progress: Callable[[int, int, str], None] = lambda done, total, msg: None,
-                  stop: Optional[threading.Event] = None) -> JudgeReport:
-    """Grade a rating session's answers with the contestant `judge` (see the module docstring).
+                  progress: Optional[Progress] = None, stop: Optional[threading.Event] = None) -> JudgeReport:
+    """Grade a rating session's answers with the contestant `judge` (see the module docstring and `Judge`).
 
-    `criterion`: "general", one aspect, or "full" (general and the four aspects). `limit`: at most this
-    many items that still have something to grade. One commit per item (resumable); an unexpected error
-    marks the run failed and is raised again.
+    One commit per item (resumable); an unexpected error marks the run failed and is raised again.
     """
-    from esllm.study.answers import selected_answers
-    from esllm.study.prompts import ordered_prompts
-    from esllm.study.results import contestant_names, find_session, session_scores_frame
-
-    if criterion not in CRITERION_CHOICES:
-        raise EsllmError(f"Criterio desconocido {criterion!r}; use uno de {', '.join(CRITERION_CHOICES)}.")
-    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
-        raise EsllmError(f"Los reintentos deben ser un entero de 0 a {MAX_RETRIES}.")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise EsllmError("El límite de ítems debe ser un entero positivo.")
-    crits = ("general",) + ASPECTS if criterion == "full" else (criterion,)
-    engine.contestant(judge)  # EsllmError if unknown or unavailable
-    max_chars = _prompt_limit(engine)
-    with sessionmaker() as s:
-        rs = find_session(s, session)
-        names = contestant_names(s, rs.id)  # contestant id -> display name, position order
-        if len(names) != 3:
-            raise EsllmError(f"La sesión {rs.name!r} no tiene tres concursantes.")
-        prompts = ordered_prompts(s, rs.prompt_set_id)
-        if not prompts:
-            raise EsllmError(f"La sesión {rs.name!r} no tiene ítems.")
-        texts = selected_answers(s, [p.id for p in prompts], list(names))
-        user = judge_user(s, judge)
-        assignments = _judge_assignments(s, rs.id, user.id, prompts, list(names), random.Random(seed))
-        done_keys = set(s.execute(select(Score.assignment_id, Score.answer_id, Score.criterion).join(
-            Assignment, Score.assignment_id == Assignment.id).where(
-            Assignment.session_id == rs.id, Assignment.rater_id == user.id)).all())
-        config = {"session_id": rs.id, "session": rs.name, "judge": judge, "judge_user": user.name,
-                  "criterion": criterion, "prompt_version": PROMPT_VERSION, "retries": retries, "seed": seed,
-                  "limit": limit, "preset": "greedy", "max_new_tokens": MAX_NEW_TOKENS,
-                  "scope": f"{rs.id}/{criterion}"}
-        run = start_run(s, "judge", judge, config=config, hashes=engine.hashes(judge))
-        s.commit()
-        rep = JudgeReport(run_id=run.id, total=len(prompts) * 3 * len(crits))
-        plan = [(p.id, p.external_id, p.series, p.text, assignments[p.id].id, dict(assignments[p.id].permutation))
-                for p in prompts]
-        prompt_text = {p.id: p.text for p in prompts}
-        session_id, judge_uid, judge_uname = rs.id, user.id, user.name
-    earlier: dict[str, list[int]] = {}  # series -> prompt ids of the turns before the current one
-    done = items = 0
-    try:
-        for pid, ext, series, text, aid, perm in plan:
-            before = list(earlier.get(series, [])) if series else []
-            if series:
-                earlier.setdefault(series, []).append(pid)
-            todo = [(label, int(perm[label]), c) for label in ("A", "B", "C") for c in crits
-                    if (aid, texts[pid, int(perm[label])][0], c) not in done_keys]
-            rep.skipped += 3 * len(crits) - len(todo)
-            done += 3 * len(crits) - len(todo)
-            if not todo:
-                continue
-            if (limit is not None and items >= limit) or (stop is not None and stop.is_set()):
-                rep.stopped = True
-                break
-            items += 1
-            with sessionmaker() as s:
-                a = s.get(Assignment, aid)
-                if a.started_at is None:
-                    a.started_at = utcnow()
-                for label, cid, crit in todo:
-                    answer_id, answer = texts[pid, cid]
-                    context = [(prompt_text[e], texts[e, cid][1]) for e in before]
-                    record = {"item": ext, "label": label, "contestant": names[cid], "criterion": crit}
-                    try:
-                        msgs = grading_messages(text, answer, crit, context, max_chars)
-                        grade, replies = ask_grade(engine, judge, msgs, retries=retries,
-                                                   seed=(seed * 100_003 + answer_id * 16) % 2**30)
-                    except EsllmError as e:
-                        rep.errors += 1
-                        rep.details.append({**record, "status": "error", "error": str(e)})
-                    else:
-                        if grade is None:
-                            rep.unparsable += 1
-                            rep.details.append({**record, "status": "unparsable", "replies": replies})
-                        else:
-                            save_score(s, assignment_id=aid, answer_id=answer_id, label=label, value=grade,
-                                       criterion=crit)
-                            rep.graded += 1
-                            done_keys.add((aid, answer_id, crit))
-                    done += 1
-                    progress(done, rep.total, f"ítem {ext} · {label} · {crit}")
-                if all((aid, texts[pid, int(perm[lb])][0], c) in done_keys for lb in ("A", "B", "C") for c in crits):
-                    a.finished_at = a.finished_at or utcnow()
-                s.commit()
-        with sessionmaker() as s:
-            humans = session_scores_frame(s, session_id)
-            judges = session_scores_frame(s, session_id, who="judges")
-            mine = judges[judges["rater"].astype(str) == judge_uname] if not judges.empty else judges
-            rep.agreement = (judge_agreement(humans, mine, None if criterion == "full" else criterion)
-                             if not humans.empty and not mine.empty else NO_AGREEMENT)
-            stored = int(s.scalar(select(func.count()).select_from(Score)
-                                  .join(Assignment, Score.assignment_id == Assignment.id)
-                                  .where(Assignment.session_id == session_id, Assignment.rater_id == judge_uid)) or 0)
-            metrics = {"graded": rep.graded, "unparsable": rep.unparsable, "errors": rep.errors,
-                       "skipped": rep.skipped, "total": rep.total, "judge_scores": stored, "stopped": rep.stopped,
-                       **rep.agreement.as_dict()}
-            finish_run(s, s.get(EvalRun, rep.run_id), metrics=metrics, details=rep.details)
-            s.commit()
-    except BaseException as e:  # KeyboardInterrupt too: the run must not stay "running"
-        with sessionmaker() as s:
-            run = s.get(EvalRun, rep.run_id)
-            run.details = list(rep.details)
-            fail_run(s, run, f"{type(e).__name__}: {e}")
-            s.commit()
-        raise
-    return rep
+    ev = Judge(session, criterion=criterion, retries=retries, seed=seed, limit=limit, stop=stop)
+    return ev.grade(sessionmaker, engine, judge, ev.load(sessionmaker), progress)
 
 
 def latest_judge_runs(s: Session) -> list[EvalRun]:
     """The newest finished judge run per (judge, session, criterion), newest first; its metrics are the
     agreement as measured at the end of that run."""
     return latest_runs(s, "judge", config_key="scope")
-
-
-# ---------------------------------------------------------------- CLI
-
-def add_cli(subparsers) -> None:
-    """Register `judge` on the `python -m esllm` subparsers."""
-    j = subparsers.add_parser("judge", help="grade a rating session's answers with a judge model "
-                                            "(upgrades the database schema first; resumable)")
-    j.add_argument("--session", required=True, help="rating session name or id")
-    j.add_argument("--judge", required=True, metavar="CONTESTANT", help="the contestant that grades")
-    j.add_argument("--config", default=None, help="contestants file (default configs/default.yaml)")
-    j.add_argument("--criterion", default="general", choices=list(CRITERION_CHOICES),
-                   help="general (default), one aspect, or full (general and the four aspects)")
-    j.add_argument("--retries", type=int, default=2, help="new tries for a reply without a grade (default 2)")
-    j.add_argument("--seed", type=int, default=0, help="seed of the judge's A/B/C labels and sampled retries")
-    j.add_argument("--limit", type=int, default=None, help="grade at most N items now (the rest next time)")
-    j.set_defaults(func=run_cli)
-
-
-def _fmt(x: Optional[float], pct: bool = False) -> str:
-    if x is None or x != x:
-        return "—"
-    return f"{x:.1f} %" if pct else f"{x:.3f}"
-
-
-def run_cli(args) -> int:
-    from tqdm.auto import tqdm
-
-    from esllm.config import load_config
-    from esllm.engine import Engine
-    from esllm.store import db
-    from esllm.study.results import find_session
-
-    try:
-        Session = db.open_store()
-        with Session() as s:
-            find_session(s, args.session)  # fail fast, before loading any model
-        if args.criterion not in CRITERION_CHOICES:
-            raise EsllmError(f"Criterio desconocido {args.criterion!r}; use uno de {', '.join(CRITERION_CHOICES)}.")
-        engine = Engine(load_config(args.config), root=ROOT, progress=print)
-        engine.start()
-        bar = tqdm(total=0, unit="respuesta")
-
-        def progress(done: int, total: int, msg: str) -> None:
-            bar.total, bar.n = total, done
-            bar.set_description(msg)
-            bar.refresh()
-
-        rep = grade_session(Session, engine, args.session, args.judge, criterion=args.criterion,
-                            retries=args.retries, seed=args.seed, limit=args.limit, progress=progress)
-        bar.close()
-    except EsllmError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    ag = rep.agreement
-    print(f"Ejecución {rep.run_id}: {rep.graded} calificadas, {rep.unparsable} sin calificación legible, "
-          f"{rep.errors} errores, {rep.skipped} ya estaban (de {rep.total})" + (" — parcial" if rep.stopped else ""))
-    print(f"Acuerdo con los humanos sobre {ag.n} unidades ({ag.pairs} pares): exacto {_fmt(ag.exact, True)}, "
-          f"±1 {_fmt(ag.within_one, True)}, Spearman {_fmt(ag.spearman)}, alfa ordinal con el juez "
-          f"{_fmt(ag.alpha)} (solo humanos {_fmt(ag.alpha_humans)})")
-    return 0

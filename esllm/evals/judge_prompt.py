@@ -1,6 +1,7 @@
 """What a judge model is asked and how its reply is read: the Spanish grading prompt (versioned by
-`PROMPT_VERSION`) built from the rubric of DESIGN.md §5, and `parse_grade`, which reads a 1-5 grade out
-of a reply or says there is none. Pure functions; esllm/evals/judge.py runs them against a model.
+`PROMPT_VERSION`) built from the rating study's rubric (four aspects, a 1-5 scale), and `parse_grade`,
+which reads a 1-5 grade out of a reply or says there is none. Pure functions; esllm/evals/judge.py runs
+them against a model.
 """
 
 from __future__ import annotations

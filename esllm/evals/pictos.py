@@ -1,9 +1,10 @@
-"""Pictograms to sentence (AAC, DESIGN.md §9): a contestant turns the keywords chosen on a pictogram
-board ("yo querer comer manzana") into one natural Spanish sentence; corpus BLEU and chrF (sacrebleu)
-against a reference sentence, per contestant.
+"""Pictograms to sentence (AAC): a contestant turns the keywords chosen on a pictogram board ("yo querer
+comer manzana") into one natural Spanish sentence; corpus BLEU and chrF (sacrebleu) against a reference
+sentence, per contestant.
 
     items = load_pictos("data/pictos/muestra-es.jsonl")
-    run = run_pictos(s, engine, "gemma-base", items, file="data/pictos/muestra-es.jsonl")
+    r = run_pictos(s, engine, "gemma-base", items, file="data/pictos/muestra-es.jsonl")   # a PictosRun
+    ev = Pictos(file); run_contestants(ev, Session, engine, names, items)   # the same (esllm/evals/base.py)
     python -m esllm pictos [--file F.jsonl] [--contestants A B] [--limit 40]   # esllm/cli/evals.py
 
 Test-set format (JSONL, one object a line, UTF-8; blank lines ignored, other keys refused):
@@ -15,18 +16,22 @@ presets, at most 40 new tokens; `preset="greedy"` (CLI `--preset greedy`) to com
 Only the first sentence of the first non-empty line is scored (models keep writing after it).
 BLEU is sacrebleu's default (13a tokenisation, exp smoothing, mixed case), chrF its default chrF2
 (character 6-grams, β = 2); both corpus-level, 0–100. Their signature strings are stored with each run.
+
+As an `Evaluation` (esllm/evals/base.py): the items are the file's rows, the config is the file, its
+sha256, the prompt version, preset and token limit; `evaluate` generates and scores one contestant and
+adds the generation parameters and the sacrebleu signatures to the config.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from esllm import EsllmError
-from esllm.paths import PICTOS_DIR, ROOT, display_path, file_sha256
+from esllm.evals.base import Evaluation, Outcome, Progress
+from esllm.paths import PICTOS_DIR, ROOT, display_path, file_sha256, jsonl_lines
 
 SAMPLE = PICTOS_DIR / "muestra-es.jsonl"
 PROMPT_VERSION = "pictos-v1"
@@ -89,13 +94,9 @@ def _row_problem(row: Any) -> Optional[str]:
 def parse_pictos(text: str, name: str = "<texto>") -> list[PictoItem]:
     """Items of a JSONL test set; EsllmError listing every bad row as "línea N: …"."""
     items, errors, seen = [], [], {}
-    for i, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            errors.append(f"línea {i}: JSON no válido ({e.msg})")
+    for i, row, bad_json in jsonl_lines(text):
+        if bad_json:
+            errors.append(f"línea {i}: {bad_json}")
             continue
         if why := _row_problem(row):
             errors.append(f"línea {i}: {why}")
@@ -184,43 +185,65 @@ def score(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, Any
             "chrf_signature": str(chrf.get_signature()), "sacrebleu_version": sacrebleu.__version__}
 
 
-def run_pictos(s, engine, contestant: str, items: Sequence[PictoItem], *, file: str | Path,
-               preset: Optional[str] = None, max_new_tokens: int = MAX_NEW_TOKENS,
-               progress: Optional[Callable[[int, int], None]] = None) -> PictosRun:
-    """Generate a sentence per item, score the corpus, store an eval_run row of kind "pictos" (committed;
-    "failed" with the error if generation fails)."""
-    from esllm.evals.runs import fail_run, finish_run, start_run
+class Pictos(Evaluation):
+    """Pictograms → sentence over one JSONL test set, with a preset (None: each contestant's own) and a token
+    limit per sentence."""
 
-    if not items:
-        raise EsllmError("No hay ítems que evaluar.")
-    file = Path(file)
-    config = {"file": display_path(file), "file_sha256": file_sha256(file), "n": len(items),
-              "prompt_version": PROMPT_VERSION, "preset": preset, "max_new_tokens": max_new_tokens}
-    run = start_run(s, "pictos", contestant, config=config, hashes=engine.hashes(contestant))
-    s.commit()
-    hyps, details, params = [], [], None
-    try:
+    kind = "pictos"
+
+    def __init__(self, file: str | Path = SAMPLE, *, preset: Optional[str] = None,
+                 max_new_tokens: int = MAX_NEW_TOKENS):
+        self.file, self.preset, self.max_new_tokens = Path(file), preset, max_new_tokens
+
+    def load(self, store=None) -> list[PictoItem]:
+        return load_pictos(self.file)
+
+    def config(self, items: Sequence[PictoItem]) -> dict[str, Any]:
+        if not items:
+            raise EsllmError("No hay ítems que evaluar.")
+        return {"file": display_path(self.file), "file_sha256": file_sha256(self.file), "n": len(items),
+                "prompt_version": PROMPT_VERSION, "preset": self.preset, "max_new_tokens": self.max_new_tokens}
+
+    def evaluate(self, engine, contestant: str, items: Sequence[PictoItem],
+                 progress: Optional[Progress] = None) -> Outcome:
+        hyps, details, params = [], [], None
         for i, item in enumerate(items):
-            res = engine.generate(contestant, build_messages(item.keywords), preset=preset,
-                                  overrides={"max_new_tokens": max_new_tokens, "seed": 0})
+            res = engine.generate(contestant, build_messages(item.keywords), preset=self.preset,
+                                  overrides={"max_new_tokens": self.max_new_tokens, "seed": 0})
             params = params or dict(res.params)
             hyp = first_sentence(res.text)
             hyps.append(hyp)
             details.append({"id": item.id, "keywords": list(item.keywords), "hypothesis": hyp,
                             "reference": item.reference, "output": res.text})
             if progress:
-                progress(i + 1, len(items))
+                progress(i + 1, len(items), f"{contestant}: {i + 1}/{len(items)} ítems")
         sc = score(hyps, [it.reference for it in items])
-    except Exception as e:
-        fail_run(s, run, f"{type(e).__name__}: {e}")
-        s.commit()
-        raise
-    run.config = {**config, "params": params, "sacrebleu_version": sc["sacrebleu_version"],
-                  "bleu_signature": sc["bleu_signature"], "chrf_signature": sc["chrf_signature"]}
-    finish_run(s, run, metrics={"bleu": sc["bleu"], "chrf": sc["chrf"], "n": len(items)}, details=details)
-    s.commit()
-    return PictosRun(contestant, sc["bleu"], sc["chrf"], len(items), hyps, run.id, sc["bleu_signature"],
-                     sc["chrf_signature"])
+        return Outcome(metrics={"bleu": sc["bleu"], "chrf": sc["chrf"], "n": len(items)}, details=details,
+                       config={"params": params, "sacrebleu_version": sc["sacrebleu_version"],
+                               "bleu_signature": sc["bleu_signature"], "chrf_signature": sc["chrf_signature"]})
+
+    def summary(self, run) -> str:
+        if run.status != "done":
+            return f"{run.contestant}: FALLÓ: {run.error}"
+        m = run.metrics
+        return f"{run.contestant}: BLEU {m['bleu']:.2f} · chrF {m['chrf']:.2f} · {m['n']} ítems (eval_run #{run.id})"
+
+
+def pictos_result(run) -> PictosRun:
+    """The PictosRun of a finished stored run."""
+    return PictosRun(run.contestant, run.metrics["bleu"], run.metrics["chrf"], run.metrics["n"],
+                     [d["hypothesis"] for d in run.details], run.id, run.config.get("bleu_signature", ""),
+                     run.config.get("chrf_signature", ""))
+
+
+def run_pictos(s, engine, contestant: str, items: Sequence[PictoItem], *, file: str | Path,
+               preset: Optional[str] = None, max_new_tokens: int = MAX_NEW_TOKENS,
+               progress: Optional[Callable[[int, int], None]] = None) -> PictosRun:
+    """Generate a sentence per item, score the corpus, store an eval_run row of kind "pictos" (committed;
+    "failed" with the error, which is raised again, if generation fails). `progress(done, total)`."""
+    report = (lambda done, total, msg: progress(done, total)) if progress else None
+    run = Pictos(file, preset=preset, max_new_tokens=max_new_tokens).run_one(s, engine, contestant, items, report)
+    return pictos_result(run)
 
 
 TABLE_HEADERS = ["concursante", "archivo", "BLEU", "chrF", "n", "fecha (UTC)"]

@@ -1,9 +1,15 @@
-"""Reading-comprehension questions (DESIGN.md §9): a contestant writes N short-answer and M true/false
-questions about a pasted Spanish text, with no answers; the output is parsed and checked.
+"""Reading-comprehension questions: a contestant writes N short-answer and M true/false questions about a
+pasted Spanish text, with no answers; the output is parsed and checked.
 
     qs, violations, raw = generate_questions(engine, "gemma-base", texto, 3, 2)
-    run = run_questions(s, engine, "gemma-base", texto, 3, 2)    # the same, stored as an eval_run row
+    r = run_questions(s, engine, "gemma-base", texto, 3, 2)      # the same, stored as an eval_run row
     python -m esllm questions --text-file texto.txt --n 3 --m 2   # from the command line (esllm/cli/evals.py)
+
+As an `Evaluation` (esllm/evals/base.py): `Questions(text, n, m)` has one item, the checked request
+(text, N, M); the config is the text's sha256 and length, N, M, the prompt version, threshold and
+preset; `evaluate` is one generation, parsed and checked, and adds its parameters to the config. The
+stored details are the questions, the violations and the raw output, from which `questions_result`
+rebuilds the QuestionsRun.
 
 Output format asked for (PROMPT_VERSION), one item a line, the open questions first:
 
@@ -38,10 +44,11 @@ import difflib
 import hashlib
 import re
 import unicodedata
-from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Optional, Sequence
 
 from esllm import EsllmError
+from esllm.evals.base import Evaluation, Outcome, Progress
 
 PROMPT_VERSION = "preguntas-v1"
 MAX_TEXT_CHARS = 3000  # with the instructions, stays under the default 4000-character message limit
@@ -349,38 +356,77 @@ def generate_questions(engine, contestant: str, text: str, n_open: int, n_tf: in
     return r.questions, r.violations, r.raw_output
 
 
+@dataclass(frozen=True)
+class QuestionsRequest:
+    """The one item of a questions run: the text and how many questions of each kind, checked."""
+
+    text: str
+    n_open: int
+    n_tf: int
+
+
+class Questions(Evaluation):
+    """N open and M true/false questions about one text (see the module docstring)."""
+
+    kind = "questions"
+
+    def __init__(self, text: Any, n_open: Any, n_tf: Any, *, similarity: float = SIMILARITY,
+                 preset: Optional[str] = None, max_new_tokens: Optional[int] = None):
+        self.text, self.n_open, self.n_tf = text, n_open, n_tf
+        self.similarity, self.preset, self.max_new_tokens = similarity, preset, max_new_tokens
+
+    def load(self, store=None) -> list[QuestionsRequest]:
+        return [QuestionsRequest(*check_request(self.text, self.n_open, self.n_tf, self.similarity))]
+
+    def config(self, items: Sequence[QuestionsRequest]) -> dict[str, Any]:
+        (req,) = items
+        return {"text_sha256": hashlib.sha256(req.text.encode("utf-8")).hexdigest(), "text_chars": len(req.text),
+                "n_open": req.n_open, "n_tf": req.n_tf, "prompt_version": PROMPT_VERSION,
+                "similarity": self.similarity, "preset": self.preset}
+
+    def evaluate(self, engine, contestant: str, items: Sequence[QuestionsRequest],
+                 progress: Optional[Progress] = None) -> Outcome:
+        (req,) = items
+        r = _generate(engine, contestant, req.text, req.n_open, req.n_tf, similarity=self.similarity,
+                      preset=self.preset, max_new_tokens=self.max_new_tokens)
+        if progress:
+            progress(1, 1, f"{contestant}: preguntas generadas")
+        metrics = {"n_open": sum(q.kind == "abierta" for q in r.questions),
+                   "n_tf": sum(q.kind == "vf" for q in r.questions), "requested_open": req.n_open,
+                   "requested_tf": req.n_tf, "violations": len(r.violations),
+                   "violations_by_kind": violation_counts(r.violations)}
+        details = ([{"record": "question", **q.as_dict()} for q in r.questions]
+                   + [{"record": "violation", **v.as_dict()} for v in r.violations]
+                   + [{"record": "output", "text": r.raw_output}])
+        return Outcome(metrics=metrics, details=details, config={"params": r.params})
+
+    def summary(self, run) -> str:
+        if run.status != "done":
+            return f"{run.contestant}: FALLÓ: {run.error}"
+        m = run.metrics
+        return (f"{run.contestant}: {m['n_open']} abiertas + {m['n_tf']} V/F (pedidas {m['requested_open']} + "
+                f"{m['requested_tf']}), {m['violations']} problema(s) (eval_run #{run.id})")
+
+
+def _record(cls, d: dict[str, Any]):
+    return cls(**{f.name: d[f.name] for f in fields(cls)})
+
+
+def questions_result(run) -> QuestionsRun:
+    """The QuestionsRun of a finished stored run (rebuilt from its details)."""
+    return QuestionsRun(questions=[_record(Question, d) for d in run.details if d["record"] == "question"],
+                        violations=[_record(Violation, d) for d in run.details if d["record"] == "violation"],
+                        raw_output=next(d["text"] for d in run.details if d["record"] == "output"),
+                        params=dict(run.config.get("params") or {}), run_id=run.id)
+
+
 def run_questions(s, engine, contestant: str, text: str, n_open: int, n_tf: int, *,
                   similarity: float = SIMILARITY, preset: Optional[str] = None,
                   max_new_tokens: Optional[int] = None) -> QuestionsRun:
     """`generate_questions` stored as an eval_run row of kind "questions" (committed; "failed" with the
-    error if generation fails). Bad input raises before any row is written."""
-    from esllm.evals.runs import fail_run, finish_run, start_run
-
-    text, n_open, n_tf = check_request(text, n_open, n_tf, similarity)
-    config = {"text_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), "text_chars": len(text),
-              "n_open": n_open, "n_tf": n_tf, "prompt_version": PROMPT_VERSION, "similarity": similarity,
-              "preset": preset}
-    run = start_run(s, "questions", contestant, config=config, hashes=engine.hashes(contestant))
-    s.commit()
-    try:
-        r = _generate(engine, contestant, text, n_open, n_tf, similarity=similarity, preset=preset,
-                      max_new_tokens=max_new_tokens)
-    except Exception as e:
-        fail_run(s, run, f"{type(e).__name__}: {e}")
-        s.commit()
-        raise
-    run.config = {**config, "params": r.params}
-    counts = violation_counts(r.violations)
-    metrics = {"n_open": sum(q.kind == "abierta" for q in r.questions), "n_tf": sum(q.kind == "vf" for q in r.questions),
-               "requested_open": n_open, "requested_tf": n_tf, "violations": len(r.violations),
-               "violations_by_kind": counts}
-    details = ([{"record": "question", **q.as_dict()} for q in r.questions]
-               + [{"record": "violation", **v.as_dict()} for v in r.violations]
-               + [{"record": "output", "text": r.raw_output}])
-    finish_run(s, run, metrics=metrics, details=details)
-    s.commit()
-    r.run_id = run.id
-    return r
+    error, which is raised again, if generation fails). Bad input raises before any row is written."""
+    ev = Questions(text, n_open, n_tf, similarity=similarity, preset=preset, max_new_tokens=max_new_tokens)
+    return questions_result(ev.run_one(s, engine, contestant, ev.load()))
 
 
 def format_questions(questions: list[Question]) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from esllm import EsllmError
 from esllm.paths import PROMPTS_DIR as BUNDLED_DIR
+from esllm.paths import jsonl_lines
 from esllm.store.models import Prompt, PromptSet
 
 MAX_TEXT = 8000
@@ -104,13 +104,9 @@ def parse_prompts(content: str, fmt: str) -> list[PromptRow]:
     errors: list[str] = []
     rows: list[PromptRow] = []
     if fmt == "jsonl":
-        for n, line in enumerate(content.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                errors.append(f"línea {n}: JSON inválido ({e.msg})")
+        for n, obj, bad_json in jsonl_lines(content):
+            if bad_json:
+                errors.append(f"línea {n}: {bad_json}")
                 continue
             if not isinstance(obj, dict):
                 errors.append(f"línea {n}: se esperaba un objeto JSON")
