@@ -1,4 +1,7 @@
-"""Gradio UI: one module per tab, each with a `build_<tab>(ctx)` function. No torch imports here."""
+"""Gradio UI: one module per tab. Each has module-level handlers `fn(ctx, *inputs, request)` declared with
+`@handler(role)` (esllm/ui/context.py: the one permission and error path; writes in `ctx.transaction()`), a
+page-load function `load_<tab>(ctx, request)`, and a `build_<tab>(ctx)` that only lays out the components and
+wires the events with `bind(ctx, fn)`. See docs/ARCHITECTURE.md. No torch imports here."""
 
 from __future__ import annotations
 

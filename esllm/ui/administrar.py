@@ -1,15 +1,16 @@
 """Tab «Administrar»: answers in batch, picking the best attempt, rating sessions, importing prompt sets.
 
-Admins only: every handler asks `ctx.require(request, "admin")` before it reads or writes anything,
+Admins only: every handler is declared `@handler("admin")`, checked before it reads or writes anything,
 and raters load this same page, so nothing in its initial config names a contestant, a rater or a
 set: dropdowns are filled on load for admins (and bundled prompt sets are imported then). The work
-itself is in esllm/study/answers.py, esllm/study/sessions.py and esllm/study/admin.py; handlers only format.
+itself is in esllm/study/answers.py, esllm/study/sessions.py and esllm/study/admin.py; the module-level
+handlers only check and format, writes go through `ctx.transaction()`, and `build_administrar` only lays
+out and wires.
 """
 
 from __future__ import annotations
 
-import random
-from typing import Any
+from typing import Any, Optional
 
 import gradio as gr
 from sqlalchemy.exc import IntegrityError
@@ -17,18 +18,14 @@ from sqlalchemy.exc import IntegrityError
 from esllm import EsllmError
 from esllm.study import admin
 from esllm.study.answers import generate_answers, select_attempt
-from esllm.study.prompts import ensure_bundled_sets, import_prompt_set, parse_prompt_file
-from esllm.study.sessions import create_session
-from esllm.ui.context import AppContext
+from esllm.study.prompts import ensure_bundled_sets
+from esllm.ui.context import AppContext, Caller, bind, handler
 
 SESSION_HEADERS = ["sesión", "conjunto", "modo", "k", "estado", "concursantes", "progreso (hechos/total)"]
 ATTEMPT_HEADERS = ["intento", "elegido", "tokens", "latencia (s)", "EOS", "texto"]
 COVERAGE_HEADERS = ["concursante", "prompts con respuesta elegida", "prompts del conjunto", "respuestas guardadas"]
 NOT_ADMIN = "«Administrar» es solo para administradores."
-
-
-def _err(e: EsllmError) -> gr.Error:
-    return gr.Error(str(e), print_exception=False)
+N_SET_DROPDOWNS = 3  # the prompt-set dropdowns of «Respuestas en lote», «Intentos» and «Sesiones»
 
 
 def _sessions_table(s) -> list[list[Any]]:
@@ -46,10 +43,157 @@ def _coverage_table(s, set_name: str) -> list[list[Any]]:
 
 def _ids(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-        raise gr.Error(f"Elija {what}.", print_exception=False)
+        raise EsllmError(f"Elija {what}.")
     return int(value)
 
 
+def _set_updates(s, keep: Any = None) -> list:
+    """The same choices for the three prompt-set dropdowns, `keep` selected if it exists."""
+    names = admin.set_names(s)
+    value = keep if keep in names else (names[0] if names else None)
+    return [gr.update(choices=names, value=value) for _ in range(N_SET_DROPDOWNS)]
+
+
+def _attempts_rows(s, contestant_id: int, prompt_id: int) -> list[list[Any]]:
+    return [[a.attempt, "✓" if a.selected else "", a.new_tokens, round(a.latency_s, 2),
+             "sí" if a.ended_on_eos else "no", a.text] for a in admin.attempts(s, prompt_id, contestant_id)]
+
+
+def _sessions_choice(opened: list[str], value: Any = None):
+    return gr.update(choices=opened, value=value if value is not None else (opened[0] if opened else None))
+
+
+# ---------------------------------------------------------------------------------------------- answers in batch
+@handler("admin")
+def generate(ctx: AppContext, set_name: Any, names: Any, attempts: Any, max_tokens: Any, request: gr.Request,
+             progress=gr.Progress()):
+    """«Generar» (/lote_generar): answers for the set, resumable; (summary markdown, coverage table)."""
+    if not set_name:
+        raise EsllmError("Elija un conjunto de prompts.")
+    names = [n for n in (names or []) if n]
+    if not names:
+        raise EsllmError("Elija al menos un concursante.")
+    stop = ctx.new_stop(f"{request.session_hash or 'anon'}:lote")
+
+    def report(done: int, total: int, msg: str) -> None:
+        progress((done, total), desc=msg, unit="respuestas")
+
+    rep = generate_answers(ctx.sessionmaker, ctx.engine, set_name, names, _ids(attempts, "los intentos"),
+                           max_new_tokens=_ids(max_tokens or 0, "los tokens") or None, progress=report, stop=stop)
+    stopped = " **Detenido**: vuelva a pulsar «Generar» para continuar." if stop.is_set() else ""
+    lines = [f"**{rep.generated} generadas, {rep.skipped} ya estaban, {len(rep.errors)} errores** "
+             f"(de {rep.total}).{stopped}"]
+    lines += [f"- {e}" for e in rep.errors[:20]]
+    with ctx.sessionmaker() as s:
+        return "\n".join(lines), _coverage_table(s, set_name)
+
+
+@handler("admin")
+def stop_generate(ctx: AppContext, request: gr.Request) -> None:
+    ctx.stop(f"{request.session_hash or 'anon'}:lote")
+
+
+# ---------------------------------------------------------------------------------------------- attempts
+@handler("admin", idle=lambda: (gr.update(choices=[], value=None), gr.update(choices=[], value=None), []))
+def attempt_set(ctx: AppContext, set_name: Any, request: gr.Request):
+    """The «Intentos» set changed (/intentos_conjunto): its contestants with answers and its prompts."""
+    with ctx.sessionmaker() as s:
+        who, prompts = admin.snapshots_with_answers(s, set_name), admin.prompt_choices(s, set_name)
+    return (gr.update(choices=who, value=who[0][1] if who else None),
+            gr.update(choices=prompts, value=prompts[0][1] if prompts else None), [])
+
+
+@handler("admin", idle=lambda: [])  # a non-admin's page loads both lists empty
+def attempts_table(ctx: AppContext, contestant_id: Any, prompt_id: Any, request: gr.Request) -> list[list[Any]]:
+    """The attempts of one contestant on one prompt."""
+    if prompt_id in (None, ""):
+        return []
+    with ctx.sessionmaker() as s:
+        return _attempts_rows(s, _ids(contestant_id, "un concursante"), _ids(prompt_id, "un prompt"))
+
+
+@handler("admin")
+def choose_attempt(ctx: AppContext, contestant_id: Any, prompt_id: Any, attempt: Any, request: gr.Request):
+    """«Marcar como mejor» (/intentos_elegir): the attempt raters will see; the attempts table again."""
+    cid, pid, n = _ids(contestant_id, "un concursante"), _ids(prompt_id, "un prompt"), _ids(attempt, "un intento")
+    with ctx.transaction() as s:
+        select_attempt(s, pid, cid, n)
+        rows = _attempts_rows(s, cid, pid)
+    gr.Info(f"Intento {n} elegido.")
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- sessions
+@handler("admin", idle=lambda: gr.update(choices=[], value=[]))
+def session_contestants(ctx: AppContext, set_name: Any, request: gr.Request):
+    """The «Sesiones» set changed (/sesion_concursantes): contestants with a chosen answer for every prompt."""
+    with ctx.sessionmaker() as s:
+        names = list(admin.complete_snapshots(s, set_name))
+    return gr.update(choices=names, value=[])
+
+
+@handler("admin")
+def create(ctx: AppContext, name: Any, set_name: Any, names: Any, raters: Any, k: Any, mode: Any,
+           request: gr.Request, *, caller: Optional[Caller] = None):
+    """«Crear sesión» (/sesion_crear): (message, sessions table, open-session dropdown)."""
+    with ctx.transaction() as s:
+        rs = admin.create_named_session(s, name=name or "", set_name=set_name or "", contestants=list(names or []),
+                                        raters=list(raters or []), k=_ids(k, "k"), mode=mode or "general",
+                                        created_by=caller.id)
+        out = (f"✅ Sesión **{rs.name}** creada.", _sessions_table(s), _sessions_choice(_open_sessions(s), rs.name))
+    return out
+
+
+@handler("admin")
+def list_sessions(ctx: AppContext, request: gr.Request):
+    """«Actualizar lista» (/sesiones_listar): (sessions table, open-session dropdown)."""
+    with ctx.sessionmaker() as s:
+        return _sessions_table(s), _sessions_choice(_open_sessions(s))
+
+
+@handler("admin")
+def close(ctx: AppContext, name: Any, request: gr.Request):
+    """«Cerrar sesión» (/sesion_cerrar): (message, sessions table, open-session dropdown)."""
+    with ctx.transaction() as s:
+        rs = admin.close_session(s, name or "")
+        out = (f"Sesión **{rs.name}** cerrada.", _sessions_table(s), _sessions_choice(_open_sessions(s)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- import
+@handler("admin")
+def import_prompts(ctx: AppContext, path: Any, set_name: Any, request: gr.Request):
+    """«Importar» (/prompts_importar): (message, the three set dropdowns). A bad file imports nothing."""
+    if not path:
+        raise EsllmError("Suba un archivo .jsonl o .csv.")
+    try:
+        with ctx.transaction() as s:
+            done = admin.import_prompts(s, set_name, path, description="importado desde «Administrar»")
+            updates = _set_updates(s, keep=done.set_name)
+    except EsllmError as e:  # shown inline under the button (a file's errors are a list of lines), not as a toast
+        return (f"❌ {e}".replace("\n", "\n\n"), *[gr.skip()] * N_SET_DROPDOWNS)
+    return (f"✅ Conjunto **{done.set_name}**: {done.rows} prompts en el archivo, {done.new} nuevos.", *updates)
+
+
+# ---------------------------------------------------------------------------------------------- page load
+def load_administrar(ctx: AppContext, request: gr.Request):
+    """Page load (never raises): for admins, the bundled sets imported and every list filled; else a notice.
+    Outputs: notice, the three set dropdowns, batch contestants, raters, sessions table, open-session dropdown."""
+    c = ctx.caller(request)
+    if c is None or c.role != "admin" or ctx.sessionmaker is None:
+        return (NOT_ADMIN, *[gr.skip()] * (N_SET_DROPDOWNS + 4))
+    try:
+        with ctx.transaction() as s:
+            ensure_bundled_sets(s)
+    except IntegrityError:  # another admin's page imported them at the same moment
+        pass
+    with ctx.sessionmaker() as s:
+        return (f"Administrador: **{c.name}**", *_set_updates(s), gr.update(choices=ctx.engine.available(), value=[]),
+                gr.update(choices=admin.rater_names(s), value=[]), _sessions_table(s),
+                _sessions_choice(_open_sessions(s)))
+
+
+# ---------------------------------------------------------------------------------------------- layout
 def build_administrar(ctx: AppContext):
     """Build the tab; returns (load function, outputs) like the other tabs."""
     with gr.Tab("Administrar", id="administrar"):
@@ -106,186 +250,25 @@ def build_administrar(ctx: AppContext):
             imp_msg = gr.Markdown("")
 
         set_dropdowns = [gen_set, att_set, ses_set]
+        generated = gen_go.click(bind(ctx, generate), [gen_set, gen_who, gen_attempts, gen_tokens],
+                                 [gen_summary, gen_cov], api_name="lote_generar", concurrency_limit=1,
+                                 concurrency_id="lote")
+        gen_stop.click(bind(ctx, stop_generate), None, None, api_name="lote_detener", queue=False)
 
-        def _admin(request):
-            try:
-                return ctx.require(request, "admin")
-            except EsllmError as e:
-                raise _err(e) from None
-
-        def set_updates(s, keep: Any = None) -> list:
-            names = admin.set_names(s)
-            value = keep if keep in names else (names[0] if names else None)
-            return [gr.update(choices=names, value=value) for _ in set_dropdowns]
-
-        # ----------------------------------------------------------------- answers in batch
-        def on_generate(set_name, names, attempts, max_tokens, request: gr.Request, progress=gr.Progress()):
-            _admin(request)
-            if not set_name:
-                raise gr.Error("Elija un conjunto de prompts.", print_exception=False)
-            names = [n for n in (names or []) if n]
-            if not names:
-                raise gr.Error("Elija al menos un concursante.", print_exception=False)
-            stop = ctx.new_stop(f"{request.session_hash or 'anon'}:lote")
-
-            def report(done: int, total: int, msg: str) -> None:
-                progress((done, total), desc=msg, unit="respuestas")
-
-            try:
-                rep = generate_answers(ctx.sessionmaker, ctx.engine, set_name, names, _ids(attempts, "los intentos"),
-                                       max_new_tokens=_ids(max_tokens or 0, "los tokens") or None, progress=report,
-                                       stop=stop)
-            except EsllmError as e:
-                raise _err(e) from None
-            stopped = " **Detenido**: vuelva a pulsar «Generar» para continuar." if stop.is_set() else ""
-            lines = [f"**{rep.generated} generadas, {rep.skipped} ya estaban, {len(rep.errors)} errores** "
-                     f"(de {rep.total}).{stopped}"]
-            lines += [f"- {e}" for e in rep.errors[:20]]
-            with ctx.sessionmaker() as s:
-                return "\n".join(lines), _coverage_table(s, set_name)
-
-        def on_stop_generate(request: gr.Request):
-            _admin(request)
-            ctx.stop(f"{request.session_hash or 'anon'}:lote")
-
-        generated = gen_go.click(on_generate, [gen_set, gen_who, gen_attempts, gen_tokens], [gen_summary, gen_cov],
-                                 api_name="lote_generar", concurrency_limit=1, concurrency_id="lote")
-        gen_stop.click(on_stop_generate, None, None, api_name="lote_detener", queue=False)
-
-        # ----------------------------------------------------------------- attempts
-        def on_attempt_set(set_name, request: gr.Request):
-            if not set_name:  # a non-admin's empty page: nothing to do, no error toast
-                return gr.update(choices=[], value=None), gr.update(choices=[], value=None), []
-            _admin(request)
-            try:
-                with ctx.sessionmaker() as s:
-                    who, prompts = admin.snapshots_with_answers(s, set_name), admin.prompt_choices(s, set_name)
-            except EsllmError as e:
-                raise _err(e) from None
-            return (gr.update(choices=who, value=who[0][1] if who else None),
-                    gr.update(choices=prompts, value=prompts[0][1] if prompts else None), [])
-
-        def attempts_rows(s, contestant_id, prompt_id) -> list[list[Any]]:
-            return [[a.attempt, "✓" if a.selected else "", a.new_tokens, round(a.latency_s, 2),
-                     "sí" if a.ended_on_eos else "no", a.text] for a in admin.attempts(s, prompt_id, contestant_id)]
-
-        def on_attempts(contestant_id, prompt_id, request: gr.Request):
-            if contestant_id in (None, "") or prompt_id in (None, ""):
-                return []
-            _admin(request)
-            with ctx.sessionmaker() as s:
-                return attempts_rows(s, _ids(contestant_id, "un concursante"), _ids(prompt_id, "un prompt"))
-
-        def on_select(contestant_id, prompt_id, attempt, request: gr.Request):
-            _admin(request)
-            cid, pid, n = _ids(contestant_id, "un concursante"), _ids(prompt_id, "un prompt"), _ids(attempt, "un intento")
-            with ctx.sessionmaker() as s:
-                try:
-                    select_attempt(s, pid, cid, n)
-                    s.commit()
-                except EsllmError as e:
-                    s.rollback()
-                    raise _err(e) from None
-                gr.Info(f"Intento {n} elegido.")
-                return attempts_rows(s, cid, pid)
-
-        att_set.change(on_attempt_set, att_set, [att_who, att_prompt, att_table], api_name="intentos_conjunto")
+        att_set.change(bind(ctx, attempt_set), att_set, [att_who, att_prompt, att_table], api_name="intentos_conjunto")
         for dd in (att_who, att_prompt):
-            dd.change(on_attempts, [att_who, att_prompt], att_table, api_name=False)
-        att_go.click(on_select, [att_who, att_prompt, att_pick], att_table, api_name="intentos_elegir")
+            dd.change(bind(ctx, attempts_table), [att_who, att_prompt], att_table, api_name=False)
+        att_go.click(bind(ctx, choose_attempt), [att_who, att_prompt, att_pick], att_table, api_name="intentos_elegir")
 
-        # ----------------------------------------------------------------- sessions
-        def on_session_set(set_name, request: gr.Request):
-            if not set_name:
-                return gr.update(choices=[], value=[])
-            _admin(request)
-            try:
-                with ctx.sessionmaker() as s:
-                    names = list(admin.complete_snapshots(s, set_name))
-            except EsllmError as e:
-                raise _err(e) from None
-            return gr.update(choices=names, value=[])
-
-        def on_create(name, set_name, names, raters, k, mode, request: gr.Request):
-            c = _admin(request)
-            with ctx.sessionmaker() as s:
-                try:
-                    snaps = admin.resolve_contestants(s, set_name or "", [n for n in (names or []) if n])
-                    rs = create_session(s, name=name or "", prompt_set=set_name or "",
-                                        contestant_ids=[x.id for x in snaps], raters=list(raters or []),
-                                        k=_ids(k, "k"), rubric_mode=mode or "general", created_by=c.id,
-                                        rng=random.Random())
-                    s.commit()
-                except EsllmError as e:
-                    s.rollback()
-                    raise _err(e) from None
-                opened = _open_sessions(s)
-                return (f"✅ Sesión **{rs.name}** creada.", _sessions_table(s),
-                        gr.update(choices=opened, value=rs.name))
-
-        def on_list(request: gr.Request):
-            _admin(request)
-            with ctx.sessionmaker() as s:
-                opened = _open_sessions(s)
-                return _sessions_table(s), gr.update(choices=opened, value=opened[0] if opened else None)
-
-        def on_close(name, request: gr.Request):
-            _admin(request)
-            with ctx.sessionmaker() as s:
-                try:
-                    rs = admin.close_session(s, name or "")
-                    s.commit()
-                except EsllmError as e:
-                    s.rollback()
-                    raise _err(e) from None
-                opened = _open_sessions(s)
-                return (f"Sesión **{rs.name}** cerrada.", _sessions_table(s),
-                        gr.update(choices=opened, value=opened[0] if opened else None))
-
-        ses_set.change(on_session_set, ses_set, ses_who, api_name="sesion_concursantes")
-        generated.success(on_session_set, ses_set, ses_who, api_name=False)  # newly complete contestants
-        ses_create.click(on_create, [ses_name, ses_set, ses_who, ses_raters, ses_k, ses_mode],
+        ses_set.change(bind(ctx, session_contestants), ses_set, ses_who, api_name="sesion_concursantes")
+        generated.success(bind(ctx, session_contestants), ses_set, ses_who, api_name=False)  # newly complete
+        ses_create.click(bind(ctx, create), [ses_name, ses_set, ses_who, ses_raters, ses_k, ses_mode],
                          [ses_msg, ses_table, ses_close_name], api_name="sesion_crear")
-        ses_refresh.click(on_list, None, [ses_table, ses_close_name], api_name="sesiones_listar")
-        ses_close.click(on_close, ses_close_name, [ses_msg, ses_table, ses_close_name], api_name="sesion_cerrar")
+        ses_refresh.click(bind(ctx, list_sessions), None, [ses_table, ses_close_name], api_name="sesiones_listar")
+        ses_close.click(bind(ctx, close), ses_close_name, [ses_msg, ses_table, ses_close_name], api_name="sesion_cerrar")
 
-        # ----------------------------------------------------------------- import
-        def on_import(path, set_name, request: gr.Request):
-            _admin(request)
-            if not path:
-                raise gr.Error("Suba un archivo .jsonl o .csv.", print_exception=False)
-            with ctx.sessionmaker() as s:
-                try:
-                    name = admin.check_set_name(set_name)
-                    rows = parse_prompt_file(path)
-                    before = len(admin.prompt_choices(s, name)) if name in admin.set_names(s) else 0
-                    import_prompt_set(s, name, rows, description="importado desde «Administrar»")
-                    s.commit()
-                except EsllmError as e:
-                    s.rollback()
-                    return (f"❌ {e}".replace("\n", "\n\n"), *[gr.skip()] * len(set_dropdowns))
-                msg = f"✅ Conjunto **{name}**: {len(rows)} prompts en el archivo, {len(rows) - before} nuevos."
-                return (msg, *set_updates(s, keep=name))
+        imp_go.click(bind(ctx, import_prompts), [imp_file, imp_name], [imp_msg, *set_dropdowns],
+                     api_name="prompts_importar")
 
-        imp_go.click(on_import, [imp_file, imp_name], [imp_msg, *set_dropdowns], api_name="prompts_importar")
-
-        # ----------------------------------------------------------------- page load
-        load_outputs = [notice, *set_dropdowns, gen_who, ses_raters, ses_table, ses_close_name]
-
-        def on_load(request: gr.Request):
-            c = ctx.caller(request)
-            if c is None or c.role != "admin" or ctx.sessionmaker is None:
-                return (NOT_ADMIN, *[gr.skip()] * (len(load_outputs) - 1))
-            with ctx.sessionmaker() as s:
-                try:
-                    ensure_bundled_sets(s)
-                    s.commit()
-                except IntegrityError:  # another admin's page imported them at the same moment
-                    s.rollback()
-                names = [x.name for x in ctx.engine.contestants.values() if x.available]
-                opened = _open_sessions(s)
-                return (f"Administrador: **{c.name}**", *set_updates(s), gr.update(choices=names, value=[]),
-                        gr.update(choices=admin.rater_names(s), value=[]), _sessions_table(s),
-                        gr.update(choices=opened, value=opened[0] if opened else None))
-
-    return on_load, load_outputs
+    load_outputs = [notice, *set_dropdowns, gen_who, ses_raters, ses_table, ses_close_name]
+    return bind(ctx, load_administrar), load_outputs

@@ -1,11 +1,13 @@
 """Tab «Comparar»: one prompt, three contestants answering side by side as Modelo A/B/C in random order;
 a vote (best, tie, all bad), then the names are revealed.
 
-Blind until the vote: the A/B/C mapping lives in esllm/study/arena.py's server-side registry, the page only
-holds its token in a server-side gr.State, and an engine error is replaced by a neutral message that
-names the label only. Admins only (and local mode): a rater could send a session prompt here, see the
-names after voting and match them to the deterministic answers of their blind session.
-The answers stream one after the other (contestants on one base share that base's lock anyway).
+Blind until the vote: the A/B/C mapping lives in esllm/study/arena.py's server-side registry (a `Comparisons`
+book per built tab, carried with its random draw in an `Arena` that `build_comparar` binds to the handlers),
+the page only holds its token in a server-side gr.State, and an engine error is replaced by a neutral message
+that names the label only. Admins only (and local mode): a rater could send a session prompt here, see the
+names after voting and match them to the deterministic answers of their blind session; so every handler is
+declared `@handler("admin", denied=DENIED)`. The answers stream one after the other (contestants on one base
+share that base's lock anyway). Handlers are module-level; `build_comparar` only lays out and wires.
 """
 
 from __future__ import annotations
@@ -13,18 +15,30 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 import gradio as gr
 
 from esllm import EsllmError
-from esllm.study.arena import CHOICE_NAMES, LABELS, Comparisons, public_error
-from esllm.ui.context import AppContext, Caller
-from esllm.ui.conversar import available_contestants
+from esllm.store.models import LABELS
+from esllm.study.arena import CHOICE_NAMES, Comparisons, public_error
+from esllm.ui.context import AppContext, Caller, bind, handler
 
 log = logging.getLogger(__name__)
 
 INTRO = ("Escriba un mensaje: tres concursantes responden como **Modelo A**, **Modelo B** y **Modelo C** en un "
          "orden sorteado. Vote la mejor respuesta; los nombres se revelan después del voto.")
+DENIED = ("No tiene permiso para usar «Comparar»: es solo para administradores (revelaría qué modelo dio cada "
+          "respuesta, y quien califica a ciegas no debe saberlo).")
+
+
+@dataclass
+class Arena:
+    """One built tab's open comparisons and its A/B/C draw (which must not be predictable)."""
+
+    book: Comparisons = field(default_factory=Comparisons)
+    rng: random.Random = field(default_factory=random.SystemRandom)
 
 
 class _Linked(threading.Event):
@@ -39,28 +53,83 @@ class _Linked(threading.Event):
         return super().is_set() or self.parent.is_set()
 
 
-def _admin(ctx: AppContext, request) -> Caller:
-    try:
-        c = ctx.require(request)
-    except EsllmError as e:
-        raise gr.Error(str(e), print_exception=False) from None
-    if c.role != "admin":
-        raise gr.Error("No tiene permiso para usar «Comparar»: es solo para administradores (revelaría qué modelo "
-                       "dio cada respuesta, y quien califica a ciegas no debe saberlo).", print_exception=False)
-    return c
-
-
 def reveal_markdown(reveal: dict[str, str], choice: str) -> str:
     lines = [f"**Voto guardado: {CHOICE_NAMES[choice]}.** Los modelos eran:", ""]
     lines += [f"- **Modelo {label}**: {reveal[label]}" for label in LABELS]
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------------------- handlers
+@handler("admin", denied=DENIED)
+def compare(ctx: AppContext, arena: Arena, text: str, names: list, request: gr.Request, *,
+            caller: Optional[Caller] = None):
+    """«Comparar» (/comparar): (token, answer A, B, C, note), the answers streamed one after the other."""
+    session = request.session_hash or "anon"
+    cmp = arena.book.start(prompt=text, available=ctx.engine.available(), requested=names or [], rng=arena.rng,
+                           session_hash=session, user_id=caller.id,
+                           max_prompt_chars=ctx.config.limits.max_prompt_chars)
+    user_stop = ctx.new_stop(f"{session}/comparar")
+    texts = dict.fromkeys(LABELS, "")
+    yield cmp.token, "", "", "", "Generando las tres respuestas…"
+    messages = [{"role": "user", "content": cmp.prompt}]
+    for label, name in zip(LABELS, cmp.shown):
+        if user_stop.is_set():
+            break
+        stream = None
+        try:
+            stream = ctx.engine.stream(name, messages, stop_event=_Linked(user_stop))
+            for ev in stream:
+                texts[label] = ev.text
+                yield gr.skip(), *texts.values(), gr.skip()
+        except Exception as e:  # the engine's message may name the contestant: log it, show the label
+            log.warning("Comparar: %s (Modelo %s) failed: %s", name, label, e)
+            arena.book.discard(cmp.token)
+            raise gr.Error(public_error(label, e), print_exception=False) from None
+        finally:
+            if stream is not None:
+                stream.close()
+    if user_stop.is_set():
+        arena.book.discard(cmp.token)
+        yield gr.skip(), *texts.values(), "Generación detenida: esta comparación no se vota. Envíe el mensaje de nuevo."
+        return
+    arena.book.mark_ready(cmp.token)
+    yield gr.skip(), *texts.values(), "¿Qué respuesta es mejor? Vote para ver los nombres de los modelos."
+
+
+@handler("admin", denied=DENIED)
+def vote(ctx: AppContext, arena: Arena, token: Any, choice: Any, request: gr.Request, *,
+         caller: Optional[Caller] = None) -> str:
+    """/comparar_votar(choice), choice in A, B, C, tie, all_bad: store the vote, reveal the names."""
+    if ctx.sessionmaker is None:
+        raise EsllmError("No hay base de datos configurada: el voto no se puede guardar.")
+    with ctx.sessionmaker() as s:  # `vote` commits (or rolls back) itself, before it forgets the comparison
+        shown = arena.book.vote(s, token, choice, session_hash=request.session_hash or "anon", user_id=caller.id)
+    return reveal_markdown(shown, choice)
+
+
+def vote_button(ctx: AppContext, arena: Arena, choice: str, token: Any, request: gr.Request) -> str:
+    """One of the five vote buttons: `vote` with its choice fixed (checked there)."""
+    return vote(ctx, arena, token, choice, request)
+
+
+@handler("admin", denied=DENIED)
+def stop_comparar(ctx: AppContext, request: gr.Request) -> None:
+    ctx.stop(f"{request.session_hash or 'anon'}/comparar")
+
+
+def load_comparar(ctx: AppContext, request: gr.Request):
+    """Page load: the contestant list, for admins only (never raises)."""
+    c = ctx.caller(request)
+    if c is None or c.role != "admin":
+        return gr.update(choices=[], value=[]), "«Comparar» es solo para administradores."
+    names = ctx.engine.available()
+    return gr.update(choices=names, value=names[:3]), ""
+
+
+# ---------------------------------------------------------------------------------------------- layout
 def build_comparar(ctx: AppContext):
     """Build the tab; returns (load function, outputs). The contestant list is filled on load, for admins."""
-    eng = ctx.engine
-    book = Comparisons()
-    rng = random.SystemRandom()  # the A/B/C draw must not be predictable
+    arena = Arena()
 
     with gr.Tab("Comparar", id="comparar"):
         gr.Markdown(INTRO)
@@ -88,76 +157,14 @@ def build_comparar(ctx: AppContext):
         choice_in = gr.Textbox(visible=False)
         vote_api = gr.Button(visible=False)
 
-        def on_compare(text: str, names: list, request: gr.Request):
-            caller = _admin(ctx, request)
-            session = request.session_hash or "anon"
-            try:
-                cmp = book.start(prompt=text, available=available_contestants(ctx), requested=names or [], rng=rng,
-                                 session_hash=session, user_id=caller.id,
-                                 max_prompt_chars=ctx.config.limits.max_prompt_chars)
-            except EsllmError as e:
-                raise gr.Error(str(e), print_exception=False) from None
-            user_stop = ctx.new_stop(f"{session}/comparar")
-            texts = dict.fromkeys(LABELS, "")
-            yield cmp.token, "", "", "", "Generando las tres respuestas…"
-            messages = [{"role": "user", "content": cmp.prompt}]
-            for label, name in zip(LABELS, cmp.shown):
-                if user_stop.is_set():
-                    break
-                stream = None
-                try:
-                    stream = eng.stream(name, messages, stop_event=_Linked(user_stop))
-                    for ev in stream:
-                        texts[label] = ev.text
-                        yield gr.skip(), *texts.values(), gr.skip()
-                except Exception as e:  # the engine's message may name the contestant: log it, show the label
-                    log.warning("Comparar: %s (Modelo %s) failed: %s", name, label, e)
-                    book.discard(cmp.token)
-                    raise gr.Error(public_error(label, e), print_exception=False) from None
-                finally:
-                    if stream is not None:
-                        stream.close()
-            if user_stop.is_set():
-                book.discard(cmp.token)
-                yield gr.skip(), *texts.values(), "Generación detenida: esta comparación no se vota. Envíe el mensaje de nuevo."
-                return
-            book.mark_ready(cmp.token)
-            yield gr.skip(), *texts.values(), "¿Qué respuesta es mejor? Vote para ver los nombres de los modelos."
-
-        def on_vote(token, choice, request: gr.Request) -> str:
-            caller = _admin(ctx, request)
-            if ctx.sessionmaker is None:
-                raise gr.Error("No hay base de datos configurada: el voto no se puede guardar.", print_exception=False)
-            with ctx.sessionmaker() as s:
-                try:
-                    shown = book.vote(s, token, choice, session_hash=request.session_hash or "anon", user_id=caller.id)
-                except EsllmError as e:
-                    raise gr.Error(str(e), print_exception=False) from None
-            return reveal_markdown(shown, choice)
-
-        def vote_for(choice: str):
-            def handler(token, request: gr.Request) -> str:
-                return on_vote(token, choice, request)
-            return handler
-
-        def on_stop(request: gr.Request) -> None:
-            _admin(ctx, request)
-            ctx.stop(f"{request.session_hash or 'anon'}/comparar")
-
-        ev_go = go.click(on_compare, [prompt, chosen], [state, *answers, reveal], api_name="comparar",
+        ev_go = go.click(bind(ctx, compare, arena), [prompt, chosen], [state, *answers, reveal], api_name="comparar",
                          concurrency_limit=None)
-        ev_enter = prompt.submit(on_compare, [prompt, chosen], [state, *answers, reveal], api_name=False,
-                                 concurrency_limit=None)
-        stop.click(on_stop, None, None, cancels=[ev_go, ev_enter], api_name="comparar_detener", queue=False)
+        ev_enter = prompt.submit(bind(ctx, compare, arena), [prompt, chosen], [state, *answers, reveal],
+                                 api_name=False, concurrency_limit=None)
+        stop.click(bind(ctx, stop_comparar), None, None, cancels=[ev_go, ev_enter], api_name="comparar_detener",
+                   queue=False)
         for choice, button in buttons.items():
-            button.click(vote_for(choice), state, reveal, api_name=False)
-        vote_api.click(on_vote, [state, choice_in], reveal, api_name="comparar_votar")
+            button.click(bind(ctx, vote_button, arena, choice), state, reveal, api_name=False)
+        vote_api.click(bind(ctx, vote, arena), [state, choice_in], reveal, api_name="comparar_votar")
 
-        def on_load(request: gr.Request):
-            c = ctx.caller(request)
-            if c is None or c.role != "admin":
-                return gr.update(choices=[], value=[]), "«Comparar» es solo para administradores."
-            names = available_contestants(ctx)
-            return gr.update(choices=names, value=names[:3]), ""
-
-    return on_load, [chosen, notice]
+    return bind(ctx, load_comparar), [chosen, notice]

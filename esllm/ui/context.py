@@ -22,8 +22,8 @@ from typing import Any, Callable, Iterator, Optional
 import gradio as gr
 
 from esllm import EsllmError
-from esllm.config import AppConfig
 from esllm.engine import Engine
+from esllm.engine.config import AppConfig
 
 
 @dataclass(frozen=True)
@@ -104,13 +104,14 @@ class AppContext:
         c = self.caller(request)
         return c is not None and c.role == "admin" and self.sessionmaker is not None
 
-    def require(self, request: Any, *roles: str) -> Caller:
-        """The caller, if logged in with one of `roles` (any role when none given); else EsllmError."""
+    def require(self, request: Any, *roles: str, denied: Optional[str] = None) -> Caller:
+        """The caller, if logged in with one of `roles` (any role when none given); else EsllmError
+        («Inicie sesión…», or `denied` / «No tiene permiso…» for a logged-in caller of another role)."""
         c = self.caller(request)
         if c is None:
             raise EsllmError("Inicie sesión para usar esta función.")
         if roles and c.role not in roles:
-            raise EsllmError("No tiene permiso para esta acción.")
+            raise EsllmError(denied or "No tiene permiso para esta acción.")
         return c
 
 
@@ -123,13 +124,18 @@ def _is_empty(value: Any) -> bool:
     return value is None or value == "" or value == [] or value == ()
 
 
-def handler(*roles: str, idle: Optional[Callable[[], Any]] = None, login: bool = True):
+def handler(*roles: str, idle: Optional[Callable[[], Any]] = None, login: bool = True,
+            denied: Optional[str] = None):
     """Declare a UI handler `fn(ctx, *inputs, request[, progress])`, the one error and permission path.
 
     - `roles`: who may call it (none given: any logged-in caller); checked on the server before `fn` runs,
-      whatever the page shows. `login=False` skips the check (the handler asks `ctx.caller` itself).
-    - `idle`: when the first input is empty (the change event of a list that a non-admin's page loads empty),
-      return `idle()` without checking or calling: no error toast on a page that merely opened.
+      whatever the page shows. `denied`: the refusal for a logged-in caller of another role (default
+      «No tiene permiso…»). `login=False` skips the check (for a handler anyone may call, like «Detener»).
+    - A handler that needs the checked caller declares a keyword-only parameter `caller` and gets it (no
+      second query); `bind` hides that parameter from Gradio.
+    - `idle`: when the first input (the first parameter after `ctx`) is empty (the change event of a list that
+      a non-admin's page loads empty), return `idle()` without checking or calling: no error toast on a page
+      that merely opened.
     - `EsllmError` raised by `fn` (or by the generator it returns) becomes `gr.Error` with its message.
     """
     def deco(fn: Callable) -> Callable:
@@ -138,13 +144,18 @@ def handler(*roles: str, idle: Optional[Callable[[], Any]] = None, login: bool =
         if names[:1] != ["ctx"] or "request" not in names:
             raise TypeError(f"{fn.__name__}: a handler takes (ctx, …, request)")
         first_input = names[1] if len(names) > 1 and names[1] not in ("request", "progress") else None
+        caller_param = sig.parameters.get("caller")
+        wants_caller = caller_param is not None and caller_param.kind is inspect.Parameter.KEYWORD_ONLY
 
         def check(args: tuple, kwargs: dict) -> tuple[bool, Any]:
+            """(True, idle value) to answer at once, else (False, None) after the role check; fills `caller`."""
             bound = sig.bind_partial(*args, **kwargs)
             if idle is not None and first_input is not None and _is_empty(bound.arguments.get(first_input)):
                 return True, idle()
-            if login:
-                bound.arguments["ctx"].require(bound.arguments.get("request"), *roles)
+            ctx, request = bound.arguments["ctx"], bound.arguments.get("request")
+            c = ctx.require(request, *roles, denied=denied) if login else None
+            if wants_caller and kwargs.get("caller") is None:
+                kwargs["caller"] = c if login else ctx.caller(request)
             return False, None
 
         if inspect.isgeneratorfunction(fn):
@@ -172,12 +183,14 @@ def handler(*roles: str, idle: Optional[Callable[[], Any]] = None, login: bool =
 
 
 def bind(ctx: "AppContext", fn: Callable, *preset: Any) -> Callable:
-    """`fn` with `ctx` (and optionally the next arguments) filled in, as Gradio wants an event function: the
-    remaining parameters keep their names and annotations, so `request: gr.Request` and `progress=gr.Progress()`
-    are still injected."""
+    """`fn` with `ctx` (and optionally the next arguments: per-build state) filled in, as Gradio wants an event
+    function: the remaining parameters keep their names and annotations, so `request: gr.Request` and
+    `progress=gr.Progress()` are still injected (Gradio reads them with `typing.get_type_hints`, so every
+    annotation of a handler must resolve in its module). A keyword-only `caller` (see `handler`) is hidden."""
     sig = inspect.signature(fn)
-    params = list(sig.parameters.values())[1 + len(preset):]
-    if inspect.isgeneratorfunction(fn) or inspect.isgeneratorfunction(getattr(fn, "__wrapped__", None)):
+    params = [p for p in list(sig.parameters.values())[1 + len(preset):]
+              if not (p.name == "caller" and p.kind is inspect.Parameter.KEYWORD_ONLY)]
+    if inspect.isgeneratorfunction(inspect.unwrap(fn)):
         @functools.wraps(fn)
         def bound(*args, **kwargs):
             yield from fn(ctx, *preset, *args, **kwargs)

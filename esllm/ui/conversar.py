@@ -1,8 +1,10 @@
-"""Tab «Conversar»: multi-turn streaming chat with one contestant.
+"""Tab «Conversar»: multi-turn streaming chat with one contestant (admins only, and local mode).
 
-Handlers are thin: they turn widget values into engine calls and engine errors into `gr.Error`
-(whose message the browser shows). A stop flag per browser session backs the «Detener» button;
-a generator closed by Gradio (browser gone, event cancelled) also stops the engine.
+Handlers are module-level functions `fn(ctx, *inputs, request)` declared with `@handler("admin")` (chatting
+reveals which model answers what: with accounts only admins may, raters rate blind); they turn widget values
+into engine calls (esllm/engine/core.py), and `handler` turns engine errors into `gr.Error`, whose message the
+browser shows. `build_conversar` only lays out the tab and wires the events. A stop flag per browser session
+backs the «Detener» button; a generator closed by Gradio (browser gone, event cancelled) also stops the engine.
 👍/👎 rate the last answer: what it answered (contestant, prompt, text, params) is kept in server-side
 state when it ends, and esllm/study/feedback.py stores it in `chat_feedback`.
 """
@@ -16,7 +18,7 @@ import gradio as gr
 from esllm import EsllmError
 from esllm.engine.presets import PRESETS, preset_choices
 from esllm.study.feedback import save_feedback
-from esllm.ui.context import AppContext
+from esllm.ui.context import AppContext, bind, handler
 
 ADVANCED = ("max_new_tokens", "temperature", "top_k", "top_p", "num_beams", "penalty_alpha", "repetition_penalty", "seed")
 
@@ -39,10 +41,6 @@ def to_engine_messages(history: list[dict], system: str) -> list[dict[str, str]]
             continue
         msgs.append({"role": m["role"], "content": text_of(m.get("content"))})
     return msgs
-
-
-def available_contestants(ctx: AppContext) -> list[str]:
-    return [c.name for c in ctx.engine.contestants.values() if c.available]
 
 
 def status_markdown(ctx: AppContext) -> str:
@@ -82,23 +80,148 @@ def _overrides(values: tuple) -> dict[str, Any]:
     return out
 
 
-def _admin(ctx: AppContext, request) -> None:
-    """Chatting reveals which model answers what: with accounts, only admins may (raters rate blind)."""
+
+# ---------------------------------------------------------------------------------------------- handlers
+def _answer(ctx: AppContext, messages: list[dict], shown: list[dict], name: str, preset_name: str, values: tuple,
+            request: Any) -> Iterator[tuple]:
+    """Stream one answer into the chat: (chatbot, msg, last, answered) updates."""
+    if not name:  # the list is filled when the page loads: a click before that has no contestant yet
+        raise EsllmError("Elija un concursante antes de enviar (la lista se llena al cargar la página).")
+    stop_ev = ctx.new_stop(request.session_hash or "anon")
+    stream = ctx.engine.stream(name, messages, preset=preset_name, overrides=_overrides(values), stop_event=stop_ev)
     try:
-        ctx.require(request, "admin")
-    except EsllmError as e:
-        raise gr.Error(str(e), print_exception=False) from None
+        ev = next(stream)
+        answer = {"role": "assistant", "content": ev.text}
+        yield shown + [answer], "", gr.skip(), None
+        for ev in stream:
+            answer["content"] = ev.text
+            yield shown + [answer], gr.skip(), gr.skip(), gr.skip()
+    finally:
+        stream.close()
+    result = ev.result
+    if result is None:
+        yield shown + [answer], gr.skip(), gr.skip(), gr.skip()
+        return
+    rated = {"contestant": result.contestant, "prompt": messages[-1]["content"], "answer": result.text,
+             "params": result.params, "feedback_id": None}
+    yield shown + [answer], gr.skip(), result.as_dict(), rated
 
 
+@handler("admin")
+def respond(ctx: AppContext, message: str, history: list[dict], name: str, preset_name: str, system_prompt: str,
+            max_new_tokens, temperature, top_k, top_p, num_beams, penalty_alpha, repetition_penalty, seed,
+            request: gr.Request):
+    """«Enviar» (/conversar): the user's message, then the streamed answer."""
+    # Explicit parameters: Gradio injects `request` only into a named, annotated parameter.
+    values = (max_new_tokens, temperature, top_k, top_p, num_beams, penalty_alpha, repetition_penalty, seed)
+    if not isinstance(message, str) or not message.strip():
+        raise EsllmError("Escriba un mensaje antes de enviar: el mensaje está vacío.")
+    history = list(history or [])
+    user = {"role": "user", "content": message}
+    msgs = to_engine_messages(history, system_prompt) + [{"role": "user", "content": message}]
+    yield from _answer(ctx, msgs, history + [user], name, preset_name, values, request)
+
+
+@handler("admin")
+def regenerate(ctx: AppContext, history: list[dict], name: str, preset_name: str, system_prompt: str,
+               max_new_tokens, temperature, top_k, top_p, num_beams, penalty_alpha, repetition_penalty, seed,
+               request: gr.Request):
+    """«Regenerar» (/regenerar): the last answer again, from the same history."""
+    values = (max_new_tokens, temperature, top_k, top_p, num_beams, penalty_alpha, repetition_penalty, seed)
+    history = list(history or [])
+    while history and history[-1].get("role") == "assistant":
+        history.pop()
+    if not history:
+        raise EsllmError("No hay ningún mensaje que regenerar.")
+    msgs = to_engine_messages(history, system_prompt)
+    yield from _answer(ctx, msgs, history, name, preset_name, values, request)
+
+
+@handler(login=False)  # stops only this browser session's own generation
+def stop_conversar(ctx: AppContext, request: gr.Request) -> None:
+    ctx.stop(request.session_hash or "anon")
+
+
+def _rate(ctx: AppContext, thumbs: str, rated: Any) -> tuple[dict, str]:
+    if not rated:
+        raise EsllmError("Todavía no hay ninguna respuesta terminada que valorar.")
+    if ctx.sessionmaker is None:
+        raise EsllmError("No hay base de datos configurada: la valoración no se puede guardar.")
+    with ctx.transaction() as s:
+        row = save_feedback(s, contestant=rated["contestant"], prompt=rated["prompt"], answer=rated["answer"],
+                            thumbs=thumbs, params=rated["params"], feedback_id=rated["feedback_id"])
+        row_id = row.id  # flushed: the id is known before the commit
+    mark = "👍" if thumbs == "up" else "👎"
+    return {**rated, "feedback_id": row_id}, f"Valoración guardada: {mark} para la última respuesta."
+
+
+@handler("admin")
+def rate_up(ctx: AppContext, rated: Any, request: gr.Request) -> tuple[dict, str]:
+    return _rate(ctx, "up", rated)
+
+
+@handler("admin")
+def rate_down(ctx: AppContext, rated: Any, request: gr.Request) -> tuple[dict, str]:
+    return _rate(ctx, "down", rated)
+
+
+@handler("admin", idle=lambda: (gr.skip(), gr.skip(), {}, None))  # a non-admin's page loads the list empty
+def describe(ctx: AppContext, name: str, request: gr.Request):
+    """The chosen contestant: (info, its preset, adapter card, loss plot)."""
+    d = ctx.engine.describe(name)
+    c = ctx.engine.contestants[name]
+    meta, img = _card(ctx, name)
+    return d, c.preset, meta, img
+
+
+def preset_values(preset_name: str):
+    """The sliders a preset sets (temperature, top_k, top_p, num_beams, penalty_alpha); no data, no check."""
+    if preset_name not in PRESETS:
+        raise gr.Error(f"Preset desconocido: {preset_name}", print_exception=False)
+    v = PRESETS[preset_name][1]
+    return (gr.update(value=v.get("temperature", 1.0)), gr.update(value=v.get("top_k", 0)),
+            gr.update(value=v.get("top_p", 1.0)), gr.update(value=v.get("num_beams", 1)),
+            gr.update(value=v.get("penalty_alpha", 0.0)))
+
+
+@handler("admin")
+def refresh_adapters(ctx: AppContext, current: str, request: gr.Request):
+    """«Actualizar adaptadores»: rescan the adapters folder; (contestant list, status table)."""
+    rep = ctx.engine.refresh()
+    names = ctx.engine.available()
+    value = current if current in names else (names[0] if names else None)
+    parts = []
+    if rep.added:
+        parts.append("nuevos: " + ", ".join(rep.added))
+    if rep.removed:
+        parts.append("quitados: " + ", ".join(rep.removed))
+    if rep.errors:
+        parts.append(f"{len(rep.errors)} con problemas (vea «Modelos y adaptadores»)")
+    gr.Info("Adaptadores actualizados" + (": " + "; ".join(parts) if parts else ": sin cambios"))
+    return gr.update(choices=names, value=value), status_markdown(ctx)
+
+
+def load_conversar(ctx: AppContext, request: gr.Request):
+    """Page load: the contestant list and panels, for admins only (never raises)."""
+    c = ctx.caller(request)
+    if c is None or c.role != "admin":
+        return (gr.update(choices=[], value=None), {"aviso": "«Conversar» es solo para administradores."},
+                gr.skip(), "")
+    names = ctx.engine.available()
+    first = names[0] if names else None
+    return (gr.update(choices=names, value=first), ctx.engine.describe(first) if first else {},
+            ctx.engine.contestants[first].preset if first else gr.skip(), status_markdown(ctx))
+
+
+# ---------------------------------------------------------------------------------------------- layout
 def build_conversar(ctx: AppContext):
     """Build the tab; returns (load function, outputs) to run when a page opens.
 
     Nothing that names a contestant is in the page's initial config: the contestant list and panels
     are filled on load, and only for admins (in local mode, the local user is admin).
     """
-    eng = ctx.engine
     cap = ctx.config.limits.max_new_tokens
-    first, first_preset = None, "greedy"
+    first_preset = "greedy"
     pv = PRESETS[first_preset][1]
 
     with gr.Tab("Conversar", id="conversar"):
@@ -150,150 +273,25 @@ def build_conversar(ctx: AppContext):
         with gr.Accordion("Modelos y adaptadores", open=False):
             status = gr.Markdown("", elem_id="estado")
 
-        def run(messages: list[dict], shown: list[dict], name: str, preset_name: str, values: tuple,
-                request: gr.Request) -> Iterator[tuple]:
-            if not name:  # the list is filled when the page loads: a click before that has no contestant yet
-                raise gr.Error("Elija un concursante antes de enviar (la lista se llena al cargar la página).",
-                               print_exception=False)
-            stop_ev = ctx.new_stop(request.session_hash or "anon")
-            try:
-                stream = eng.stream(name, messages, preset=preset_name, overrides=_overrides(values), stop_event=stop_ev)
-                first_ev = next(stream)
-            except EsllmError as e:
-                raise gr.Error(str(e), print_exception=False) from None
-            answer = {"role": "assistant", "content": first_ev.text}
-            yield shown + [answer], "", gr.skip(), None
-            ev = first_ev
-            try:
-                for ev in stream:
-                    answer["content"] = ev.text
-                    yield shown + [answer], gr.skip(), gr.skip(), gr.skip()
-            except EsllmError as e:
-                raise gr.Error(str(e), print_exception=False) from None
-            finally:
-                stream.close()
-            result = ev.result
-            if result is None:
-                yield shown + [answer], gr.skip(), gr.skip(), gr.skip()
-                return
-            rated = {"contestant": result.contestant, "prompt": messages[-1]["content"], "answer": result.text,
-                     "params": result.params, "feedback_id": None}
-            yield shown + [answer], gr.skip(), result.as_dict(), rated
-
-        def respond(message: str, history: list[dict], name: str, preset_name: str, system_prompt: str,
-                    max_new_tokens, temperature, top_k, top_p, num_beams, penalty_alpha, repetition_penalty, seed,
-                    request: gr.Request):
-            values = (max_new_tokens, temperature, top_k, top_p, num_beams, penalty_alpha, repetition_penalty, seed)
-            _admin(ctx, request)
-            if not isinstance(message, str) or not message.strip():
-                raise gr.Error("Escriba un mensaje antes de enviar: el mensaje está vacío.", print_exception=False)
-            history = list(history or [])
-            user = {"role": "user", "content": message}
-            msgs = to_engine_messages(history, system_prompt) + [{"role": "user", "content": message}]
-            yield from run(msgs, history + [user], name, preset_name, tuple(values), request)
-
-        def regenerate(history: list[dict], name: str, preset_name: str, system_prompt: str,
-                       max_new_tokens, temperature, top_k, top_p, num_beams, penalty_alpha, repetition_penalty, seed,
-                       request: gr.Request):
-            values = (max_new_tokens, temperature, top_k, top_p, num_beams, penalty_alpha, repetition_penalty, seed)
-            _admin(ctx, request)
-            history = list(history or [])
-            while history and history[-1].get("role") == "assistant":
-                history.pop()
-            if not history:
-                raise gr.Error("No hay ningún mensaje que regenerar.", print_exception=False)
-            msgs = to_engine_messages(history, system_prompt)
-            yield from run(msgs, history, name, preset_name, tuple(values), request)
-
-        def on_stop(request: gr.Request) -> None:
-            ctx.stop(request.session_hash or "anon")
-
-        def rate(thumbs: str, rated, request: gr.Request):
-            _admin(ctx, request)
-            if not rated:
-                raise gr.Error("Todavía no hay ninguna respuesta terminada que valorar.", print_exception=False)
-            if ctx.sessionmaker is None:
-                raise gr.Error("No hay base de datos configurada: la valoración no se puede guardar.", print_exception=False)
-            with ctx.sessionmaker() as s:
-                try:
-                    row = save_feedback(s, contestant=rated["contestant"], prompt=rated["prompt"], answer=rated["answer"],
-                                        thumbs=thumbs, params=rated["params"], feedback_id=rated["feedback_id"])
-                    s.commit()
-                except EsllmError as e:
-                    raise gr.Error(str(e), print_exception=False) from None
-                row_id = row.id
-            mark = "👍" if thumbs == "up" else "👎"
-            return {**rated, "feedback_id": row_id}, f"Valoración guardada: {mark} para la última respuesta."
-
-        def rate_up(rated, request: gr.Request):
-            return rate("up", rated, request)
-
-        def rate_down(rated, request: gr.Request):
-            return rate("down", rated, request)
-
-        def on_contestant(name: str, request: gr.Request):
-            if not name:  # the empty list a non-admin's page loads with: nothing to describe, no error
-                return gr.skip(), gr.skip(), {}, None
-            _admin(ctx, request)
-            try:
-                d = eng.describe(name)
-            except EsllmError as e:
-                raise gr.Error(str(e), print_exception=False) from None
-            c = eng.contestants[name]
-            meta, img = _card(ctx, name)
-            return d, c.preset, meta, img
-
-        def on_preset(preset_name: str):
-            if preset_name not in PRESETS:
-                raise gr.Error(f"Preset desconocido: {preset_name}", print_exception=False)
-            v = PRESETS[preset_name][1]
-            return (gr.update(value=v.get("temperature", 1.0)), gr.update(value=v.get("top_k", 0)),
-                    gr.update(value=v.get("top_p", 1.0)), gr.update(value=v.get("num_beams", 1)),
-                    gr.update(value=v.get("penalty_alpha", 0.0)))
-
-        def on_refresh(current: str, request: gr.Request):
-            _admin(ctx, request)
-            rep = eng.refresh()
-            names = available_contestants(ctx)
-            value = current if current in names else (names[0] if names else None)
-            parts = []
-            if rep.added:
-                parts.append("nuevos: " + ", ".join(rep.added))
-            if rep.removed:
-                parts.append("quitados: " + ", ".join(rep.removed))
-            if rep.errors:
-                parts.append(f"{len(rep.errors)} con problemas (vea «Modelos y adaptadores»)")
-            gr.Info("Adaptadores actualizados" + (": " + "; ".join(parts) if parts else ": sin cambios"))
-            return gr.update(choices=names, value=value), status_markdown(ctx)
-
         inputs = [msg, chatbot, contestant, preset, system, *adv]
         outputs = [chatbot, msg, last, answered]  # as an API client sees them: chatbot, msg, last (State stays here)
-        ev_send = send.click(respond, inputs, outputs, api_name="conversar", concurrency_limit=None)
-        ev_enter = msg.submit(respond, inputs, outputs, api_name=False, concurrency_limit=None)
-        ev_regen = regen.click(regenerate, [chatbot, contestant, preset, system, *adv], outputs,
+        ev_send = send.click(bind(ctx, respond), inputs, outputs, api_name="conversar", concurrency_limit=None)
+        ev_enter = msg.submit(bind(ctx, respond), inputs, outputs, api_name=False, concurrency_limit=None)
+        ev_regen = regen.click(bind(ctx, regenerate), [chatbot, contestant, preset, system, *adv], outputs,
                                api_name="regenerar", concurrency_limit=None)
         for trigger in (send.click, msg.submit, regen.click):  # a new answer: the note was about the previous one
             trigger(lambda: "", None, thumbs_note, api_name=False, queue=False)
-        stop.click(on_stop, None, None, cancels=[ev_send, ev_enter, ev_regen], api_name="detener", queue=False)
+        stop.click(bind(ctx, stop_conversar), None, None, cancels=[ev_send, ev_enter, ev_regen], api_name="detener",
+                   queue=False)
         clear.click(lambda: ([], "", {}, None, ""), None, [chatbot, msg, last, answered, thumbs_note], api_name="borrar",
                     queue=False)
         # One at a time (a short write): two quick clicks on one answer update its row, never add a second.
-        thumbs_up.click(rate_up, answered, [answered, thumbs_note], api_name="pulgar_arriba", concurrency_id="pulgar",
-                        concurrency_limit=1)
-        thumbs_down.click(rate_down, answered, [answered, thumbs_note], api_name="pulgar_abajo",
+        thumbs_up.click(bind(ctx, rate_up), answered, [answered, thumbs_note], api_name="pulgar_arriba",
+                        concurrency_id="pulgar", concurrency_limit=1)
+        thumbs_down.click(bind(ctx, rate_down), answered, [answered, thumbs_note], api_name="pulgar_abajo",
                           concurrency_id="pulgar", concurrency_limit=1)
-        contestant.change(on_contestant, contestant, [info, preset, card, plot], api_name="describir")
-        preset.change(on_preset, preset, adv[1:6], api_name=False)
-        refresh.click(on_refresh, contestant, [contestant, status], api_name="actualizar_adaptadores")
+        contestant.change(bind(ctx, describe), contestant, [info, preset, card, plot], api_name="describir")
+        preset.change(preset_values, preset, adv[1:6], api_name=False)
+        refresh.click(bind(ctx, refresh_adapters), contestant, [contestant, status], api_name="actualizar_adaptadores")
 
-        def on_load(request: gr.Request):
-            c = ctx.caller(request)
-            if c is None or c.role != "admin":
-                return (gr.update(choices=[], value=None), {"aviso": "«Conversar» es solo para administradores."},
-                        gr.skip(), "")
-            names = available_contestants(ctx)
-            first = names[0] if names else None
-            return (gr.update(choices=names, value=first), eng.describe(first) if first else {},
-                    eng.contestants[first].preset if first else gr.skip(), status_markdown(ctx))
-
-    return on_load, [contestant, info, preset, status]
+    return bind(ctx, load_conversar), [contestant, info, preset, status]

@@ -1,22 +1,24 @@
 """Tab «Evaluar»: a rater works through their items of a blind rating session.
 
 The page only ever receives the prompt, earlier turns, three answers under A/B/C, the rubric and
-the rater's own progress; the assignment being rated lives in server-side state. Every handler
-checks the caller is a rater of that session (services in esllm/study/sessions.py check ownership again).
-Keyboard: a/b/c choose a column, 1-5 score it, Ctrl+Enter saves.
+the rater's own progress; the assignment being rated lives in server-side state. Every handler is declared
+`@handler("rater")` and checks the caller is a rater of that session (the services in esllm/study/sessions.py
+check ownership again); the save and the next item share one database session (`ctx.transaction()`).
+Handlers are module-level; `build_evaluar` only lays out and wires. Keyboard: a/b/c choose a column, 1-5
+score it, Ctrl+Enter saves.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Optional
 
 import gradio as gr
 
 from esllm import EsllmError
-from esllm.study.assignment import LABELS
-from esllm.study.sessions import ASPECTS, next_item, rater_session, rater_sessions, submit
-from esllm.ui.context import AppContext
+from esllm.store.models import ASPECTS, LABELS
+from esllm.study.sessions import next_item, rater_session, rater_sessions, submit
+from esllm.ui.context import AppContext, Caller, bind, handler
 
 RUBRIC = """
 **Rúbrica (1-5)** — juzgue cada respuesta por su **exactitud** (¿la información es correcta?), **relevancia**
@@ -68,14 +70,91 @@ def _context_md(item) -> str:
     return "\n".join(lines)
 
 
+def _int(v: Any) -> Any:
+    """Radio values arrive as "1".."5"; anything else is passed on for the service to refuse."""
+    return int(v) if isinstance(v, str) and v in SCORES else v
+
+
+def show(s, session_id: int, rater_id: int, after_save: bool = False) -> tuple:
+    """The rater's next item of the session, as the tab's item outputs (the caller commits `s`).
+    `after_save`: `save`'s submit has just checked that this session is open and the rater's, and the aspect
+    radios already show or hide as its rubric asks; so no membership query, and the radios get plain values
+    instead of gr.update (Gradio builds a new component for every update: ~1 ms of CPU each, 15 radios per save)."""
+    if not after_save and rater_session(s, session_id, rater_id) is None:
+        raise EsllmError("No participa en esa sesión o ya está cerrada.")
+    item = next_item(s, session_id, rater_id)
+    if item is None:
+        empty = [gr.update(value=None, visible=True)] * 3 + [gr.update(value=None, visible=False)] * 12
+        return (None, "### ✅ Terminó todos sus ítems de esta sesión. ¡Gracias!", "", "", "",
+                "", "", "", *empty)
+    full = "exactitud" in item.criteria
+    prev = item.previous
+    gen = [str(prev[lb]["general"]) if prev.get(lb) else None for lb in LABELS]
+    asp = [str(prev[lb][a]) if prev.get(lb, {}).get(a) else None for lb in LABELS for a in ASPECTS]
+    if not after_save:
+        gen = [gr.update(value=v) for v in gen]
+        asp = [gr.update(visible=full, value=v) for v in asp]
+    cat = item.category.replace("_", " ")
+    return ((session_id, item.assignment_id, time.time()), f"**Ítem {item.position} / {item.total}** · {cat}",
+            _context_md(item), f"### Instrucción\n\n{item.prompt}", prev.get("comentario", ""),
+            *[item.answers[lb] for lb in LABELS], *gen, *asp)
+
+
+# ---------------------------------------------------------------------------------------------- handlers
+@handler("rater")
+def start(ctx: AppContext, session_id: Any, request: gr.Request, *, caller: Optional[Caller] = None) -> tuple:
+    """«Comenzar / continuar» (/evaluar_abrir): the rater's next item of the session."""
+    if not isinstance(session_id, int):
+        raise EsllmError("Elija una sesión.")
+    with ctx.transaction() as s:  # the next item is marked started
+        return show(s, session_id, caller.id)
+
+
+@handler("rater")
+def save(ctx: AppContext, st: Any, comment_text: Any, g_a, g_b, g_c, ex_a, re_a, co_a, cm_a, ex_b, re_b, co_b, cm_b,
+         ex_c, re_c, co_c, cm_c, request: gr.Request, *, caller: Optional[Caller] = None) -> tuple:
+    """«Guardar y seguir» (/evaluar_guardar): save the item's scores, then show the next item."""
+    # Explicit parameters: Gradio injects `request` only into a named, annotated parameter.
+    values = (g_a, g_b, g_c, ex_a, re_a, co_a, cm_a, ex_b, re_b, co_b, cm_b, ex_c, re_c, co_c, cm_c)
+    if not st:
+        raise EsllmError("No hay ningún ítem abierto: pulse «Comenzar / continuar».")
+    session_id, assignment_id, shown_at = st
+    gen, asp = values[:3], values[3:]
+    scores: dict[str, dict[str, Any]] = {}
+    for i, label in enumerate(LABELS):
+        scores[label] = {"general": _int(gen[i])}
+        for j, a in enumerate(ASPECTS):
+            v = asp[i * len(ASPECTS) + j]
+            if v is not None:
+                scores[label][a] = _int(v)
+    with ctx.transaction() as s:  # one database session for the save and the next item
+        asg = submit(s, rater_id=caller.id, assignment_id=assignment_id, scores=scores, comment=comment_text,
+                     seconds_spent=time.time() - shown_at)
+        s.commit()  # the scores are kept even if showing the next item fails
+        return show(s, session_id, caller.id, after_save=asg.session_id == session_id)
+
+
+def load_evaluar(ctx: AppContext, request: gr.Request):
+    """Page load: the rater's open sessions (never raises; other callers get an empty list and a notice)."""
+    c = ctx.caller(request)
+    if c is None or c.role != "rater" or ctx.sessionmaker is None:
+        return gr.update(choices=[], value=None), "Esta pestaña es para evaluadores con cuenta."
+    with ctx.sessionmaker() as s:
+        opts = [(r.name, r.id) for r in rater_sessions(s, c.id)]
+    return (gr.update(choices=opts, value=opts[0][1] if opts else None),
+            f"Evaluador: **{c.name}** · {len(opts)} sesión(es) abierta(s)")
+
+
+# ---------------------------------------------------------------------------------------------- layout
 def build_evaluar(ctx: AppContext):
+    """Build the tab; returns (load function, outputs). The session list is filled on load, per rater."""
     with gr.Tab("Evaluar", id="evaluar"):
         who = gr.Markdown("", elem_id="evaluador")
         with gr.Row():
             # Choices are filled per rater on load; the handler checks membership, so any value may be sent.
             session = gr.Dropdown([], value=None, label="Sesión de calificación", elem_id="sesion", scale=3,
                                   allow_custom_value=True)
-            start = gr.Button("Comenzar / continuar", variant="primary", elem_id="comenzar", scale=1)
+            start_btn = gr.Button("Comenzar / continuar", variant="primary", elem_id="comenzar", scale=1)
         state = gr.State(None)  # server-side: (session id, assignment id, time shown)
         progress = gr.Markdown("", elem_id="progreso")
         context = gr.Markdown("", elem_id="contexto")
@@ -91,7 +170,7 @@ def build_evaluar(ctx: AppContext):
                                         elem_id=f"{a}-{label}") for a in ASPECTS]
                     cols[label] = {"answer": ans, "general": general, "aspects": aspects}
         comment = gr.Textbox(label="Comentario (opcional)", lines=2, max_lines=6, elem_id="comentario")
-        save = gr.Button("Guardar y seguir", variant="primary", elem_id="guardar")
+        save_btn = gr.Button("Guardar y seguir", variant="primary", elem_id="guardar")
         with gr.Accordion("Rúbrica", open=True):
             gr.Markdown(RUBRIC)
 
@@ -100,85 +179,7 @@ def build_evaluar(ctx: AppContext):
         aspect_outs = [r for label in LABELS for r in cols[label]["aspects"]]
         item_outs = [state, progress, context, prompt, comment, *answer_outs, *general_outs, *aspect_outs]
 
-        def _rater(request):
-            try:
-                return ctx.require(request, "rater")
-            except EsllmError as e:
-                raise gr.Error(str(e), print_exception=False) from None
-
-        def show(s, session_id: int, rater_id: int, after_save: bool = False) -> tuple:
-            """The rater's next item of the session (commits `s`). `after_save`: on_save's submit has just
-            checked that this session is open and the rater's, and the aspect radios already show or hide as
-            its rubric asks; so no membership query, and the radios get plain values instead of gr.update
-            (Gradio builds a new component for every update: ~1 ms of CPU each, 15 radios per save)."""
-            if not after_save and rater_session(s, session_id, rater_id) is None:
-                raise gr.Error("No participa en esa sesión o ya está cerrada.", print_exception=False)
-            item = next_item(s, session_id, rater_id)
-            s.commit()
-            if item is None:
-                empty = [gr.update(value=None, visible=True)] * 3 + [gr.update(value=None, visible=False)] * 12
-                return (None, "### ✅ Terminó todos sus ítems de esta sesión. ¡Gracias!", "", "", "",
-                        "", "", "", *empty)
-            full = "exactitud" in item.criteria
-            prev = item.previous
-            gen = [str(prev[lb]["general"]) if prev.get(lb) else None for lb in LABELS]
-            asp = [str(prev[lb][a]) if prev.get(lb, {}).get(a) else None for lb in LABELS for a in ASPECTS]
-            if not after_save:
-                gen = [gr.update(value=v) for v in gen]
-                asp = [gr.update(visible=full, value=v) for v in asp]
-            cat = item.category.replace("_", " ")
-            return ((session_id, item.assignment_id, time.time()), f"**Ítem {item.position} / {item.total}** · {cat}",
-                    _context_md(item), f"### Instrucción\n\n{item.prompt}", prev.get("comentario", ""),
-                    *[item.answers[lb] for lb in LABELS], *gen, *asp)
-
-        def on_load(request: gr.Request):
-            c = ctx.caller(request)
-            if c is None or c.role != "rater" or ctx.sessionmaker is None:
-                return gr.update(choices=[], value=None), "Esta pestaña es para evaluadores con cuenta."
-            with ctx.sessionmaker() as s:
-                opts = [(r.name, r.id) for r in rater_sessions(s, c.id)]
-            return (gr.update(choices=opts, value=opts[0][1] if opts else None),
-                    f"Evaluador: **{c.name}** · {len(opts)} sesión(es) abierta(s)")
-
-        def on_start(session_id, request: gr.Request):
-            c = _rater(request)
-            if not isinstance(session_id, int):
-                raise gr.Error("Elija una sesión.", print_exception=False)
-            with ctx.sessionmaker() as s:
-                return show(s, session_id, c.id)
-
-        def on_save(st, comment_text, g_a, g_b, g_c, ex_a, re_a, co_a, cm_a, ex_b, re_b, co_b, cm_b,
-                    ex_c, re_c, co_c, cm_c, request: gr.Request):
-            # Explicit parameters: Gradio injects `request` only into a named, annotated parameter.
-            values = (g_a, g_b, g_c, ex_a, re_a, co_a, cm_a, ex_b, re_b, co_b, cm_b, ex_c, re_c, co_c, cm_c)
-            c = _rater(request)
-            if not st:
-                raise gr.Error("No hay ningún ítem abierto: pulse «Comenzar / continuar».", print_exception=False)
-            session_id, assignment_id, shown_at = st
-            gen, asp = values[:3], values[3:]
-            scores: dict[str, dict[str, Any]] = {}
-            for i, label in enumerate(LABELS):
-                scores[label] = {"general": _int(gen[i])}
-                for j, a in enumerate(ASPECTS):
-                    v = asp[i * len(ASPECTS) + j]
-                    if v is not None:
-                        scores[label][a] = _int(v)
-            with ctx.sessionmaker() as s:  # one database session for the save and the next item
-                try:
-                    asg = submit(s, rater_id=c.id, assignment_id=assignment_id, scores=scores, comment=comment_text,
-                                 seconds_spent=time.time() - shown_at)
-                    s.commit()
-                except EsllmError as e:
-                    s.rollback()
-                    raise gr.Error(str(e), print_exception=False) from None
-                return show(s, session_id, c.id, after_save=asg.session_id == session_id)
-
-        start.click(on_start, session, item_outs, api_name="evaluar_abrir")
-        save.click(on_save, [state, comment, *general_outs, *aspect_outs], item_outs, api_name="evaluar_guardar",
-                   concurrency_limit=None)
-    return on_load, [session, who]
-
-
-def _int(v: Any) -> Any:
-    """Radio values arrive as "1".."5"; anything else is passed on for the service to refuse."""
-    return int(v) if isinstance(v, str) and v in SCORES else v
+        start_btn.click(bind(ctx, start), session, item_outs, api_name="evaluar_abrir")
+        save_btn.click(bind(ctx, save), [state, comment, *general_outs, *aspect_outs], item_outs,
+                       api_name="evaluar_guardar", concurrency_limit=None)
+    return bind(ctx, load_evaluar), [session, who]

@@ -1,13 +1,15 @@
 """Tab «Resultados» (admins only): the study's table for a rating session or a whole prompt set, the
 same per aspect in "full" mode, Krippendorff's alpha, a bar chart with CIs, each rater's progress,
 Bradley–Terry ratings from «Comparar» votes, the downloads, and the automatic evaluations (Belebele,
-judge model, reading-comprehension questions, pictograms; esllm/ui/auto_*.py).
+judge model, reading-comprehension questions, pictograms: esllm/ui/resultados_belebele.py,
+resultados_juez.py and resultados_tareas.py).
 
-Every handler asks `ctx.require(request, "admin")` first: a rater or an anonymous caller gets an error
-and no data. Nothing in the page's initial config names a session, contestant or rater (the dropdown
-is filled on load for admins). Export files are named with `EXPORT_PREFIX`, so `ExportGuard`
-(esllm/ui/downloads.py) refuses them to anyone but an admin even with the link. The numbers come from
-esllm/study/stats.py, the data from esllm/study/results.py, the files from esllm/study/export.py.
+Every handler is declared `@handler("admin")`: a rater or an anonymous caller gets an error and no data.
+Nothing in the page's initial config names a session, contestant or rater (the dropdown is filled on load
+for admins). Export files are named with `EXPORT_PREFIX`, so `ExportGuard` (esllm/ui/downloads.py) refuses
+them to anyone but an admin even with the link. The numbers come from esllm/study/stats.py, the data from
+esllm/study/results.py, the files from esllm/study/export.py. Handlers are module-level; `build_resultados`
+only lays out and wires.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import gradio as gr
 
 from esllm import EsllmError
-from esllm.store.models import RatingSession
+from esllm.store.models import ASPECTS, RatingSession
 from esllm.study import charts, stats
 from esllm.study.admin import STATUS_ES, set_names
 from esllm.study.export import write_exports
@@ -30,7 +32,7 @@ from esllm.study.results import (
     prompt_set_scores_frame,
     session_scores_frame,
 )
-from esllm.ui.context import AppContext
+from esllm.ui.context import AppContext, bind, handler
 from esllm.ui.downloads import EXPORT_PREFIX, new_export_dir
 from esllm.ui.resultados_belebele import build_belebele
 from esllm.ui.resultados_juez import build_juez
@@ -40,11 +42,6 @@ SCOPES = ["Sesión", "Conjunto de prompts"]
 PROGRESS_HEADERS = ["sesión", "evaluador (seudónimo)", "usuario", "ítems hechos", "ítems asignados"]
 ALPHA_HEADERS = ["criterio", "alfa de Krippendorff (ordinal)", "unidades con ≥ 2 evaluadores", "puntuaciones"]
 BT_HEADERS = ["concursante", "puntuación (tipo Elo)", "IC 95 % inf.", "IC 95 % sup.", "votos"]
-ASPECTS = ("exactitud", "relevancia", "coherencia", "comprension")
-
-
-def _err(e: Exception) -> gr.Error:
-    return gr.Error(str(e), print_exception=False)
 
 
 def _session_choices(s) -> list[tuple[str, str]]:
@@ -97,7 +94,99 @@ def compute(s, scope: str, which: str, *, seed: int = 0) -> dict[str, Any]:
     return out
 
 
+def _choices_for(ctx: AppContext, scope_value: str):
+    with ctx.sessionmaker() as s:
+        if scope_value == SCOPES[1]:
+            opts = [(n, n) for n in set_names(s)]
+        else:
+            opts = _session_choices(s)
+    return gr.update(choices=opts, value=opts[-1][1] if opts else None)
+
+
+def scope_choices(ctx: AppContext, scope_value: Any, request: gr.Request):
+    """The scope radio changed: the sessions or the prompt sets, for admins (others: no change, no error)."""
+    if not ctx.is_admin(request):
+        return gr.update()
+    return _choices_for(ctx, scope_value)
+
+
+@handler("admin")
+def compute_handler(ctx: AppContext, scope_value: Any, which_value: Any, request: gr.Request):
+    """«Calcular» (/resultados_calcular): (summary, study table, chart, per-aspect table, alpha, progress)."""
+    if not isinstance(which_value, str) or not which_value.strip():
+        raise EsllmError("Elija una sesión o un conjunto.")
+    with ctx.sessionmaker() as s:
+        r = compute(s, scope_value, which_value.strip())
+    if not r["tables"]:
+        md = f"### {r['title']}\n\nAún no hay puntuaciones."
+        return md, None, None, gr.update(value=None, visible=False), None, r["progress"]
+    general = r["tables"]["general"]
+    md = (f"### {r['title']}\n\n{r['n_scores']} puntuaciones · {r['items']} ítems · {r['raters']} "
+          "evaluador(es). Cada celda: media de los ítems (un ítem = media de sus evaluadores), IC 95 % "
+          "bootstrap sobre ítems, n = ítems. «Promedio» = media no ponderada de las medias por categoría.")
+    fig = charts.study_bars(general, title=r["title"].split(" · ")[0])
+    if len(r["tables"]) > 1:
+        frames = []
+        for crit, t in r["tables"].items():
+            if crit == "general":
+                continue
+            f = stats.display_frame(t)
+            f.insert(0, "Aspecto", crit)
+            frames.append(f)
+        import pandas as pd
+
+        asp = gr.update(value=pd.concat(frames, ignore_index=True), visible=True)
+    else:
+        asp = gr.update(value=None, visible=False)
+    return md, stats.display_frame(general), fig, asp, r["alpha"], r["progress"]
+
+
+@handler("admin")
+def download(ctx: AppContext, scope_value: Any, which_value: Any, request: gr.Request) -> list[str]:
+    """«Preparar descargas» (/resultados_descargar): one session's export files, named for `ExportGuard`."""
+    if scope_value != SCOPES[0] or not isinstance(which_value, str) or not which_value.strip():
+        raise EsllmError("Las descargas son por sesión: elija «Sesión» y una sesión.")
+    out = new_export_dir()
+    with ctx.sessionmaker() as s:
+        rs = find_session(s, which_value.strip())
+        paths = write_exports(s, rs.id, out)
+        slug = _slug(rs.name)
+    named = []
+    for name, p in paths.items():
+        target = p.with_name(f"{EXPORT_PREFIX}{slug}-{name}")
+        p.rename(target)
+        named.append(str(target))
+    return named
+
+
+@handler("admin")
+def bradley_terry(ctx: AppContext, request: gr.Request):
+    """«Calcular con los votos» (/resultados_bradley_terry): (ratings table, chart) from «Comparar» votes."""
+    with ctx.sessionmaker() as s:
+        votes = comparar_votes(s)
+    if not votes:
+        raise EsllmError("Aún no hay votos de «Comparar».")
+    res = stats.bradley_terry(votes, seed=0)
+    rows = [[r.contestant, round(r.rating, 1), round(r.ci_low, 1), round(r.ci_high, 1), r.n_votes]
+            for r in res.ratings]
+    return rows, charts.bt_bars(res)
+
+
+def load_resultados(ctx: AppContext, sections: list, request: gr.Request) -> tuple:
+    """Page load (never raises): the session dropdown and notice, then each automatic section's load outputs
+    (`sections`: the (load function, outputs) pairs of the section builders)."""
+    if ctx.is_admin(request):
+        out = [_choices_for(ctx, SCOPES[0]), ""]
+    else:
+        out = [gr.update(choices=[], value=None), "«Resultados» es solo para administradores."]
+    for fn, outs in sections:
+        got = fn(request)
+        out += list(got) if len(outs) > 1 else [got]
+    return tuple(out)
+
+
 def build_resultados(ctx: AppContext):
+    """Build the tab; returns (load function, outputs), the automatic sections' included."""
     with gr.Tab("Resultados", id="resultados"):
         notice = gr.Markdown("", elem_id="resultados-aviso")
         with gr.Row():
@@ -125,108 +214,13 @@ def build_resultados(ctx: AppContext):
             bt_table = gr.Dataframe(headers=BT_HEADERS, value=None, interactive=False, label="Puntuaciones")
             bt_chart = gr.Plot(label="Bradley–Terry con IC 95 %")
 
-        def _admin(request):
-            try:
-                return ctx.require(request, "admin")
-            except EsllmError as e:
-                raise _err(e) from None
-
-        def choices_for(scope_value: str):
-            with ctx.sessionmaker() as s:
-                if scope_value == SCOPES[1]:
-                    opts = [(n, n) for n in set_names(s)]
-                else:
-                    opts = _session_choices(s)
-            return gr.update(choices=opts, value=opts[-1][1] if opts else None)
-
-        def on_load(request: gr.Request):
-            c = ctx.caller(request)
-            if c is None or c.role != "admin" or ctx.sessionmaker is None:
-                return gr.update(choices=[], value=None), "«Resultados» es solo para administradores."
-            return choices_for(SCOPES[0]), ""
-
-        def on_scope(scope_value, request: gr.Request):
-            c = ctx.caller(request)
-            if c is None or c.role != "admin":
-                return gr.update()
-            return choices_for(scope_value)
-
-        def on_compute(scope_value, which_value, request: gr.Request):
-            _admin(request)
-            if not isinstance(which_value, str) or not which_value.strip():
-                raise gr.Error("Elija una sesión o un conjunto.", print_exception=False)
-            with ctx.sessionmaker() as s:
-                try:
-                    r = compute(s, scope_value, which_value.strip())
-                except EsllmError as e:
-                    raise _err(e) from None
-            if not r["tables"]:
-                md = f"### {r['title']}\n\nAún no hay puntuaciones."
-                return md, None, None, gr.update(value=None, visible=False), None, r["progress"]
-            general = r["tables"]["general"]
-            md = (f"### {r['title']}\n\n{r['n_scores']} puntuaciones · {r['items']} ítems · {r['raters']} "
-                  "evaluador(es). Cada celda: media de los ítems (un ítem = media de sus evaluadores), IC 95 % "
-                  "bootstrap sobre ítems, n = ítems. «Promedio» = media no ponderada de las medias por categoría.")
-            fig = charts.study_bars(general, title=r["title"].split(" · ")[0])
-            if len(r["tables"]) > 1:
-                frames = []
-                for crit, t in r["tables"].items():
-                    if crit == "general":
-                        continue
-                    f = stats.display_frame(t)
-                    f.insert(0, "Aspecto", crit)
-                    frames.append(f)
-                import pandas as pd
-
-                asp = gr.update(value=pd.concat(frames, ignore_index=True), visible=True)
-            else:
-                asp = gr.update(value=None, visible=False)
-            return md, stats.display_frame(general), fig, asp, r["alpha"], r["progress"]
-
-        def on_download(scope_value, which_value, request: gr.Request):
-            _admin(request)
-            if scope_value != SCOPES[0] or not isinstance(which_value, str) or not which_value.strip():
-                raise gr.Error("Las descargas son por sesión: elija «Sesión» y una sesión.", print_exception=False)
-            out = new_export_dir()
-            with ctx.sessionmaker() as s:
-                try:
-                    rs = find_session(s, which_value.strip())
-                    paths = write_exports(s, rs.id, out)
-                except EsllmError as e:
-                    raise _err(e) from None
-                slug = _slug(rs.name)
-            named = []
-            for name, p in paths.items():
-                target = p.with_name(f"{EXPORT_PREFIX}{slug}-{name}")
-                p.rename(target)
-                named.append(str(target))
-            return named
-
-        def on_bt(request: gr.Request):
-            _admin(request)
-            with ctx.sessionmaker() as s:
-                votes = comparar_votes(s)
-            if not votes:
-                raise gr.Error("Aún no hay votos de «Comparar».", print_exception=False)
-            res = stats.bradley_terry(votes, seed=0)
-            rows = [[r.contestant, round(r.rating, 1), round(r.ci_low, 1), round(r.ci_high, 1), r.n_votes]
-                    for r in res.ratings]
-            return rows, charts.bt_bars(res)
-
-        scope.change(on_scope, scope, which, api_name=False)
-        go.click(on_compute, [scope, which], [summary, table, chart, aspects, alpha, progress],
+        scope.change(bind(ctx, scope_choices), scope, which, api_name=False)
+        go.click(bind(ctx, compute_handler), [scope, which], [summary, table, chart, aspects, alpha, progress],
                  api_name="resultados_calcular")
-        dl_go.click(on_download, [scope, which], files, api_name="resultados_descargar")
-        bt_go.click(on_bt, None, [bt_table, bt_chart], api_name="resultados_bradley_terry")
-        # Automatic evaluations (esllm/evals/): each section checks the admin role in its own handlers.
+        dl_go.click(bind(ctx, download), [scope, which], files, api_name="resultados_descargar")
+        bt_go.click(bind(ctx, bradley_terry), None, [bt_table, bt_chart], api_name="resultados_bradley_terry")
+        # Automatic evaluations (esllm/evals/): each section declares the admin role on its own handlers.
         gr.Markdown("### Evaluaciones automáticas")
         sections = [build(ctx) for build in (build_belebele, build_juez, build_tareas)]
 
-    def on_load_all(request: gr.Request):
-        out = list(on_load(request))
-        for fn, outs in sections:
-            got = fn(request)
-            out += list(got) if len(outs) > 1 else [got]
-        return tuple(out)
-
-    return on_load_all, [which, notice] + [o for _, outs in sections for o in outs]
+    return bind(ctx, load_resultados, sections), [which, notice] + [o for _, outs in sections for o in outs]

@@ -1,9 +1,10 @@
 """«Belebele» accordion (admins only; placed in «Resultados»): evaluate contestants on a Belebele-format
 file from data/belebele/ and show the latest run per contestant and file with its 95% CI.
 
-Every handler asks `ctx.require(request, "admin")` first. The file is picked from the .jsonl files under
-data/belebele/ (the bundled sample and any real file copied there); any other path is refused, so a
-caller cannot make the server read an arbitrary file. The work is esllm/evals/belebele.py.
+Every handler is declared `@handler("admin")`. The file is picked from the .jsonl files under data/belebele/
+(the bundled sample and any real file copied there); any other path is refused, so a caller cannot make the
+server read an arbitrary file. The work is esllm/evals/belebele.py. Handlers are module-level and take the
+folder `build_belebele` binds (`data_dir`); the builder only lays out and wires.
 """
 
 from __future__ import annotations
@@ -14,29 +15,19 @@ from typing import Any, Optional
 import gradio as gr
 
 from esllm import EsllmError
-from esllm.evals.belebele import CHANCE, DATA_DIR, KIND, ROOT, run_belebele
-from esllm.ui.context import AppContext
+from esllm.evals.belebele import CHANCE, DATA_DIR, KIND, run_belebele
+from esllm.paths import ROOT, display_path
+from esllm.ui.context import AppContext, bind, handler
 
 HEADERS = ["concursante", "archivo", "exactitud", "IC 95 %", "n", "fecha (UTC)", "base sha256", "adaptador sha256"]
 CHANCE_NOTE = (f"Azar: {CHANCE:.0%} (cuatro opciones). Puntuación por la probabilidad de la letra de cada opción, "
                "sin muestreo; IC 95 % bootstrap sobre preguntas.")
 
 
-def _err(e: Exception) -> gr.Error:
-    return gr.Error(str(e), print_exception=False)
-
-
 def file_choices(data_dir: Path = DATA_DIR) -> list[str]:
     """The .jsonl files under data_dir, as paths relative to the repository (the bundled sample first)."""
     files = sorted(data_dir.rglob("*.jsonl"), key=lambda p: (p.name != "muestra-es.jsonl", str(p)))
-    return [_rel(p) for p in files if p.is_file()]
-
-
-def _rel(p: Path) -> str:
-    try:
-        return p.resolve().relative_to(ROOT).as_posix()
-    except ValueError:
-        return str(p.resolve())
+    return [display_path(p) for p in files if p.is_file()]
 
 
 def resolve_file(value: Any, data_dir: Path = DATA_DIR) -> Path:
@@ -46,9 +37,9 @@ def resolve_file(value: Any, data_dir: Path = DATA_DIR) -> Path:
     p = Path(value.strip())
     p = (p if p.is_absolute() else ROOT / p).resolve()
     if not p.is_relative_to(data_dir.resolve()) or p.suffix != ".jsonl":
-        raise EsllmError(f"Solo se evalúan archivos .jsonl de {_rel(data_dir)}/; copie allí el archivo.")
-    if _rel(p) not in file_choices(data_dir):
-        raise EsllmError(f"No existe el archivo {value.strip()!r} en {_rel(data_dir)}/.")
+        raise EsllmError(f"Solo se evalúan archivos .jsonl de {display_path(data_dir)}/; copie allí el archivo.")
+    if display_path(p) not in file_choices(data_dir):
+        raise EsllmError(f"No existe el archivo {value.strip()!r} en {display_path(data_dir)}/.")
     return p
 
 
@@ -63,6 +54,54 @@ def runs_table(s) -> list[list[Any]]:
                      f"{r.finished_at:%Y-%m-%d %H:%M}" if r.finished_at else "",
                      (h.get("base_sha256") or "—")[:12], (h.get("adapter_sha256") or "—")[:12]])
     return sorted(rows, key=lambda row: (row[1], row[0]))
+
+
+def _table(ctx: AppContext) -> list[list[Any]]:
+    with ctx.sessionmaker() as s:
+        return runs_table(s)
+
+
+@handler("admin")
+def evaluate(ctx: AppContext, data_dir: Path, file_value: Any, names: Any, limit_value: Any, request: gr.Request,
+             progress=gr.Progress()):
+    """«Evaluar» (/belebele_evaluar): (summary markdown, latest-runs table)."""
+    path = resolve_file(file_value, data_dir)
+    names = [n for n in (names or []) if isinstance(n, str) and n]
+    if not names:
+        raise EsllmError("Elija al menos un concursante.")
+    n_limit = int(limit_value or 0)
+    if n_limit < 0:
+        raise EsllmError("El límite de preguntas no puede ser negativo (0 = todas).")
+
+    def report(done: int, total: int, msg: str) -> None:
+        progress((done, total), desc=msg, unit="preguntas")
+
+    runs = run_belebele(ctx.sessionmaker, ctx.engine, names, path, limit=n_limit or None, progress=report)
+    lines = [f"**Belebele · {display_path(path)} · {runs[0].config['n_items']} preguntas.** {CHANCE_NOTE}"]
+    for r in runs:
+        if r.status == "done":
+            m = r.metrics
+            lines.append(f"- {r.contestant}: {m['accuracy']:.1%} [IC 95 % {m['ci_low']:.1%}–{m['ci_high']:.1%}],"
+                         f" {m['correct']}/{m['n']}")
+        else:
+            lines.append(f"- {r.contestant}: **falló**: {r.error}")
+    return "\n".join(lines), _table(ctx)
+
+
+@handler("admin")
+def refresh_table(ctx: AppContext, request: gr.Request) -> list[list[Any]]:
+    """«Actualizar tabla» (/belebele_tabla)."""
+    return _table(ctx)
+
+
+def load_belebele(ctx: AppContext, data_dir: Path, request: gr.Request):
+    """Page load (never raises): for admins the files, every available contestant and the table."""
+    if not ctx.is_admin(request):
+        return gr.update(choices=[], value=None), gr.update(choices=[], value=[]), None
+    files = file_choices(data_dir)
+    names = ctx.engine.available()
+    return (gr.update(choices=files, value=files[0] if files else None),
+            gr.update(choices=names, value=names), _table(ctx))
 
 
 def build_belebele(ctx: AppContext, *, data_dir: Optional[Path] = None):
@@ -85,57 +124,7 @@ def build_belebele(ctx: AppContext, *, data_dir: Optional[Path] = None):
         table = gr.Dataframe(headers=HEADERS, value=None, interactive=False, wrap=True, elem_id="belebele-tabla",
                              label=f"Última evaluación por concursante y archivo · azar = {CHANCE:.0%}")
 
-        def _admin(request):
-            try:
-                return ctx.require(request, "admin")
-            except EsllmError as e:
-                raise _err(e) from None
-
-        def _table():
-            with ctx.sessionmaker() as s:
-                return runs_table(s)
-
-        def on_load(request: gr.Request):
-            c = ctx.caller(request)
-            if c is None or c.role != "admin" or ctx.sessionmaker is None:
-                return gr.update(choices=[], value=None), gr.update(choices=[], value=[]), None
-            files = file_choices(data_dir)
-            names = [n for n, con in ctx.engine.contestants.items() if con.available]
-            return (gr.update(choices=files, value=files[0] if files else None),
-                    gr.update(choices=names, value=names), _table())
-
-        def on_run(file_value, names, limit_value, request: gr.Request, progress=gr.Progress()):
-            _admin(request)
-            try:
-                path = resolve_file(file_value, data_dir)
-                names = [n for n in (names or []) if isinstance(n, str) and n]
-                if not names:
-                    raise EsllmError("Elija al menos un concursante.")
-                n_limit = int(limit_value or 0)
-                if n_limit < 0:
-                    raise EsllmError("El límite de preguntas no puede ser negativo (0 = todas).")
-
-                def report(done: int, total: int, msg: str) -> None:
-                    progress((done, total), desc=msg, unit="preguntas")
-
-                runs = run_belebele(ctx.sessionmaker, ctx.engine, names, path, limit=n_limit or None, progress=report)
-            except EsllmError as e:
-                raise _err(e) from None
-            lines = [f"**Belebele · {_rel(path)} · {runs[0].config['n_items']} preguntas.** {CHANCE_NOTE}"]
-            for r in runs:
-                if r.status == "done":
-                    m = r.metrics
-                    lines.append(f"- {r.contestant}: {m['accuracy']:.1%} [IC 95 % {m['ci_low']:.1%}–{m['ci_high']:.1%}],"
-                                 f" {m['correct']}/{m['n']}")
-                else:
-                    lines.append(f"- {r.contestant}: **falló**: {r.error}")
-            return "\n".join(lines), _table()
-
-        def on_refresh(request: gr.Request):
-            _admin(request)
-            return _table()
-
-        go.click(on_run, [file, who, limit], [summary, table], api_name="belebele_evaluar",
+        go.click(bind(ctx, evaluate, data_dir), [file, who, limit], [summary, table], api_name="belebele_evaluar",
                  concurrency_limit=1, concurrency_id="belebele")
-        refresh.click(on_refresh, None, table, api_name="belebele_tabla")
-    return on_load, [file, who, table]
+        refresh.click(bind(ctx, refresh_table), None, table, api_name="belebele_tabla")
+    return bind(ctx, load_belebele, data_dir), [file, who, table]

@@ -1,10 +1,11 @@
 """«Juez automático» accordion (admins only; placed in «Resultados»): a contestant grades a rating
 session's answers with the rubric, and a table shows each latest judge run's agreement with the humans.
 
-Every handler asks `ctx.require(request, "admin")` first; the dropdowns are filled on load for admins
-only (nothing in the page's initial config names a session or a contestant) and accept any value, which
-the handler checks: the judge must be an available contestant, the session an existing one. The work is
-esllm/evals/judge.py; the agreement definitions are in esllm/evals/agreement.py.
+Every handler is declared `@handler("admin")`; the dropdowns are filled on load for admins only (nothing in
+the page's initial config names a session or a contestant) and accept any value, which the handler checks:
+the judge must be an available contestant, the session an existing one. The work is esllm/evals/judge.py;
+the agreement definitions are in esllm/evals/agreement.py. Handlers are module-level; `build_juez` only
+lays out and wires.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import gradio as gr
 
 from esllm import EsllmError
 from esllm.evals.judge import CRITERION_CHOICES, grade_session, latest_judge_runs
-from esllm.ui.context import AppContext
+from esllm.ui.context import AppContext, bind, handler
 
 HEADERS = ["sesión", "juez", "criterio", "calificadas", "ilegibles", "exacto %", "±1 %", "Spearman", "alfa",
            "n"]
@@ -24,10 +25,6 @@ NOTE = ("Una unidad = ítem × concursante × criterio con nota del juez y de al
         "la nota del juez frente a cada nota humana de la unidad (pares). Spearman: nota del juez frente a la "
         "media humana por unidad. Alfa: Krippendorff ordinal con el juez como un evaluador más. Las notas del "
         "juez nunca entran en la tabla del estudio ni en las descargas.")
-
-
-def _err(e: Exception) -> gr.Error:
-    return gr.Error(str(e), print_exception=False)
 
 
 def _num(x: Any, fmt: str) -> str:
@@ -53,37 +50,23 @@ def _session_names(s) -> list[str]:
     return list(s.scalars(select(RatingSession.name).order_by(RatingSession.id)))
 
 
-def _judges(ctx: AppContext) -> list[str]:
-    return [n for n, c in ctx.engine.contestants.items() if c.available]
+@handler("admin")
+def grade_handler(ctx: AppContext, session: Any, judge: Any, criterion: Any, request: gr.Request,
+                  progress=gr.Progress()):
+    """«Calificar con el juez» (/juez_calificar): (summary markdown, table rows)."""
+    if not isinstance(session, str) or not session.strip():
+        raise EsllmError("Elija una sesión de calificación.")
+    if not isinstance(judge, str) or judge not in ctx.engine.available():
+        raise EsllmError("Elija como juez un concursante disponible.")
+    criterion = criterion or "general"
+    if criterion not in CRITERION_CHOICES:
+        raise EsllmError(f"Criterio desconocido; use uno de {', '.join(CRITERION_CHOICES)}.")
 
+    def report(done: int, total: int, msg: str) -> None:
+        if progress is not None:
+            progress((done, total), desc=msg, unit="respuestas")
 
-def _admin(ctx: AppContext, request) -> None:
-    try:
-        ctx.require(request, "admin")
-    except EsllmError as e:
-        raise _err(e) from None
-
-
-def grade_handler(ctx: AppContext, session: Any, judge: Any, criterion: Any, request, progress=None):
-    """«Calificar con el juez»: (summary markdown, table rows). gr.Error for a non-admin or a bad value."""
-    _admin(ctx, request)
-    try:
-        if not isinstance(session, str) or not session.strip():
-            raise EsllmError("Elija una sesión de calificación.")
-        if not isinstance(judge, str) or judge not in _judges(ctx):
-            raise EsllmError("Elija como juez un concursante disponible.")
-        criterion = criterion or "general"
-        if criterion not in CRITERION_CHOICES:
-            raise EsllmError(f"Criterio desconocido; use uno de {', '.join(CRITERION_CHOICES)}.")
-
-        def report(done: int, total: int, msg: str) -> None:
-            if progress is not None:
-                progress((done, total), desc=msg, unit="respuestas")
-
-        rep = grade_session(ctx.sessionmaker, ctx.engine, session.strip(), judge, criterion=criterion,
-                            progress=report)
-    except EsllmError as e:
-        raise _err(e) from None
+    rep = grade_session(ctx.sessionmaker, ctx.engine, session.strip(), judge, criterion=criterion, progress=report)
     ag = rep.agreement
     md = (f"**Juez {judge} · sesión {session.strip()} · {criterion}:** {rep.graded} calificadas ahora, "
           f"{rep.unparsable} sin número legible (reintentos agotados; no se guardan), {rep.errors} errores, "
@@ -94,10 +77,22 @@ def grade_handler(ctx: AppContext, session: Any, judge: Any, criterion: Any, req
         return md, runs_table(s)
 
 
-def table_handler(ctx: AppContext, request) -> list[list[Any]]:
-    _admin(ctx, request)
+@handler("admin")
+def table_handler(ctx: AppContext, request: gr.Request) -> list[list[Any]]:
+    """«Actualizar tabla» (/juez_tabla): the latest judge runs."""
     with ctx.sessionmaker() as s:
         return runs_table(s)
+
+
+def load_juez(ctx: AppContext, request: gr.Request):
+    """Page load (never raises): for admins the sessions, the judges and the table; else empty lists."""
+    if not ctx.is_admin(request):
+        return gr.update(choices=[], value=None), gr.update(choices=[], value=None), None
+    with ctx.sessionmaker() as s:
+        names, rows = _session_names(s), runs_table(s)
+    judges = ctx.engine.available()
+    return (gr.update(choices=names, value=names[-1] if names else None),
+            gr.update(choices=judges, value=judges[0] if judges else None), rows)
 
 
 def build_juez(ctx: AppContext):
@@ -119,23 +114,7 @@ def build_juez(ctx: AppContext):
         table = gr.Dataframe(headers=HEADERS, value=None, interactive=False, wrap=True, elem_id="juez-tabla",
                              label="Acuerdo juez–humanos (última ejecución por sesión, juez y criterio)")
 
-        def on_load(request: gr.Request):
-            c = ctx.caller(request)
-            if c is None or c.role != "admin" or ctx.sessionmaker is None:
-                return gr.update(choices=[], value=None), gr.update(choices=[], value=None), None
-            with ctx.sessionmaker() as s:
-                names, rows = _session_names(s), runs_table(s)
-            judges = _judges(ctx)
-            return (gr.update(choices=names, value=names[-1] if names else None),
-                    gr.update(choices=judges, value=judges[0] if judges else None), rows)
-
-        def on_grade(session_value, judge_value, criterion_value, request: gr.Request, progress=gr.Progress()):
-            return grade_handler(ctx, session_value, judge_value, criterion_value, request, progress)
-
-        def on_refresh(request: gr.Request):
-            return table_handler(ctx, request)
-
-        go.click(on_grade, [session, judge, criterion], [summary, table], api_name="juez_calificar",
+        go.click(bind(ctx, grade_handler), [session, judge, criterion], [summary, table], api_name="juez_calificar",
                  concurrency_limit=1, concurrency_id="juez")
-        refresh.click(on_refresh, None, table, api_name="juez_tabla")
-    return on_load, [session, judge, table]
+        refresh.click(bind(ctx, table_handler), None, table, api_name="juez_tabla")
+    return bind(ctx, load_juez), [session, judge, table]

@@ -8,7 +8,8 @@ API (admins; a rater or an anonymous caller gets "No tiene permiso…" / "Inicie
     pictos_evaluar(file_name, contestants, limit) -> (summary markdown, latest-runs table)   # limit 0 = all
     pictos_tabla() -> latest-runs table (concursante, archivo, BLEU, chrF, n, fecha)
 Contestant and file lists are filled on load, for admins only. Files are chosen by name and must be a
-.jsonl directly under data/pictos/.
+.jsonl directly under data/pictos/. The three handlers are module-level, declared `@handler("admin")`;
+`build_tareas` only lays out and wires.
 """
 
 from __future__ import annotations
@@ -20,26 +21,11 @@ import gradio as gr
 
 from esllm import EsllmError
 from esllm.evals import pictos, questions
-from esllm.ui.context import AppContext, Caller
-
-
-def _err(e: Exception) -> gr.Error:
-    return gr.Error(str(e), print_exception=False)
-
-
-def _admin(ctx: AppContext, request) -> Caller:
-    try:
-        return ctx.require(request, "admin")
-    except EsllmError as e:
-        raise _err(e) from None
-
-
-def _available(ctx: AppContext) -> list[str]:
-    return [c.name for c in ctx.engine.contestants.values() if c.available]
+from esllm.ui.context import AppContext, bind, handler
 
 
 def _contestant(ctx: AppContext, name: Any) -> str:
-    if not isinstance(name, str) or name not in _available(ctx):
+    if not isinstance(name, str) or name not in ctx.engine.available():
         raise EsllmError(f"Elija un concursante disponible (recibido {name!r}).")
     return name
 
@@ -49,38 +35,34 @@ def _table(ctx: AppContext) -> list[list[Any]]:
         return pictos.latest_table(s)
 
 
-def preguntas_generar(ctx: AppContext, text: Any, n: Any, m: Any, contestant: Any, request) -> tuple[str, str]:
-    _admin(ctx, request)
-    try:
-        text, n, m = questions.check_request(text, n, m)
-        name = _contestant(ctx, contestant)
-        with ctx.sessionmaker() as s:
-            r = questions.run_questions(s, ctx.engine, name, text, n, m)
-    except EsllmError as e:
-        raise _err(e) from None
+@handler("admin")
+def preguntas_generar(ctx: AppContext, text: Any, n: Any, m: Any, contestant: Any,
+                      request: gr.Request) -> tuple[str, str]:
+    text, n, m = questions.check_request(text, n, m)
+    name = _contestant(ctx, contestant)
+    with ctx.sessionmaker() as s:
+        r = questions.run_questions(s, ctx.engine, name, text, n, m)
     raw = "\n".join("    " + ln for ln in r.raw_output.splitlines()) or "    (vacía)"
     return questions.format_questions(r.questions), (
         f"{questions.format_violations(r.violations)}\n\n**Salida del modelo** ({name}):\n\n{raw}\n\n"
         f"Guardado como evaluación #{r.run_id}.")
 
 
-def pictos_evaluar(ctx: AppContext, file_name: Any, names: Any, limit: Any, request, progress=None):
-    _admin(ctx, request)
-    try:
-        path = pictos.resolve_file(file_name)
-        items = pictos.load_pictos(path)
-        if limit not in (None, "", 0):
-            if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not math.isfinite(limit) \
-                    or limit != int(limit) or limit < 0:
-                raise EsllmError(f"El número de ítems debe ser un entero ≥ 0 (recibido {limit!r}).")
-            items = items[:int(limit)]
-        if names is not None and not isinstance(names, list):
-            raise EsllmError("Los concursantes deben ser una lista de nombres.")
-        names = list(dict.fromkeys(_contestant(ctx, n) for n in (names or [])))
-        if not names:
-            raise EsllmError("Elija al menos un concursante.")
-    except EsllmError as e:
-        raise _err(e) from None
+@handler("admin")
+def pictos_evaluar(ctx: AppContext, file_name: Any, names: Any, limit: Any, request: gr.Request,
+                   progress=gr.Progress()):
+    path = pictos.resolve_file(file_name)
+    items = pictos.load_pictos(path)
+    if limit not in (None, "", 0):
+        if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not math.isfinite(limit) \
+                or limit != int(limit) or limit < 0:
+            raise EsllmError(f"El número de ítems debe ser un entero ≥ 0 (recibido {limit!r}).")
+        items = items[:int(limit)]
+    if names is not None and not isinstance(names, list):
+        raise EsllmError("Los concursantes deben ser una lista de nombres.")
+    names = list(dict.fromkeys(_contestant(ctx, n) for n in (names or [])))
+    if not names:
+        raise EsllmError("Elija al menos un concursante.")
     total = len(items) * len(names)
     lines = [f"**{path.name}**: {len(items)} ítems × {len(names)} concursante(s)."]
     with ctx.sessionmaker() as s:
@@ -91,16 +73,29 @@ def pictos_evaluar(ctx: AppContext, file_name: Any, names: Any, limit: Any, requ
 
             try:
                 r = pictos.run_pictos(s, ctx.engine, name, items, file=path, progress=report)
-            except EsllmError as e:
+            except EsllmError as e:  # one contestant's failure is a line of the summary; the others still run
                 lines.append(f"- {name}: **error**: {e}")
                 continue
             lines.append(f"- {name}: BLEU {r.bleu:.2f} · chrF {r.chrf:.2f} (evaluación #{r.run_id})")
     return "\n".join(lines), _table(ctx)
 
 
-def pictos_tabla(ctx: AppContext, request) -> list[list[Any]]:
-    _admin(ctx, request)
+@handler("admin")
+def pictos_tabla(ctx: AppContext, request: gr.Request) -> list[list[Any]]:
     return _table(ctx)
+
+
+def load_tareas(ctx: AppContext, request: gr.Request):
+    """Page load (never raises): for admins the contestant dropdown, the file dropdown, the contestants
+    multiselect and the latest-runs table; else empty lists."""
+    if not ctx.is_admin(request):
+        empty = gr.update(choices=[], value=None)
+        return empty, empty, gr.update(choices=[], value=[]), None
+    names = ctx.engine.available()
+    files = [p.name for p in pictos.list_files()]
+    default = pictos.SAMPLE.name if pictos.SAMPLE.name in files else (files[0] if files else None)
+    return (gr.update(choices=names, value=names[0] if names else None), gr.update(choices=files, value=default),
+            gr.update(choices=names, value=names), _table(ctx))
 
 
 def build_tareas(ctx: AppContext):
@@ -137,29 +132,9 @@ def build_tareas(ctx: AppContext):
         p_table = gr.Dataframe(headers=pictos.TABLE_HEADERS, value=None, interactive=False,
                                label="Última evaluación por concursante y archivo", elem_id="pictos-resultados")
 
-    def on_load(request: gr.Request):
-        c = ctx.caller(request)
-        if c is None or c.role != "admin" or ctx.sessionmaker is None:
-            empty = gr.update(choices=[], value=None)
-            return empty, empty, gr.update(choices=[], value=[]), None
-        names = _available(ctx)
-        files = [p.name for p in pictos.list_files()]
-        default = pictos.SAMPLE.name if pictos.SAMPLE.name in files else (files[0] if files else None)
-        return (gr.update(choices=names, value=names[0] if names else None), gr.update(choices=files, value=default),
-                gr.update(choices=names, value=names), _table(ctx))
-
-    def on_questions(text, n, m, contestant, request: gr.Request):
-        return preguntas_generar(ctx, text, n, m, contestant, request)
-
-    def on_pictos(file_name, names, limit, request: gr.Request, progress=gr.Progress()):
-        return pictos_evaluar(ctx, file_name, names, limit, request, progress)
-
-    def on_table(request: gr.Request):
-        return pictos_tabla(ctx, request)
-
-    q_go.click(on_questions, [q_text, q_n, q_m, q_who], [q_out, q_problems], api_name="preguntas_generar",
+    q_go.click(bind(ctx, preguntas_generar), [q_text, q_n, q_m, q_who], [q_out, q_problems],
+               api_name="preguntas_generar", concurrency_limit=1, concurrency_id="tareas")
+    p_go.click(bind(ctx, pictos_evaluar), [p_file, p_who, p_limit], [p_summary, p_table], api_name="pictos_evaluar",
                concurrency_limit=1, concurrency_id="tareas")
-    p_go.click(on_pictos, [p_file, p_who, p_limit], [p_summary, p_table], api_name="pictos_evaluar",
-               concurrency_limit=1, concurrency_id="tareas")
-    p_refresh.click(on_table, None, p_table, api_name="pictos_tabla")
-    return on_load, [q_who, p_file, p_who, p_table]
+    p_refresh.click(bind(ctx, pictos_tabla), None, p_table, api_name="pictos_tabla")
+    return bind(ctx, load_tareas), [q_who, p_file, p_who, p_table]
