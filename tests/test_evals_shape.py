@@ -21,7 +21,8 @@ from esllm.evals.base import Evaluation, Outcome, failure_message, run_contestan
 from esllm.evals.belebele import Belebele
 from esllm.evals.judge import Judge
 from esllm.evals.pictos import Pictos
-from esllm.evals.questions import EXAMPLE_TEXT, Questions
+from esllm.evals.question_checks import EXAMPLE_TEXT
+from esllm.evals.questions import Questions
 from esllm.store import db
 from esllm.store.models import EVAL_KINDS, EvalRun
 

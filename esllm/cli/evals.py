@@ -44,7 +44,7 @@ def register(subparsers) -> None:
     from esllm.evals.judge import CRITERION_CHOICES
     from esllm.evals.pictos import MAX_NEW_TOKENS
     from esllm.evals.pictos import SAMPLE as PICTOS_SAMPLE
-    from esllm.evals.questions import SIMILARITY
+    from esllm.evals.question_checks import SIMILARITY
 
     b = subparsers.add_parser("belebele", help="multiple-choice reading comprehension benchmark in Belebele format "
                                                "(upgrades the database schema first)")
@@ -145,7 +145,8 @@ def cmd_judge(args: argparse.Namespace) -> int:
 
 
 def cmd_questions(args: argparse.Namespace) -> int:
-    from esllm.evals.questions import Questions, format_report, questions_result
+    from esllm.evals.question_checks import format_report
+    from esllm.evals.questions import Questions, questions_result
 
     if args.text_file is not None:
         try:

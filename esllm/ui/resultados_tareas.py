@@ -20,7 +20,7 @@ from typing import Any
 import gradio as gr
 
 from esllm import EsllmError
-from esllm.evals import pictos, questions
+from esllm.evals import pictos, question_checks, questions
 from esllm.ui.context import AppContext, bind, handler
 
 
@@ -43,8 +43,8 @@ def preguntas_generar(ctx: AppContext, text: Any, n: Any, m: Any, contestant: An
     with ctx.sessionmaker() as s:
         r = questions.run_questions(s, ctx.engine, name, text, n, m)
     raw = "\n".join("    " + ln for ln in r.raw_output.splitlines()) or "    (vacía)"
-    return questions.format_questions(r.questions), (
-        f"{questions.format_violations(r.violations)}\n\n**Salida del modelo** ({name}):\n\n{raw}\n\n"
+    return question_checks.format_questions(r.questions), (
+        f"{question_checks.format_violations(r.violations)}\n\n**Salida del modelo** ({name}):\n\n{raw}\n\n"
         f"Guardado como evaluación #{r.run_id}.")
 
 
