@@ -1,10 +1,12 @@
-"""Shared fixtures: tiny random models of every supported family, built once per test session.
+"""Shared fixtures: tiny random models of every supported family, built once per test session; a fresh
+store; the `python -m esllm` command run in-process; the rating apps used by several test files.
 
 `tiny(family)` builds (once) a model folder and an adapters folder with two random LoRA adapters,
 `a1` and `a2`; `engine(family)` returns a started Engine over it (once per session) with three
 contestants: `<family>-base`, `<family>-a1` and `<family>-a2`. Tests that change adapter folders
-build their own engine with `make_engine`. `reference(family, adapter)` is the greedy answer
-computed with plain transformers/peft, which the engine's answers must equal.
+build their own engine with `tests.helpers.make_engine`. `reference(family, adapter)` is the greedy answer
+computed with plain transformers/peft, which the engine's answers must equal. Plain functions and
+constants (the app launcher, FakeEngine, new_store, ROWS, …) are in tests/helpers.py.
 
     .venv/bin/python -m pytest                  # everything (the slow tests load the real gemma-3-270m)
     .venv/bin/python -m pytest -m "not slow"    # the quick suite
@@ -12,21 +14,19 @@ computed with plain transformers/peft, which the engine's answers must equal.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import pytest
 
 from tests import tiny as tm
+from tests.helpers import EVALUAR, LIMITS, NAVEGADOR, NAVEGADOR_ROWS, PROMPT, ROWS, make_engine, new_store, rate_app
 
-REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry calls from the test app
-
-# Small caps so the cap tests are quick; every other test stays within them.
-LIMITS = {"max_new_tokens": 16, "max_prompt_chars": 400, "max_prompt_tokens": 128, "max_conversation_chars": 4000}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -102,15 +102,6 @@ def tiny(tiny_root):
     return get
 
 
-def make_engine(config: dict, root: Path, **kw):
-    from esllm.config import parse_config
-    from esllm.engine import Engine
-
-    engine = Engine(parse_config(config), root=root, progress=lambda msg: None, **kw)
-    engine.start()
-    return engine
-
-
 @pytest.fixture(scope="session")
 def engine(tiny, tiny_root):
     """Started engines, one per family, shared by the tests that only generate."""
@@ -122,9 +113,6 @@ def engine(tiny, tiny_root):
         return engines[family]
 
     return get
-
-
-PROMPT = [{"role": "user", "content": "Hola, ¿cómo estás?"}]
 
 
 @dataclass(frozen=True)
@@ -143,7 +131,7 @@ def reference(tiny):
     The model is loaded fresh (plain transformers, plus peft for an adapter), never through the engine.
     """
 
-    from esllm.engine.core import visible
+    from esllm.engine.messages import visible
     from esllm.engine.templates import get_template
 
     models: dict[tuple, Any] = {}
@@ -167,3 +155,66 @@ def reference(tiny):
         return results[key]
 
     return get
+
+
+# ----------------------------------------------------------------------------- the store and the CLI
+@pytest.fixture
+def store(tmp_path):
+    """A fresh SQLite store upgraded to head: (url, Session)."""
+    st = new_store(tmp_path / "store.sqlite3")
+    yield st
+    st.dispose()
+
+
+class CliResult(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """cli(*args, db_url=None, stdin="") -> (returncode, stdout, stderr): `python -m esllm ARGS` run in this
+    process through esllm.cli.main, on the store `db_url` when given (else $ESLLM_DATABASE_URL). argparse's
+    refusals (SystemExit) come back as their exit code too."""
+
+    def run(*args, db_url: Optional[str] = None, stdin: str = "") -> CliResult:
+        from esllm.cli import main
+
+        if db_url is not None:
+            monkeypatch.setenv("ESLLM_DATABASE_URL", db_url)
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        capsys.readouterr()  # only this command's output
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:
+            code = e.code
+        out, err = capsys.readouterr()
+        return CliResult(code, out, err)
+
+    return run
+
+
+# ----------------------------------------------------------------------------- rating apps (module-scoped)
+@pytest.fixture(scope="module")
+def rated_app(tiny, tmp_path_factory):
+    """«Evaluar» over HTTP: an app with accounts (admin «admin»; raters ana, beto, carla, dora) on the tiny Llama
+    under EVALUAR's names; session «estudio-piloto» over «mini» for ana, beto and carla, k=2.
+    (ctx, url, Session, session id, model folder)."""
+    t = tiny("llama")
+    accounts = {"admin": "admin", **dict.fromkeys(("ana", "beto", "carla", "dora"), "rater")}
+    with rate_app(t, tmp_path_factory.mktemp("evaluar"), EVALUAR, accounts=accounts, prompt_set="mini", rows=ROWS,
+                  raters=["ana", "beto", "carla"], k=2, seed=3) as (app, sid):
+        yield app.ctx, app.url, app.Session, sid, t.model_dir
+
+
+@pytest.fixture(scope="module")
+def rater_app(tiny, tmp_path_factory):
+    """The browser tests' app with accounts: admin «jefa», raters «ana» and «beto», NAVEGADOR's names; session
+    «estudio-navegador» gives each rater the five items. (url, Session, session id, secrets: every name that
+    must never reach a rater's browser)."""
+    t = tiny("llama")
+    with rate_app(t, tmp_path_factory.mktemp("navegador"), NAVEGADOR,
+                  accounts={"jefa": "admin", "ana": "rater", "beto": "rater"}, prompt_set="navegador",
+                  rows=NAVEGADOR_ROWS, raters=["ana", "beto"], k=2, seed=5) as (app, sid):
+        yield app.url, app.Session, sid, NAVEGADOR.secrets(t.model_dir)

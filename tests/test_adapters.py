@@ -11,7 +11,7 @@ import torch
 
 from esllm.engine.adapters import WEIGHTS, inspect_adapter
 from tests import tiny as tm
-from tests.conftest import PROMPT, make_engine
+from tests.helpers import PROMPT, make_engine
 
 # folder name -> a piece of the reason the engine must give
 BROKEN = {

@@ -8,9 +8,6 @@ and anonymous callers are refused on every admin endpoint and change nothing.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import httpx
@@ -18,9 +15,7 @@ import pytest
 import yaml
 from sqlalchemy import func, select
 
-from tests.conftest import REPO
-from tests.test_app import free_port
-from tests.test_batch import ROWS
+from tests.helpers import ROWS, login, running_app
 
 PW = "contraseña-segura"
 NAMES = ["concursante-arce", "concursante-boj", "concursante-cedro"]
@@ -49,36 +44,17 @@ def _contestants(adapters=(None, "a1", "a2")):
 
 @pytest.fixture(scope="module")
 def admin_app(tiny, tmp_path_factory):
-    import app
-    from esllm.store import db, users
-
     t = tiny("llama")
     tmp = tmp_path_factory.mktemp("administrar")
-    (tmp / "config.yaml").write_text(yaml.safe_dump(t.config(contestants=_contestants(), auto_contestants=False,
-                                                             limits={"max_new_tokens": 6})), encoding="utf-8")
     (tmp / "mini.jsonl").write_text(ROWS, encoding="utf-8")
     (tmp / "malo.jsonl").write_text(BAD_JSONL, encoding="utf-8")
-    url = f"sqlite:///{tmp / 'a.sqlite3'}"
-    db.upgrade(url)
-    Session = db.make_sessionmaker(db.make_engine(url))
-    with Session() as s:
-        users.add_user(s, "admin", PW, "admin")
-        for n in ("ana", "beto"):
-            users.add_user(s, n, PW, "rater")
-        s.commit()
-    ctx, demo = app.create(str(tmp / "config.yaml"), progress=lambda m: None, db_url=url)
-    assert not ctx.local_mode
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=True,
-                **app.launch_kwargs(ctx, "127.0.0.1"))
-    yield SimpleNamespace(ctx=ctx, demo=demo, url=f"http://127.0.0.1:{port}/", Session=Session, tmp=tmp)
-    demo.close()
+    config = t.config(contestants=_contestants(), auto_contestants=False, limits={"max_new_tokens": 6})
+    with running_app(config, tmp, accounts={"admin": "admin", "ana": "rater", "beto": "rater"}, password=PW) as a:
+        yield SimpleNamespace(ctx=a.ctx, demo=a.demo, url=a.url, Session=a.Session, tmp=tmp)
 
 
 def client(url, name, password=PW):
-    from gradio_client import Client
-
-    return Client(url, auth=(name, password), verbose=False)
+    return login(url, name, password)
 
 
 def rows(df) -> list[list]:
@@ -204,8 +180,12 @@ def test_raters_wrong_passwords_and_anonymous_are_refused_everywhere(admin_app):
 
 
 def test_rater_page_load_names_no_contestant_admin_page_does(admin_app):
+    import inspect
+
+    # the page-load function of «Administrar»: registered on the load event, defined in esllm/ui/administrar.py
     loads = [f.fn for f in admin_app.demo.fns.values()
-             if f.fn is not None and "build_administrar" in f.fn.__qualname__ and f.fn.__name__ == "on_load"]
+             if f.fn is not None and any(event == "load" for _, event in f.targets)
+             and inspect.unwrap(f.fn).__module__ == "esllm.ui.administrar"]
     assert len(loads) == 1
     rater = json.dumps(loads[0](SimpleNamespace(username="ana")), default=str, ensure_ascii=False)
     boss = json.dumps(loads[0](SimpleNamespace(username="admin")), default=str, ensure_ascii=False)
@@ -230,17 +210,13 @@ def test_bad_import_file_reports_line_numbers_and_writes_nothing(admin_app):
     assert counts(a.Session) == before
 
 
-def test_a_name_resolves_to_its_latest_snapshot_with_every_answer_selected(tmp_path):
+def test_a_name_resolves_to_its_latest_snapshot_with_every_answer_selected(store):
     from esllm import EsllmError
-    from esllm.store import db
     from esllm.store.models import Answer, Prompt, get_or_create_contestant
     from esllm.study.admin import resolve_contestants
     from esllm.study.prompts import import_prompt_set, parse_prompts
 
-    url = f"sqlite:///{tmp_path / 'r.sqlite3'}"
-    db.upgrade(url)
-    Session = db.make_sessionmaker(db.make_engine(url))
-    with Session() as s:
+    with store.Session() as s:
         import_prompt_set(s, "mini", parse_prompts(ROWS, "jsonl"))
         pids = list(s.scalars(select(Prompt.id)))
         snap = lambda sha: get_or_create_contestant(s, name="arce", base="b", template="t", preset="greedy",  # noqa: E731
@@ -265,41 +241,36 @@ def test_a_name_resolves_to_its_latest_snapshot_with_every_answer_selected(tmp_p
 
 # ------------------------------------------------------------------------------------------- CLI
 
-def cli(env, *args, stdin=None):
-    return subprocess.run([sys.executable, "-m", "esllm", *args], cwd=REPO, env=env, input=stdin,
-                          capture_output=True, text=True, timeout=600)
-
-
-def test_cli_import_generate_sessions_create_list_close(tiny, tmp_path):
-    from esllm.store import db, users
+def test_cli_import_generate_sessions_create_list_close(tiny, tmp_path, store, monkeypatch, cli):
+    """`python -m esllm` in-process (the `cli` fixture) on a fresh store."""
+    from esllm.store import users
     from esllm.store.models import Assignment, RatingSession
 
-    url = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
-    env = {**os.environ, "ESLLM_DATABASE_URL": url}
+    Session = store.Session
+    monkeypatch.setenv("ESLLM_DATABASE_URL", store.url)
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump(tiny("llama").config(contestants=_contestants(), auto_contestants=False)))
     (tmp_path / "malo.jsonl").write_text(BAD_JSONL, encoding="utf-8")
     (tmp_path / "mini.jsonl").write_text(ROWS, encoding="utf-8")
 
-    p = cli(env, "prompts", "import", str(tmp_path / "malo.jsonl"), "--name", "mini")
+    p = cli("prompts", "import", str(tmp_path / "malo.jsonl"), "--name", "mini")
     assert p.returncode == 2 and "línea 2" in p.stderr and "línea 3" in p.stderr, p.stderr
-    p = cli(env, "prompts", "import", str(tmp_path / "mini.jsonl"), "--name", "mini")
+    p = cli("prompts", "import", str(tmp_path / "mini.jsonl"), "--name", "mini")
     assert p.returncode == 0 and "4 nuevos" in p.stdout, p.stdout + p.stderr
-    p = cli(env, "sessions", "create", "piloto", "--set", "mini", "--contestants", *NAMES, "--raters", "ana", "--k", "1")
+    p = cli("sessions", "create", "piloto", "--set", "mini", "--contestants", *NAMES, "--raters", "ana", "--k", "1")
     assert p.returncode == 2 and "no tiene respuestas guardadas" in p.stderr, p.stderr
 
-    Session = db.make_sessionmaker(db.make_engine(url))
     with Session() as s:
         for n in ("ana", "beto", "carla"):
             users.add_user(s, n, PW, "rater")
         s.commit()
-    p = cli(env, "generate", "--config", str(cfg), "--set", "mini", "--attempts", "1", "--max-new-tokens", "4")
+    p = cli("generate", "--config", str(cfg), "--set", "mini", "--attempts", "1", "--max-new-tokens", "4")
     assert p.returncode == 0 and "12 generadas" in p.stdout, p.stdout + p.stderr
 
-    p = cli(env, "sessions", "create", "piloto", "--set", "mini", "--contestants", NAMES[0], NAMES[1], "nadie",
+    p = cli("sessions", "create", "piloto", "--set", "mini", "--contestants", NAMES[0], NAMES[1], "nadie",
             "--raters", "ana", "beto", "carla", "--k", "2")
     assert p.returncode == 2 and "'nadie'" in p.stderr and "generate" in p.stderr, p.stderr
-    p = cli(env, "sessions", "create", "piloto", "--set", "mini", "--contestants", *NAMES,
+    p = cli("sessions", "create", "piloto", "--set", "mini", "--contestants", *NAMES,
             "--raters", "ana", "beto", "carla", "--k", "2", "--mode", "full", "--seed", "7")
     assert p.returncode == 0 and "creada" in p.stdout, p.stdout + p.stderr
     with Session() as s:
@@ -309,7 +280,7 @@ def test_cli_import_generate_sessions_create_list_close(tiny, tmp_path):
                for r in {a.rater_id for a in s.scalars(select(Assignment))}}
     assert sum(per.values()) == 8, "4 items x k=2"
 
-    p = cli(env, "sessions", "list")
+    p = cli("sessions", "list")
     assert p.returncode == 0, p.stderr
     line = p.stdout.strip()
     assert line.startswith("piloto\tconjunto=mini\tmodo=full\tk=2\tabierta"), line
@@ -318,7 +289,7 @@ def test_cli_import_generate_sessions_create_list_close(tiny, tmp_path):
     assert sorted(int(v.split("/")[1]) for v in got.values()) == sorted(per.values())
     assert all(v.startswith("0/") for v in got.values())
 
-    assert cli(env, "sessions", "close", "piloto").returncode == 0
-    assert "\tcerrada\t" in cli(env, "sessions", "list").stdout
-    p = cli(env, "sessions", "close", "piloto")
+    assert cli("sessions", "close", "piloto").returncode == 0
+    assert "\tcerrada\t" in cli("sessions", "list").stdout
+    p = cli("sessions", "close", "piloto")
     assert p.returncode == 2 and "ya está cerrada" in p.stderr

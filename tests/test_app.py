@@ -8,35 +8,16 @@ cancelled request and a client that disappears all stop the engine's decoding.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
-import yaml
 
 from tests import tiny as tm
+from tests.helpers import REPO, running_app, wait_until
 
 ADV_DEFAULT = (32, 1.0, 0, 1.0, 1, 0.0, 1.0, None)  # max_new_tokens … seed, as the UI sends them
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch(config: dict, tmp_path):
-    import app
-
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    ctx, demo = app.create(str(path), progress=lambda m: None)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=True)
-    return ctx, demo, f"http://127.0.0.1:{port}/"
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +25,8 @@ def tiny_app(tiny, tmp_path_factory):
     t = tiny("llama")
     tmp = tmp_path_factory.mktemp("app")
     adapters = t.copy_adapters(tmp / "adapters")
-    ctx, demo, url = launch(t.config(adapters_dir=adapters, limits={"max_new_tokens": 4000}), tmp)
-    yield ctx, url, adapters
-    demo.close()
+    with running_app(t.config(adapters_dir=adapters, limits={"max_new_tokens": 4000}), tmp) as a:
+        yield a.ctx, a.url, adapters
 
 
 @pytest.fixture(scope="module")
@@ -73,17 +53,15 @@ def raw(ctx):
 
 
 def wait_started(calls, timeout=30.0) -> None:
-    t0 = time.perf_counter()
-    while calls["n"] < 5:
-        assert time.perf_counter() - t0 < timeout, "the generation never started"
-        time.sleep(0.02)
+    wait_until(lambda: calls["n"] >= 5, timeout, message="the generation never started")
 
 
 def wait_idle(engine, timeout=10.0) -> float:
-    t0 = time.perf_counter()
-    while engine.active and time.perf_counter() - t0 < timeout:
-        time.sleep(0.05)
-    return time.perf_counter() - t0
+    """Seconds until the engine has no active generation (the callers assert it did stop, and how fast)."""
+    try:
+        return wait_until(lambda: not engine.active, timeout, interval=0.05)
+    except AssertionError:
+        return timeout
 
 
 def test_streamed_answer_arrives_with_metadata(client, tiny_app, reference):
@@ -181,12 +159,9 @@ def test_client_that_goes_away_stops_decoding(tiny_app):
         time.sleep(120)
     """)
     with tm.slowed(raw(ctx), 0.02) as calls:
-        proc = subprocess.Popen([sys.executable, "-c", code])
+        proc = subprocess.Popen([sys.executable, "-c", code])  # a separate process, so it can be killed
         try:
-            t0 = time.perf_counter()
-            while calls["n"] < 5 and time.perf_counter() - t0 < 60:
-                time.sleep(0.05)
-            assert calls["n"] >= 5, "the generation never started"
+            wait_started(calls, timeout=60)
         finally:
             proc.kill()
             proc.wait()
@@ -240,13 +215,8 @@ def test_describe_panel_shows_base_adapter_quantisation_device_memory(client):
 # ----------------------------------------------------------------------------- real model
 @pytest.fixture(scope="session")
 def real_app(tmp_path_factory):
-    import app
-
-    ctx, demo = app.create(str(app.ROOT / "configs" / "default.yaml"), progress=lambda m: None)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=True)
-    yield ctx, f"http://127.0.0.1:{port}/"
-    demo.close()
+    with running_app(REPO / "configs" / "default.yaml", tmp_path_factory.mktemp("real-app")) as a:
+        yield a.ctx, a.url
 
 
 SPANISH = (" es ", " de ", " la ", " el ", " que ", " un ", " una ", " en ", " los ", " las ")

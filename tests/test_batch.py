@@ -2,57 +2,21 @@
 
 from __future__ import annotations
 
-import json
-from types import SimpleNamespace
-
 import pytest
 from sqlalchemy import func, select
 
 from esllm import EsllmError
-from esllm.store import db
 from esllm.store.models import Answer, Prompt
 from esllm.study.answers import generate_answers, select_attempt
 from esllm.study.prompts import import_prompt_set, parse_prompts
-
-ROWS = "\n".join(json.dumps(r, ensure_ascii=False) for r in [
-    {"id": "p1", "category": "basicas", "text": "¿Qué es el RUC?"},
-    {"id": "c2", "category": "contextual", "series": "s1", "turn": 2, "text": "¿Y el segundo?"},
-    {"id": "c1", "category": "contextual", "series": "s1", "turn": 1, "text": "Dame dos ideas."},
-    {"id": "p2", "category": "basicas", "text": "¿Qué es el IVA?"},
-])
-
-
-class FakeEngine:
-    """Canned answers "<code>#<attempt>#<call>" (the code stands for the contestant, without naming it);
-    records every request."""
-
-    def __init__(self, names):
-        self.calls = []
-        self.code = {n: f"r{i}" for i, n in enumerate(names)}
-        self.contestants = {n: SimpleNamespace(name=n, model_key="m", adapter=None, preset="greedy",
-                                               template=SimpleNamespace(name="alpaca-es")) for n in names}
-        self.bases = {"m": SimpleNamespace(spec=SimpleNamespace(source="bundled:x", template="alpaca-es"))}
-        self.adapters = {}
-
-    def contestant(self, name):
-        return self.contestants[name]
-
-    def generate(self, name, msgs, overrides=None):
-        self.calls.append((name, msgs, overrides))
-        text = f"{self.code[name]}#{overrides['seed']}#{len(self.calls)}"
-        return SimpleNamespace(text=text, params={"preset": "greedy", **overrides}, new_tokens=3, latency_s=0.1,
-                               ended_on_eos=True, finish_reason="eos")
+from tests.helpers import ROWS, FakeEngine, new_store
 
 
 @pytest.fixture()
 def Session(tmp_path):
-    url = f"sqlite:///{tmp_path / 't.sqlite3'}"
-    db.upgrade(url)
-    maker = db.make_sessionmaker(db.make_engine(url))
-    with maker() as s:
-        import_prompt_set(s, "mini", parse_prompts(ROWS, "jsonl"))
-        s.commit()
-    return maker
+    store = new_store(tmp_path / "t.sqlite3", prompt_sets={"mini": ROWS})
+    yield store.Session
+    store.dispose()
 
 
 def test_counts_resume_and_selection(Session):
@@ -72,7 +36,7 @@ def test_counts_resume_and_selection(Session):
 def test_contextual_turns_get_own_earlier_answers(Session):
     eng = FakeEngine(["x", "y"])
     generate_answers(Session, eng, "mini", ["x", "y"], attempts=2)
-    turn2 = [(n, m, o) for n, m, o in eng.calls if m[-1]["content"] == "¿Y el segundo?"]
+    turn2 = [(n, m, o) for n, m, _preset, o in eng.calls if m[-1]["content"] == "¿Y el segundo?"]
     assert len(turn2) == 4
     with Session() as s:
         c1 = s.scalars(select(Prompt).where(Prompt.external_id == "c1")).one()

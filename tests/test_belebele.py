@@ -22,6 +22,7 @@ from sqlalchemy import select
 from esllm import EsllmError
 from esllm.evals import belebele as B
 from tests import tiny as tm
+from tests.helpers import new_store, serve
 
 PW = "contraseña-segura"
 
@@ -189,17 +190,6 @@ def test_accuracy_and_bootstrap_ci():
 
 
 # ------------------------------------------------------------------ stored runs and CLI
-@pytest.fixture
-def store(tmp_path):
-    from esllm.store import db
-
-    url = f"sqlite:///{tmp_path / 'b.sqlite3'}"
-    db.upgrade(url)
-    dbe = db.make_engine(url)
-    yield url, db.make_sessionmaker(dbe)
-    dbe.dispose()
-
-
 def test_run_belebele_stores_one_done_run_per_contestant(engine, store, monkeypatch):
     from esllm.store.models import EvalRun
 
@@ -243,19 +233,19 @@ def test_run_belebele_stores_one_done_run_per_contestant(engine, store, monkeypa
 
 
 def _parser():
+    from esllm.cli.evals import register
+
     p = argparse.ArgumentParser()
-    B.add_cli(p.add_subparsers(dest="cmd", required=True))
+    register(p.add_subparsers(dest="cmd", required=True))
     return p
 
 
-def test_cli_runs_on_a_tiny_config(tiny, tmp_path, monkeypatch, capsys):
-    from esllm.store import db
+def test_cli_runs_on_a_tiny_config(tiny, tmp_path, store, monkeypatch, capsys):
     from esllm.store.models import EvalRun
 
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(tiny("llama").config()), encoding="utf-8")
-    url = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
-    monkeypatch.setenv("ESLLM_DATABASE_URL", url)
+    monkeypatch.setenv("ESLLM_DATABASE_URL", store.url)
     args = _parser().parse_args(["belebele", "--config", str(cfg), "--limit", "4", "--batch-size", "3",
                                  "--contestants", "llama-base", "llama-a2"])
     assert args.func(args) == 0
@@ -263,10 +253,8 @@ def test_cli_runs_on_a_tiny_config(tiny, tmp_path, monkeypatch, capsys):
     assert "4 preguntas" in out and "azar 25 %" in out
     lines = {ln.split()[0]: ln for ln in out.splitlines() if ln.startswith("llama-")}
     assert set(lines) == {"llama-base", "llama-a2"}
-    dbe = db.make_engine(url)
-    with db.make_sessionmaker(dbe)() as s:
+    with store.Session() as s:
         runs = s.scalars(select(EvalRun)).all()
-    dbe.dispose()
     assert sorted(r.contestant for r in runs) == ["llama-a2", "llama-base"]
     for r in runs:
         assert r.status == "done" and r.config["batch_size"] == 3
@@ -276,10 +264,14 @@ def test_cli_runs_on_a_tiny_config(tiny, tmp_path, monkeypatch, capsys):
     assert args.func(args) == 0
     assert {ln.split()[0] for ln in capsys.readouterr().out.splitlines() if ln.startswith("llama-")} == \
         {"llama-base", "llama-a1", "llama-a2"}
-    # a bad file: message on stderr, exit 2
+    # a bad file: message on stderr, exit 2 (esllm.cli.main turns the command's EsllmError into 2)
+    from esllm.cli import main
+
     bad = write_jsonl(tmp_path / "bad.jsonl", [row(correct_answer_num="7")])
     args = _parser().parse_args(["belebele", "--config", str(cfg), "--file", str(bad)])
-    assert args.func(args) == 2
+    with pytest.raises(EsllmError, match="línea 1: correct_answer_num"):
+        args.func(args)
+    assert main(["belebele", "--config", str(cfg), "--file", str(bad)]) == 2
     assert "línea 1: correct_answer_num" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         _parser().parse_args(["belebele", "--batch-size", "0"])
@@ -290,34 +282,22 @@ def test_cli_runs_on_a_tiny_config(tiny, tmp_path, monkeypatch, capsys):
 def belebele_app(engine, tiny, tmp_path_factory):
     import gradio as gr
 
-    import app
-    from esllm.config import parse_config
-    from esllm.store import db, users
+    from esllm.engine.config import parse_config
     from esllm.ui.context import AppContext
     from esllm.ui.resultados_belebele import build_belebele
-    from tests.test_app import free_port
 
-    tmp = tmp_path_factory.mktemp("belebele-ui")
-    url = f"sqlite:///{tmp / 'ui.sqlite3'}"
-    db.upgrade(url)
-    dbe = db.make_engine(url)
-    Session = db.make_sessionmaker(dbe)
-    with Session() as s:
-        users.add_user(s, "admin", PW, "admin")
-        users.add_user(s, "ana", PW, "rater")
-        s.commit()
+    store = new_store(tmp_path_factory.mktemp("belebele-ui") / "ui.sqlite3", accounts={"admin": "admin", "ana": "rater"},
+                      password=PW)
+    Session = store.Session
     eng = engine("llama")
     ctx = AppContext(config=parse_config(tiny("llama").config()), engine=eng, sessionmaker=Session, local_mode=False)
     with gr.Blocks() as demo:
         fn, outputs = build_belebele(ctx)
         demo.load(fn, None, outputs, api_name=False)
     demo.queue()
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=True,
-                **app.launch_kwargs(ctx, "127.0.0.1"))
-    yield f"http://127.0.0.1:{port}/", Session, fn
+    yield serve(demo, ctx), Session, fn
     demo.close()
-    dbe.dispose()
+    store.dispose()
 
 
 def client(url, name):

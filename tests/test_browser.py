@@ -6,38 +6,26 @@ Runs on the tiny Llama app (three contestants: base, +a1, +a2). Needs /usr/bin/c
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 
-from tests.test_app import launch
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+from tests.helpers import ARTIFACTS, new_browser_page, running_app
 
 
 @pytest.fixture(scope="module")
 def page_url(tiny, tmp_path_factory):
     t = tiny("llama")
     tmp = tmp_path_factory.mktemp("browser")
-    ctx, demo, url = launch(t.config(adapters_dir=t.copy_adapters(tmp / "adapters")), tmp)
-    yield ctx, url
-    demo.close()
+    with running_app(t.config(adapters_dir=t.copy_adapters(tmp / "adapters")), tmp) as a:
+        yield a.ctx, a.url
 
 
 def test_chat_switch_contestant_and_screenshot(page_url):
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is not installed: run `bash scripts/test.sh` (it installs Debian's chromium)")
     from playwright.sync_api import expect, sync_playwright
 
     ctx, url = page_url
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        browser, page = new_browser_page(p, height=900, timeout_ms=30_000)
         page.goto(url, wait_until="load")
         box = page.locator("#mensaje textarea")
         box.wait_for(timeout=30_000)
@@ -47,14 +35,17 @@ def test_chat_switch_contestant_and_screenshot(page_url):
         # before it arrives gets a clear error, so wait for it as a user waits for the page.
         expect(info).to_contain_text("llama-base", timeout=30_000)
 
+        last = page.locator("#ultima")  # the answer's metadata: it arrives with the answer's final text
+
         def ask(text: str) -> str:
             bots = page.locator("#chat [data-testid='bot']")
-            before = bots.count()
+            before, meta_before = bots.count(), last.inner_text()
             box.fill(text)
             page.locator("#enviar").click()
             expect(bots).to_have_count(before + 1, timeout=60_000)
             page.wait_for_function("() => !document.querySelector('#chat .pending, #chat .generating')", timeout=60_000)
-            page.wait_for_timeout(500)
+            expect(last).not_to_have_text(meta_before, timeout=60_000)  # new metadata (latency differs every time)
+            expect(last).to_contain_text("ended_on_eos")
             return bots.last.inner_text()
 
         first = ask("Hola, ¿cómo estás?")

@@ -12,84 +12,13 @@ Needs /usr/bin/chromium (`scripts/test.sh` installs it).
 
 from __future__ import annotations
 
-import json
-import random
-import shutil
-from pathlib import Path
-
-import pytest
-import yaml
 from sqlalchemy import select
 
-from tests.test_app import free_port
-from tests.test_browser import ARGS, ARTIFACTS, CHROMIUM
+from tests.helpers import ARTIFACTS, NAVEGADOR, WAIT_MS, browser_login, new_browser_page, open_tab, watch_queue
 
-PW = "clave-del-navegador"
-CONTESTANTS = ["participante-quetzal", "participante-ornitorrinco", "participante-mandril"]
-ADAPTERS = ["ajuste-secreto-norte", "ajuste-secreto-sur"]
-MODEL_KEY = "base-confidencial"
-SESSION = "estudio-navegador"
-ROWS = "\n".join(json.dumps(r, ensure_ascii=False) for r in [
-    {"id": "n1", "category": "basicas", "text": "¿Qué es el RUC?"},
-    {"id": "n2", "category": "basicas", "text": "¿Qué es el IVA?"},
-    {"id": "n3", "category": "complejas", "text": "Explica cómo se declara el impuesto a la renta."},
-    {"id": "s1", "category": "contextual", "series": "serie", "turn": 1, "text": "Dame dos ideas."},
-    {"id": "s2", "category": "contextual", "series": "serie", "turn": 2, "text": "¿Y la segunda?"},
-])
+PW, SESSION = NAVEGADOR.password, NAVEGADOR.session
 N_ITEMS = 5  # two raters, k=2: each rates every prompt
-WAIT = 30_000  # ms, for anything the server answers (the machine may be busy); expect() alone waits 5 s
-
-
-@pytest.fixture(scope="module")
-def rater_app(tiny, tmp_path_factory):
-    """(url, Session, session id, secrets) of an app with accounts: admin «jefa», raters «ana» and «beto»."""
-    import app
-    from esllm.store import db, users
-    from esllm.store.models import ContestantSnapshot
-    from esllm.study.answers import generate_answers
-    from esllm.study.prompts import import_prompt_set, parse_prompts
-    from esllm.study.sessions import create_session
-    from esllm.ui import CSS, HEAD
-
-    t = tiny("llama")
-    tmp = tmp_path_factory.mktemp("navegador")
-    adapters = tmp / "adapters"
-    for src, dst in zip(("a1", "a2"), ADAPTERS):
-        shutil.copytree(t.adapters_dir / src, adapters / dst)
-    cfg = {
-        "models": {MODEL_KEY: {"source": str(t.model_dir), "quantization": "none", "device": "cpu",
-                               "template": "llama-2"}},
-        "contestants": [{"name": CONTESTANTS[0], "model": MODEL_KEY, "preset": "greedy"},
-                        {"name": CONTESTANTS[1], "model": MODEL_KEY, "adapter": ADAPTERS[0], "preset": "greedy"},
-                        {"name": CONTESTANTS[2], "model": MODEL_KEY, "adapter": ADAPTERS[1], "preset": "greedy"}],
-        "limits": {"max_new_tokens": 8},
-        "adapters_dir": str(adapters),
-        "auto_contestants": False,
-    }
-    (tmp / "config.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    url = f"sqlite:///{tmp / 'navegador.sqlite3'}"
-    db.upgrade(url)
-    Session = db.make_sessionmaker(db.make_engine(url))
-    with Session() as s:
-        users.add_user(s, "jefa", PW, "admin")
-        for n in ("ana", "beto"):
-            users.add_user(s, n, PW, "rater")
-        import_prompt_set(s, "navegador", parse_prompts(ROWS, "jsonl"))
-        s.commit()
-    ctx, demo = app.create(str(tmp / "config.yaml"), progress=lambda m: None, db_url=url)
-    assert not ctx.local_mode
-    generate_answers(Session, ctx.engine, "navegador", CONTESTANTS, attempts=1)
-    with Session() as s:
-        ids = [s.scalars(select(ContestantSnapshot.id).where(ContestantSnapshot.name == n)).one() for n in CONTESTANTS]
-        sid = create_session(s, name=SESSION, prompt_set="navegador", contestant_ids=ids, raters=["ana", "beto"],
-                             k=2, rng=random.Random(5)).id
-        s.commit()
-    port = free_port()
-    # As app.main() launches it: the keyboard shortcuts travel in `head`.
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=True,
-                css=CSS, head=HEAD, **app.launch_kwargs(ctx, "127.0.0.1"))
-    yield f"http://127.0.0.1:{port}/", Session, sid, CONTESTANTS + ADAPTERS + [MODEL_KEY, str(t.model_dir)]
-    demo.close()
+WAIT = WAIT_MS  # ms, for anything the server answers (the machine may be busy); expect() alone waits 5 s
 
 
 def ana_scores(Session, sid: int) -> list[dict[str, int]]:
@@ -109,31 +38,14 @@ def ana_scores(Session, sid: int) -> list[dict[str, int]]:
 
 
 def log_in(page, url: str, name: str = "ana") -> None:
-    """Fill Gradio's login form (a text box, a password box, a submit button; success reloads the page),
-    open «Evaluar» and wait until its load event has filled the rater's session list."""
+    """Log in through Gradio's form, open «Evaluar» and wait until its load event has filled the rater's
+    session list."""
     from playwright.sync_api import expect
 
-    page.goto(url, wait_until="load")  # Gradio pages never reach networkidle: wait for elements instead
-    password = page.locator("input[type=password]")
-    password.wait_for()
-    page.locator("input[type=text], input:not([type])").first.fill(name)
-    password.fill(PW)
-    with page.expect_navigation(wait_until="load"):
-        page.locator("button").filter(has_text="Login").click()
-    tab = page.get_by_role("tab", name="Evaluar")
-    tab.wait_for()
-    tab.click()  # Gradio renders a tab's content only once it is selected
+    browser_login(page, url, name, PW)
+    open_tab(page, "Evaluar")
     expect(page.locator("#evaluador")).to_contain_text(name, timeout=WAIT)
     expect(page.locator("#sesion input")).to_have_value(SESSION, timeout=WAIT)
-
-
-def browser_page(p):
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is not installed: run `bash scripts/test.sh` (it installs Debian's chromium)")
-    browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-    page = browser.new_page(viewport={"width": 1280, "height": 1000})
-    page.set_default_timeout(WAIT)
-    return browser, page
 
 
 def test_rater_logs_in_rates_logs_out_and_resumes(rater_app):
@@ -144,7 +56,7 @@ def test_rater_logs_in_rates_logs_out_and_resumes(rater_app):
     seen: list[str] = []  # every page (and /config) the rater's browser was served
 
     with sync_playwright() as p:
-        browser, page = browser_page(p)
+        browser, page = new_browser_page(p)
 
         def snapshot() -> None:
             seen.append(page.content())
@@ -212,17 +124,15 @@ def test_rater_logs_in_rates_logs_out_and_resumes(rater_app):
 
 
 def test_rater_sees_no_error_on_login(rater_app):
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect, sync_playwright
 
     url = rater_app[0]
     with sync_playwright() as p:
-        browser, page = browser_page(p)
+        browser, page = new_browser_page(p)
+        queue = watch_queue(page)
         log_in(page, url)
-        toast = page.locator(".toast-body")
-        try:  # the load events and what they trigger (a .change) answer well within this, even on a busy machine
-            toast.first.wait_for(timeout=15_000)
-        except PlaywrightTimeout:
-            pass
-        expect(toast).to_have_count(0, timeout=1)
+        # Until the load events and what they trigger (a .change) have all answered: an error among them
+        # shows its toast by then.
+        queue.wait_idle(quiet_s=1.5)
+        expect(page.locator(".toast-body")).to_have_count(0, timeout=1)
         browser.close()

@@ -1,7 +1,7 @@
 """An admin in Debian's Chromium (Playwright): log in, open «Resultados», compute the table of a finished
 session, see the table and the chart, download the long-format CSV. Screenshot: artifacts/resultados.png.
 
-Uses the app of tests/test_browser_rater.py (accounts, tiny Llama); both raters' scores are saved first
+Uses the browser tests' app (the `rater_app` fixture: accounts, tiny Llama); both raters' scores are saved first
 through the service layer, so this test does not depend on the rater test having run.
 Needs /usr/bin/chromium (`scripts/test.sh` installs it).
 """
@@ -14,8 +14,9 @@ import random
 
 from sqlalchemy import select
 
-from tests.test_browser import ARTIFACTS
-from tests.test_browser_rater import PW, SESSION, WAIT, browser_page, rater_app  # noqa: F401 (fixture)
+from tests.helpers import ARTIFACTS, NAVEGADOR, WAIT_MS, browser_login, new_browser_page, open_tab
+
+PW, SESSION, WAIT = NAVEGADOR.password, NAVEGADOR.session, WAIT_MS
 
 
 def finish(Session, sid: int) -> int:
@@ -42,18 +43,10 @@ def test_admin_reads_results_and_downloads_csv(rater_app):
     n_scores = finish(Session, sid)
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
-        browser, page = browser_page(p)
+        browser, page = new_browser_page(p)
         try:
-            page.goto(url, wait_until="load")
-            password = page.locator("input[type=password]")
-            password.wait_for()
-            page.locator("input[type=text], input:not([type])").first.fill("jefa")
-            password.fill(PW)
-            with page.expect_navigation(wait_until="load"):
-                page.locator("button").filter(has_text="Login").click()
-            tab = page.get_by_role("tab", name="Resultados")
-            tab.wait_for()
-            tab.click()
+            browser_login(page, url, "jefa", PW)
+            open_tab(page, "Resultados")
             expect(page.locator("#resultados-cual input")).to_have_value(f"{SESSION} (abierta)", timeout=WAIT)
             page.locator("#resultados-calcular").click()
             expect(page.locator("#resultados-resumen")).to_contain_text(f"{n_scores} puntuaciones", timeout=WAIT)

@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import threading
 import uuid
 from collections import Counter
 
 import httpx
 import pytest
-import yaml
 from sqlalchemy import func, select
 
 from esllm import EsllmError
 from esllm.study.arena import LABELS, Comparisons, check_prompt, choose_contestants, draw_order
 from tests import tiny as tm
-from tests.test_app import free_port
+from tests.helpers import disguised_config, login, new_store, running_app, wait_until
 
 PW = "contraseña-segura"
 CONTESTANTS = ["concursante-ornitorrinco", "concursante-pangolin", "concursante-quetzal", "concursante-rorcual"]
@@ -36,15 +34,9 @@ CHAT_ARGS = ("", "greedy", "", 8, 1.0, 0, 1.0, 1, 0.0, 1.0, None)  # /conversar 
 # ----------------------------------------------------------------------------- services
 @pytest.fixture(scope="module")
 def Session(tmp_path_factory):
-    from esllm.store import db, users
-
-    url = f"sqlite:///{tmp_path_factory.mktemp('comparar-db') / 'c.sqlite3'}"
-    db.upgrade(url)
-    maker = db.make_sessionmaker(db.make_engine(url))
-    with maker() as s:
-        users.add_user(s, "admin", PW, "admin")
-        s.commit()
-    return maker
+    store = new_store(tmp_path_factory.mktemp("comparar-db") / "c.sqlite3", accounts={"admin": "admin"}, password=PW)
+    yield store.Session
+    store.dispose()
 
 
 def votes(Session, session_hash=None) -> list:
@@ -204,46 +196,16 @@ def test_feedback_insert_then_change_of_mind_updates_the_row(Session):
 # ----------------------------------------------------------------------------- the app over HTTP
 @pytest.fixture(scope="module")
 def cmp_app(tiny, tmp_path_factory):
-    import app
-    from esllm.store import db, users
-
     t = tiny("llama")
     tmp = tmp_path_factory.mktemp("comparar")
-    adapters = tmp / "adapters"
-    for src, dst in zip(("a1", "a2"), ADAPTERS):
-        shutil.copytree(t.adapters_dir / src, adapters / dst)
-    cfg = {
-        "models": {MODEL_KEY: {"source": str(t.model_dir), "quantization": "none", "device": "cpu",
-                               "template": "llama-2"}},
-        "contestants": [{"name": CONTESTANTS[0], "model": MODEL_KEY, "preset": "greedy"},
-                        {"name": CONTESTANTS[1], "model": MODEL_KEY, "adapter": ADAPTERS[0], "preset": "greedy"},
-                        {"name": CONTESTANTS[2], "model": MODEL_KEY, "adapter": ADAPTERS[1], "preset": "greedy"},
-                        {"name": CONTESTANTS[3], "model": MODEL_KEY, "adapter": ADAPTERS[0], "preset": "greedy"}],
-        "limits": {"max_new_tokens": 12, "max_prompt_chars": 200},
-        "adapters_dir": str(adapters),
-        "auto_contestants": False,
-    }
-    (tmp / "config.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    url = f"sqlite:///{tmp / 'c.sqlite3'}"
-    db.upgrade(url)
-    Session = db.make_sessionmaker(db.make_engine(url))
-    with Session() as s:
-        users.add_user(s, "admin", PW, "admin")
-        users.add_user(s, "ana", PW, "rater")
-        s.commit()
-    ctx, demo = app.create(str(tmp / "config.yaml"), progress=lambda m: None, db_url=url)
-    assert not ctx.local_mode
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=True,
-                **app.launch_kwargs(ctx, "127.0.0.1"))
-    yield ctx, f"http://127.0.0.1:{port}/", Session, t.model_dir
-    demo.close()
+    cfg = disguised_config(t, tmp, MODEL_KEY, list(zip(CONTESTANTS, (None, ADAPTERS[0], ADAPTERS[1], ADAPTERS[0]))),
+                           {ADAPTERS[0]: "a1", ADAPTERS[1]: "a2"}, {"max_new_tokens": 12, "max_prompt_chars": 200})
+    with running_app(cfg, tmp, accounts={"admin": "admin", "ana": "rater"}, password=PW) as a:
+        yield a.ctx, a.url, a.Session, t.model_dir
 
 
 def client(url, name):
-    from gradio_client import Client
-
-    return Client(url, auth=(name, PW), verbose=False)
+    return login(url, name, PW)
 
 
 def parse_reveal(md: str) -> dict[str, str]:
@@ -419,17 +381,13 @@ def test_stop_ends_the_comparison_and_it_cannot_be_voted(cmp_app):
     c = client(url, "admin")
     with tm.slowed(raw, 0.1) as calls:
         job = c.submit("Hola", [], api_name="/comparar")
-        for _ in range(1500):
-            if calls["n"] >= 3:
-                break
-            threading.Event().wait(0.02)
-        assert calls["n"] >= 3, "the generation never started"
+        wait_until(lambda: calls["n"] >= 3, 30, message="the generation never started")
         c.predict(api_name="/comparar_detener")
         t0 = calls["n"]
-        for _ in range(100):
-            if not ctx.engine.active:
-                break
-            threading.Event().wait(0.05)
+        try:
+            wait_until(lambda: not ctx.engine.active, 5, interval=0.05)
+        except AssertionError:
+            pass  # asserted below, with the number of forwards
         n = calls["n"]
     assert ctx.engine.active == 0 and n - t0 <= 2, f"decoding went on for {n - t0} forwards after «Detener»"
     assert n < 12, "the other two answers never started"

@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from esllm import EsllmError
-from esllm.engine.core import GenerationResult
 from esllm.engine.decoding import visible_text
 from esllm.engine.presets import PRESETS
 from esllm.engine.templates import get_template
+from esllm.engine.types import GenerationResult
 from tests import tiny as tm
-from tests.conftest import LIMITS, PROMPT, REPO
+from tests.helpers import LIMITS, PROMPT, REPO
 
 FAMILIES = list(tm.FAMILIES)
 CAP = LIMITS["max_new_tokens"]
@@ -152,7 +152,7 @@ def test_contrastive_search_matches_uncached_reference(family, engine, tiny):
     eos_ids = [tok.eos_token_id] + [tok.convert_tokens_to_ids(x) for x in template.end_tokens]
     _, p = PRESETS["contrastive"]
     want = tm.contrastive_reference(model, ids, p["top_k"], p["penalty_alpha"], 10, eos_ids)
-    from esllm.engine.core import visible
+    from esllm.engine.messages import visible
 
     assert res.text == visible(tok, want, eos_ids, template, final=True)[0]
     assert res.new_tokens == len(want)
@@ -304,7 +304,7 @@ def test_nf4_with_adapter(device, tiny, tiny_root):
     """nf4 through the engine's real loader (on CPU too: bitsandbytes ≥ 0.49), with one adapter."""
     import bitsandbytes as bnb
 
-    from tests.conftest import make_engine
+    from tests.helpers import make_engine
 
     t = tiny("llama")
     cfg = t.config(quantization="nf4", contestants=[
@@ -332,8 +332,8 @@ SPANISH_WORDS = {"de", "la", "el", "que", "en", "y", "los", "las", "es", "un", "
 @pytest.mark.slow
 def test_bundled_gemma_end_to_end():
     """configs/default.yaml as shipped: bundled gemma-3-270m (GGUF converted once, cached), nf4."""
-    from esllm.config import load_config
     from esllm.engine import Engine
+    from esllm.engine.config import load_config
 
     eng = Engine(load_config(REPO / "configs" / "default.yaml"), root=REPO, progress=lambda m: None)
     eng.start()

@@ -9,86 +9,20 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import threading
 from collections import Counter
 
 import httpx
 import pytest
-import yaml
 from sqlalchemy import select
 
-from tests.test_app import free_port
-from tests.test_batch import ROWS
+from tests.helpers import EVALUAR, login, open_session, save
 
-PW = "contraseña-segura"
-CONTESTANTS = ["concursante-xilofono", "concursante-yunque", "concursante-zafiro"]
-ADAPTERS = ["adaptador-oculto-uno", "adaptador-oculto-dos"]
-MODEL_KEY = "modelo-oculto"
-
-
-@pytest.fixture(scope="module")
-def rated_app(tiny, tmp_path_factory):
-    import app
-    from esllm.store import db, users
-    from esllm.store.models import ContestantSnapshot
-    from esllm.study.answers import generate_answers
-    from esllm.study.prompts import import_prompt_set, parse_prompts
-    from esllm.study.sessions import create_session
-
-    t = tiny("llama")
-    tmp = tmp_path_factory.mktemp("evaluar")
-    adapters = tmp / "adapters"
-    for src, dst in zip(("a1", "a2"), ADAPTERS):
-        shutil.copytree(t.adapters_dir / src, adapters / dst)
-    cfg = {
-        "models": {MODEL_KEY: {"source": str(t.model_dir), "quantization": "none", "device": "cpu",
-                               "template": "llama-2"}},
-        "contestants": [{"name": CONTESTANTS[0], "model": MODEL_KEY, "preset": "greedy"},
-                        {"name": CONTESTANTS[1], "model": MODEL_KEY, "adapter": ADAPTERS[0], "preset": "greedy"},
-                        {"name": CONTESTANTS[2], "model": MODEL_KEY, "adapter": ADAPTERS[1], "preset": "greedy"}],
-        "limits": {"max_new_tokens": 8},
-        "adapters_dir": str(adapters),
-        "auto_contestants": False,
-    }
-    (tmp / "config.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    url = f"sqlite:///{tmp / 'e.sqlite3'}"
-    db.upgrade(url)
-    Session = db.make_sessionmaker(db.make_engine(url))
-    with Session() as s:
-        users.add_user(s, "admin", PW, "admin")
-        for n in ("ana", "beto", "carla", "dora"):
-            users.add_user(s, n, PW, "rater")
-        import_prompt_set(s, "mini", parse_prompts(ROWS, "jsonl"))
-        s.commit()
-    ctx, demo = app.create(str(tmp / "config.yaml"), progress=lambda m: None, db_url=url)
-    assert not ctx.local_mode
-    generate_answers(Session, ctx.engine, "mini", CONTESTANTS, attempts=1)
-    with Session() as s:
-        ids = [s.scalars(select(ContestantSnapshot.id).where(ContestantSnapshot.name == n)).one() for n in CONTESTANTS]
-        rs = create_session(s, name="estudio-piloto", prompt_set="mini", contestant_ids=ids,
-                           raters=["ana", "beto", "carla"], k=2, rng=random.Random(3))
-        s.commit()
-        sid = rs.id
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=True,
-                **app.launch_kwargs(ctx, "127.0.0.1"))
-    yield ctx, f"http://127.0.0.1:{port}/", Session, sid, t.model_dir
-    demo.close()
+PW, CONTESTANTS, ADAPTERS, MODEL_KEY = EVALUAR.password, EVALUAR.contestants, EVALUAR.adapters, EVALUAR.model_key
 
 
 def client(url, name):
-    from gradio_client import Client
-
-    return Client(url, auth=(name, PW), verbose=False)
-
-
-def open_session(c, sid):
-    return c.predict(sid, api_name="/evaluar_abrir")
-
-
-def save(c, values, comment=""):
-    return c.predict(comment, *values, *[None] * 12, api_name="/evaluar_guardar")
+    return login(url, name, PW)
 
 
 def test_blindness_nothing_a_rater_receives_names_a_contestant(rated_app):

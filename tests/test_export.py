@@ -9,8 +9,6 @@ import json
 import os
 import random
 import shutil
-import subprocess
-import sys
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
@@ -22,18 +20,14 @@ import pytest
 from sqlalchemy import select, update
 
 from esllm import EsllmError
-from esllm.cli import main
-from esllm.store import db, users
 from esllm.store.models import Answer, Assignment, ChatFeedback, ContestantSnapshot, Prompt, Score, User
 from esllm.study import export as ex
 from esllm.study.answers import generate_answers
-from esllm.study.prompts import import_prompt_set, parse_prompts
 from esllm.study.results import find_session, progress_by_rater, prompt_set_scores_frame, session_scores_frame
 from esllm.study.sessions import create_session, criteria, next_item, submit
 from esllm.study.stats import PROMEDIO, study_table
-from tests.test_batch import FakeEngine
+from tests.helpers import FakeEngine, new_store, store_at
 
-REPO = Path(__file__).resolve().parent.parent
 # Names, prompts, answers and comments that a spreadsheet would run as formulas.
 NAMES = ["=uno", "+dos", "@tres"]
 ROWS = "\n".join(json.dumps(r, ensure_ascii=False) for r in [
@@ -51,8 +45,8 @@ DANGER = ("=", "+", "-", "@", "\t", "\r")
 class FormulaEngine(FakeEngine):
     """FakeEngine whose answers start with = + - @ in turn."""
 
-    def generate(self, name, msgs, overrides=None):
-        res = super().generate(name, msgs, overrides)
+    def generate(self, name, messages, preset=None, overrides=None):
+        res = super().generate(name, messages, preset, overrides)
         res.text = "=+-@"[len(self.calls) % 4] + res.text
         return res
 
@@ -84,15 +78,8 @@ def rate_everything(S, sid: int, seed: int = 11) -> dict:
 def study_file(tmp_path_factory):
     """A rated session in a SQLite file, built once; each test gets a copy (see `study`)."""
     path = tmp_path_factory.mktemp("study") / "e.sqlite3"
-    url = f"sqlite:///{path}"
-    db.upgrade(url)
-    engine = db.make_engine(url)
-    S = db.make_sessionmaker(engine)
-    with S() as s:
-        import_prompt_set(s, "mini", parse_prompts(ROWS, "jsonl"))
-        for n in ("ana", "beto", "carla"):
-            users.add_user(s, n, "contraseña-segura", "rater")
-        s.commit()
+    store = new_store(path, accounts=dict.fromkeys(("ana", "beto", "carla"), "rater"), prompt_sets={"mini": ROWS})
+    S = store.Session
     generate_answers(S, FormulaEngine(NAMES), "mini", NAMES, attempts=2)
     with S() as s:  # the parser refuses such a category; the export must not trust that
         s.execute(update(Prompt).where(Prompt.external_id == "p3").values(category="=cmd|' /C calc'!A0"))
@@ -101,7 +88,7 @@ def study_file(tmp_path_factory):
                              raters=["ana", "beto", "carla"], k=2, rng=random.Random(3)).id
         s.commit()
     expected = rate_everything(S, sid)
-    engine.dispose()  # the last connection closed: the WAL is folded into the file
+    store.dispose()  # the last connection closed: the WAL is folded into the file
     return path, sid, expected
 
 
@@ -112,10 +99,9 @@ def study(study_file, tmp_path):
     for suffix in ("", "-wal", "-shm"):
         if Path(f"{src}{suffix}").exists():
             shutil.copyfile(f"{src}{suffix}", tmp_path / f"e.sqlite3{suffix}")
-    url = f"sqlite:///{tmp_path / 'e.sqlite3'}"
-    engine = db.make_engine(url)
-    yield db.make_sessionmaker(engine), url, sid, expected
-    engine.dispose()
+    copy = store_at(tmp_path / "e.sqlite3")
+    yield copy.Session, copy.url, sid, expected
+    copy.dispose()
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -357,18 +343,15 @@ def test_unwritable_folder_and_full_disk_raise_a_clear_error(study, tmp_path, mo
                                                             "respuestas.csv", "dpo.jsonl", "kto.jsonl"])
 
 
-def test_cli_export(study, tmp_path, monkeypatch, capsys):
+def test_cli_export(study, tmp_path, cli):
     S, url, sid, _ = study
-    env = dict(os.environ, ESLLM_DATABASE_URL=url)
     out = tmp_path / "cli"
-    done = subprocess.run([sys.executable, "-m", "esllm", "export", "=estudio", "--out", str(out)], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=120)
+    done = cli("export", "=estudio", "--out", out, db_url=url)
     assert done.returncode == 0, done.stderr
     assert str(out / "puntuaciones.csv") in done.stdout and str(out / "kto.jsonl") in done.stdout
     assert len(read_csv(out / "puntuaciones.csv")) == 30
-    monkeypatch.setenv("ESLLM_DATABASE_URL", url)
-    assert main(["export", "no-existe", "--out", str(tmp_path / "x")]) == 2
-    err = capsys.readouterr().err
-    assert "No existe la sesión 'no-existe'" in err and not (tmp_path / "x").exists()
-    assert main(["export", str(sid), "--out", str(tmp_path / "y"), "--dpo-threshold", "100"]) == 0
+    missing = cli("export", "no-existe", "--out", tmp_path / "x")
+    assert missing.returncode == 2
+    assert "No existe la sesión 'no-existe'" in missing.stderr and not (tmp_path / "x").exists()
+    assert cli("export", sid, "--out", tmp_path / "y", "--dpo-threshold", "100").returncode == 0
     assert (tmp_path / "y" / "dpo.jsonl").read_text() == ""

@@ -1,4 +1,4 @@
-"""Judge model (esllm/evals/judge.py, judge_prompt.py, agreement.py, ui/auto_juez.py): reading grades out
+"""Judge model (esllm/evals/judge.py, judge_prompt.py, agreement.py, ui/resultados_juez.py): reading grades out
 of replies, agreement figures against a hand computation, grading a rated session with a fake judge
 (stored like a rater's but apart from the humans, unparsable replies never guessed, resumable), the
 judge's user cannot log in, and the UI refuses anyone but an admin."""
@@ -20,22 +20,19 @@ from esllm import EsllmError
 from esllm.evals.agreement import judge_agreement, spearman
 from esllm.evals.judge import (
     REMINDER,
-    add_cli,
     ask_grade,
     grade_session,
     grading_messages,
     judge_user_name,
     parse_grade,
-    run_cli,
     strip_echo,
 )
-from esllm.store import db, users
+from esllm.store import users
 from esllm.store.models import Answer, Assignment, ContestantSnapshot, EvalRun, Prompt, Score, SessionRater, User
 from esllm.study.answers import generate_answers
-from esllm.study.prompts import import_prompt_set, parse_prompts
 from esllm.study.results import progress_by_rater, pseudonyms, session_scores_frame
 from esllm.study.sessions import create_session, next_item, submit
-from tests.test_batch import ROWS, FakeEngine
+from tests.helpers import ROWS, FakeEngine, new_store
 
 NAMES = ["modelo-uno", "modelo-dos", "modelo-tres"]
 
@@ -173,29 +170,16 @@ def test_agreement_edge_cases():
 
 # ---------------------------------------------------------------- grading a session with a fake judge
 
-class JudgeEngine:
-    """A judge with canned replies: `reply(answer_text, reminded) -> str`; records every request."""
+def JudgeEngine(reply) -> FakeEngine:
+    """The shared FakeEngine as a judge «juez» (and «apagado», unavailable) whose canned replies come from
+    `reply(answer_text, reminded) -> str`; records every request."""
 
-    def __init__(self, reply):
-        self.reply, self.calls = reply, []
-        self.contestants = {"juez": SimpleNamespace(name="juez", available=True),
-                            "apagado": SimpleNamespace(name="apagado", available=False)}
-        self.config = SimpleNamespace(limits=SimpleNamespace(max_prompt_chars=4000))
-
-    def contestant(self, name):
-        c = self.contestants.get(name)
-        if c is None or not c.available:
-            raise EsllmError(f"No existe el concursante {name!r}.")
-        return c
-
-    def hashes(self, name):
-        return {"contestant": name, "base": "falso", "base_sha256": "0" * 64, "adapter": None}
-
-    def generate(self, name, messages, preset=None, overrides=None):
-        self.calls.append((name, messages, preset, overrides))
+    def text(name, messages):
         user = messages[-1]["content"]
         answer = user.split("[Respuesta a calificar]\n", 1)[1].split("\n\n[Calificación", 1)[0]
-        return SimpleNamespace(text=self.reply(answer, REMINDER in user))
+        return reply(answer, REMINDER in user)
+
+    return FakeEngine(["juez", "apagado"], text, unavailable=["apagado"])
 
 
 HUMAN_VALUE = {"modelo-uno": 4, "modelo-dos": 3, "modelo-tres": 2}
@@ -205,15 +189,8 @@ HUMAN_VALUE = {"modelo-uno": 4, "modelo-dos": 3, "modelo-tres": 2}
 def rated(tmp_path):
     """(sessionmaker, session id, {answer text: (item, contestant)}): a session over the 4 mini items (one
     series of two turns), k = 2, every human rater done (value by contestant; beto gives one more point)."""
-    url = f"sqlite:///{tmp_path / 'j.sqlite3'}"
-    db.upgrade(url)
-    S = db.make_sessionmaker(db.make_engine(url))
-    with S() as s:
-        import_prompt_set(s, "mini", parse_prompts(ROWS, "jsonl"))
-        for n in ("ana", "beto", "carla"):
-            users.add_user(s, n, "contraseña-segura", "rater")
-        users.add_user(s, "jefa", "contraseña-segura", "admin")
-        s.commit()
+    S = new_store(tmp_path / "j.sqlite3", accounts={"ana": "rater", "beto": "rater", "carla": "rater", "jefa": "admin"},
+                  prompt_sets={"mini": ROWS}).Session
     generate_answers(S, FakeEngine(NAMES), "mini", NAMES, attempts=1)
     with S() as s:
         ids = [c.id for c in s.scalars(select(ContestantSnapshot).order_by(ContestantSnapshot.id))]
@@ -303,7 +280,7 @@ def test_grading_stores_like_a_rater_apart_from_humans_and_resumes(rated):
         run = s.scalars(select(EvalRun)).one()
         assert (run.kind, run.status, run.contestant) == ("judge", "done", "juez")
         assert run.config["session"] == "sesion-1" and run.config["prompt_version"] == "juez-es-v1"
-        assert run.config["retries"] == 2 and run.config["seed"] == 3 and run.hashes["base"] == "falso"
+        assert run.config["retries"] == 2 and run.config["seed"] == 3 and run.hashes["base"] == FakeEngine.BASE
         assert (run.metrics["graded"], run.metrics["unparsable"], run.metrics["judge_scores"]) == (11, 1, 11)
         [detail] = run.details
         assert (detail["item"], detail["contestant"], detail["status"]) == ("p1", "modelo-tres", "unparsable")
@@ -332,7 +309,7 @@ def test_limit_unknown_judge_and_bad_arguments(rated):
         assert run.metrics["stopped"] and run.config["criterion"] == "full"
         assert set(session_scores_frame(s, sid, who="judges")["criterion"]) == {
             "general", "exactitud", "relevancia", "coherencia", "comprension"}
-    for kw, msg in (({"judge": "nadie"}, "No existe"), ({"judge": "apagado"}, "No existe"),
+    for kw, msg in (({"judge": "nadie"}, "No existe"), ({"judge": "apagado"}, "no está disponible"),
                     ({"criterion": "belleza"}, "Criterio"), ({"retries": -1}, "reintentos"),
                     ({"limit": 0}, "límite")):
         args = {"judge": "juez", **kw}
@@ -368,13 +345,19 @@ def test_engine_failure_marks_the_run_failed_and_keeps_the_scores(rated):
 # ---------------------------------------------------------------- CLI and UI
 
 def test_cli_registers_judge_and_fails_fast_on_unknown_session(rated, capsys, monkeypatch):
+    from esllm.cli import evals as cli_evals
+    from esllm.cli import main
+
     S, sid, who = rated
     p = argparse.ArgumentParser()
-    add_cli(p.add_subparsers(dest="cmd"))
+    cli_evals.register(p.add_subparsers(dest="cmd"))
     args = p.parse_args(["judge", "--session", "no-hay", "--judge", "juez", "--limit", "2"])
-    assert args.func is run_cli and (args.criterion, args.retries, args.seed, args.limit) == ("general", 2, 0, 2)
+    assert args.func is cli_evals.cmd_judge and (args.criterion, args.retries, args.seed, args.limit) == ("general", 2, 0, 2)
     monkeypatch.setenv("ESLLM_DATABASE_URL", str(S.kw["bind"].url))
-    assert run_cli(args) == 2  # before any model is loaded
+    monkeypatch.setattr(cli_evals, "start_engine", lambda config: pytest.fail("no model for an unknown session"))
+    with pytest.raises(EsllmError, match="No existe la sesión"):  # before any model is loaded
+        args.func(args)
+    assert main(["judge", "--session", "no-hay", "--judge", "juez", "--limit", "2"]) == 2
     assert "No existe la sesión" in capsys.readouterr().err
 
 

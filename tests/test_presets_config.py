@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from esllm import EsllmError
-from esllm.config import ConfigError, load_config, parse_config
+from esllm.engine.config import ConfigError, load_config, parse_config
 from esllm.engine.presets import PRESETS, GenParams, preset_choices
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 # ---------------------------------------------------------------- presets
 

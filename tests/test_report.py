@@ -20,7 +20,7 @@ from esllm.study.stats import (
     table_rows,
 )
 
-# The study's category means (DESIGN.md §7) and its Promedio row.
+# The study's category means (its Table 4) and its Promedio row.
 STUDY = {
     "LLaMA-2-chat": ([3.4, 4.11, 3.2, 3.76], 3.6175),
     "Mistral": ([4, 4.11, 4, 4], 4.0275),

@@ -15,9 +15,13 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.test_evaluar import CONTESTANTS, client, open_session, rated_app, save  # noqa: F401 (fixture)
+from tests.helpers import EVALUAR, login, open_session, save
 
-SESSION = "estudio-piloto"
+CONTESTANTS, SESSION = EVALUAR.contestants, EVALUAR.session
+
+
+def client(url, name):
+    return login(url, name, EVALUAR.password)
 
 
 def finish_session(url: str, sid: int) -> None:

@@ -14,25 +14,19 @@ from esllm import EsllmError
 from esllm.store import db, users
 from esllm.store.models import Assignment, ContestantSnapshot, Score
 from esllm.study.answers import generate_answers
-from esllm.study.prompts import import_prompt_set, parse_prompts
 from esllm.study.sessions import create_session, item_view, next_item, progress, submit
-from tests.test_batch import ROWS, FakeEngine
+from tests.helpers import ROWS, FakeEngine, new_store
 
 NAMES = ["modelo-secreto-uno", "modelo-secreto-dos", "modelo-secreto-tres"]
 
 
 @pytest.fixture()
 def Session(tmp_path):
-    url = f"sqlite:///{tmp_path / 's.sqlite3'}"
-    db.upgrade(url)
-    maker = db.make_sessionmaker(db.make_engine(url))
-    with maker() as s:
-        import_prompt_set(s, "mini", parse_prompts(ROWS, "jsonl"))
-        for n in ("ana", "beto", "carla"):
-            users.add_user(s, n, "contraseña-segura", "rater")
-        s.commit()
-    generate_answers(maker, FakeEngine(NAMES), "mini", NAMES, attempts=1)
-    return maker
+    store = new_store(tmp_path / "s.sqlite3", accounts=dict.fromkeys(("ana", "beto", "carla"), "rater"),
+                      prompt_sets={"mini": ROWS})
+    generate_answers(store.Session, FakeEngine(NAMES), "mini", NAMES, attempts=1)
+    yield store.Session
+    store.dispose()
 
 
 def make(S, k=2, mode="general", name="sesion-1"):
@@ -53,13 +47,13 @@ def full_scores(crit=("general",), v=4):
     return {label: {c: v for c in crit} for label in "ABC"}
 
 
-def test_assignments_cover_each_item_k_times_and_survive_restart(Session, tmp_path):
+def test_assignments_cover_each_item_k_times_and_survive_restart(Session):
     sid = make(Session, k=2)
     with Session() as s:
         rows = s.scalars(select(Assignment).where(Assignment.session_id == sid)).all()
         assert Counter(a.prompt_id for a in rows) == {p: 2 for p in {a.prompt_id for a in rows}}
         before = {(a.rater_id, a.prompt_id): a.permutation for a in rows}
-    maker2 = db.make_sessionmaker(db.make_engine(f"sqlite:///{tmp_path / 's.sqlite3'}"))  # a "restart"
+    maker2 = db.make_sessionmaker(db.make_engine(str(Session.kw["bind"].url)))  # a "restart": a new engine, same file
     with maker2() as s:
         after = {(a.rater_id, a.prompt_id): a.permutation for a in s.scalars(select(Assignment))}
     assert before == after and all(sorted(p) == ["A", "B", "C"] for p in after.values())
@@ -76,7 +70,7 @@ def test_item_view_never_names_a_contestant(Session):
             s.commit()
     blob = "\n".join(seen)
     assert seen
-    for n in NAMES + ["bundled:x", "alpaca"]:
+    for n in NAMES + [FakeEngine.BASE, "alpaca"]:
         assert n not in blob
 
 

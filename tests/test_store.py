@@ -2,7 +2,8 @@
 
     .venv/bin/python -m pytest tests/test_store.py -q
 
-Every test uses its own SQLite file under tmp_path, upgraded by Alembic exactly as the app does it.
+Every test uses its own SQLite file under tmp_path (the `store` fixture), upgraded by Alembic exactly as the app
+does it. The users CLI runs in-process (the `cli` fixture).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from alembic import command
@@ -38,15 +38,12 @@ from esllm.store.models import (
     save_score,
 )
 from esllm.store.users import add_user, authenticate, count_users, hash_password, list_users, verify_password
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers import REPO
 
 
 @pytest.fixture
-def url(tmp_path) -> str:
-    u = f"sqlite:///{tmp_path / 'esllm.sqlite3'}"
-    db.upgrade(u)
-    return u
+def url(store) -> str:
+    return store.url
 
 
 @pytest.fixture
@@ -377,14 +374,14 @@ def test_add_user_errors_are_clear(Session, name, password, role, message):
 
 # ---------------------------------------------------------------- CLI
 
-def _cli(args: list[str], db_url: str, stdin: str = "") -> subprocess.CompletedProcess:
-    env = dict(os.environ, ESLLM_DATABASE_URL=db_url)
-    return subprocess.run([sys.executable, "-m", "esllm", "users", *args], cwd=REPO, env=env, input=stdin,
-                          capture_output=True, text=True, timeout=120)
+@pytest.fixture
+def _cli(cli):
+    """_cli(args, db_url, stdin="") -> (returncode, stdout, stderr) of `python -m esllm users ARGS`, in-process."""
+    return lambda args, db_url, stdin="": cli("users", *args, db_url=db_url, stdin=stdin)
 
 
-def test_users_cli_add_and_list_on_a_new_database(tmp_path):
-    path = tmp_path / "nueva" / "cli.sqlite3"
+def test_users_cli_add_and_list_on_a_new_database(tmp_path, _cli):
+    path = tmp_path / "nueva" / "cli.sqlite3"  # not there yet: the CLI creates it
     url = f"sqlite:///{path}"
     empty = _cli(["list"], url)
     assert empty.returncode == 0 and "No hay usuarios" in empty.stdout
@@ -411,7 +408,6 @@ def test_users_cli_add_and_list_on_a_new_database(tmp_path):
         e.dispose()
 
 
-def test_users_cli_rejects_an_unknown_role(tmp_path):
-    r = _cli(["add", "x-user", "--role", "boss", "--password-stdin"], f"sqlite:///{tmp_path / 'r.sqlite3'}",
-             stdin="una clave segura\n")
+def test_users_cli_rejects_an_unknown_role(url, _cli):
+    r = _cli(["add", "x-user", "--role", "boss", "--password-stdin"], url, stdin="una clave segura\n")
     assert r.returncode == 2 and "invalid choice" in r.stderr

@@ -1,4 +1,4 @@
-"""Task evaluations (DESIGN.md §9): reading-comprehension question checks, pictograms → sentence with
+"""Task evaluations: reading-comprehension question checks, pictograms → sentence with
 BLEU/chrF equal to sacrebleu's own numbers, eval_run rows, the CLI commands, and the admin-only UI
 handlers over HTTP with accounts (a rater and an anonymous caller are refused).
 
@@ -17,12 +17,13 @@ import sacrebleu
 from sqlalchemy import select
 
 from esllm import EsllmError
-from esllm.cli.evals import add_cli
-from esllm.evals import pictos, questions
-from esllm.evals.questions import EXAMPLE_TEXT, check_questions, check_request, parse_questions
+from esllm.cli.evals import register
+from esllm.evals import pictos, question_checks, questions
+from esllm.evals.question_checks import EXAMPLE_TEXT, check_questions, parse_questions
+from esllm.evals.questions import check_request
 from esllm.paths import file_sha256
-from esllm.store import db
 from esllm.store.models import EvalRun
+from tests.helpers import FakeEngine, serve
 
 CLEAN = """1. [abierta] ¿Con quién fue Lucía al lago?
 2. [abierta] ¿Qué llevaron para los patos?
@@ -31,35 +32,15 @@ CLEAN = """1. [abierta] ¿Con quién fue Lucía al lago?
 5. [V/F] Volvieron a casa antes de que empezara a llover."""
 
 
-class FakeEngine:
-    """Canned replies: `reply(name, messages) -> text`; records every call; `hashes` like the engine's."""
-
-    def __init__(self, names=("modelo-a", "modelo-b"), reply=lambda name, msgs: CLEAN):
-        self.reply, self.calls = reply, []
-        self.contestants = {n: SimpleNamespace(name=n, available=True, reason="") for n in names}
-
-    def contestant(self, name):
-        if name not in self.contestants:
-            raise EsllmError(f"No existe el concursante {name!r}.")
-        return self.contestants[name]
-
-    def hashes(self, name):
-        return {"contestant": name, "base": "bundled:falso", "base_sha256": "b" * 64, "adapter": None,
-                "adapter_sha256": None, "template": "alpaca-es", "preset": "greedy"}
-
-    def generate(self, name, messages, preset=None, overrides=None):
-        self.contestant(name)
-        self.calls.append((name, messages, preset, overrides))
-        return SimpleNamespace(text=self.reply(name, messages),
-                               params={"preset": preset or "greedy", **(overrides or {})})
+def clean(name, messages):
+    """A FakeEngine reply (tests.helpers): the clean questions, whoever is asked."""
+    return CLEAN
 
 
 @pytest.fixture()
-def Session(tmp_path, monkeypatch):
-    url = f"sqlite:///{tmp_path / 'tareas.sqlite3'}"
-    monkeypatch.setenv("ESLLM_DATABASE_URL", url)
-    db.upgrade(url)
-    return db.make_sessionmaker(db.make_engine(url))
+def Session(store, monkeypatch):
+    monkeypatch.setenv("ESLLM_DATABASE_URL", store.url)
+    return store.Session
 
 
 # ---------------------------------------------------------------- questions: parsing and checks
@@ -68,7 +49,7 @@ def test_clean_output_has_no_violation():
     qs = parse_questions(CLEAN)
     assert [q.kind for q in qs] == ["abierta"] * 3 + ["vf"] * 2
     assert check_questions(qs, 3, 2, text=EXAMPLE_TEXT) == []
-    assert check_questions(parse_questions(questions.EXAMPLE_OUTPUT), 2, 2, text=EXAMPLE_TEXT) == []
+    assert check_questions(parse_questions(question_checks.EXAMPLE_OUTPUT), 2, 2, text=EXAMPLE_TEXT) == []
 
 
 @pytest.mark.parametrize("line, kind, text", [
@@ -161,7 +142,7 @@ def test_counts_per_kind():
 
 def test_similarity_threshold():
     out = "1. [abierta] ¿Con quién fue Lucía al lago?\n2. [abierta] ¿Con quién fue Lucía al parque?"
-    assert questions.similarity_ratio("¿Con quién fue Lucía al lago?", "¿Con quién fue Lucía al parque?") \
+    assert question_checks.similarity_ratio("¿Con quién fue Lucía al lago?", "¿Con quién fue Lucía al parque?") \
         == pytest.approx(0.85, abs=0.01)
     assert ("duplicada", 2) in kinds_at(out, 2, 0)
     assert ("duplicada", 2) not in kinds_at(out, 2, 0, similarity=0.9)
@@ -185,7 +166,7 @@ def test_request_checks(text, n, m, match):
 
 
 def test_generate_questions_prompt_and_result():
-    eng = FakeEngine()
+    eng = FakeEngine(reply=clean)
     qs, vs, raw = questions.generate_questions(eng, "modelo-a", EXAMPLE_TEXT, 3, 2)
     assert raw == CLEAN and vs == [] and len(qs) == 5
     (name, msgs, preset, ov), = eng.calls
@@ -256,7 +237,7 @@ def test_malformed_rows_are_rejected_with_line_numbers(tmp_path):
         pictos.load_pictos(f)
     msg = str(e.value)
     assert "7 fila(s) no válida(s)" in msg
-    for n, what in ((2, "keywords"), (4, "faltan campos: reference"), (5, "JSON no válido"), (6, "repetido"),
+    for n, what in ((2, "keywords"), (4, "faltan campos: reference"), (5, "JSON inválido"), (6, "repetido"),
                     (7, "keywords"), (8, "campos desconocidos: nota"), (9, "objeto JSON")):
         assert re.search(rf"^línea {n}: .*{re.escape(what)}", msg, re.M), (n, msg)
     assert "línea 1:" not in msg and "línea 3:" not in msg
@@ -325,12 +306,13 @@ def test_resolve_file_stays_under_data_pictos():
 
 def parse(argv):
     p = argparse.ArgumentParser()
-    add_cli(p.add_subparsers(dest="cmd", required=True))
+    register(p.add_subparsers(dest="cmd", required=True))
     return p.parse_args(argv)
 
 
 def test_cli_questions(Session, monkeypatch, capsys, tmp_path):
-    from esllm.evals import cli
+    from esllm.cli import evals as cli
+    from esllm.cli import main
 
     eng = FakeEngine(reply=lambda n, m: CLEAN.replace("4. [V/F] Lucía y su", "4. [V/F] (Falso) Lucía y su"))
     monkeypatch.setattr(cli, "start_engine", lambda config: eng)
@@ -345,7 +327,9 @@ def test_cli_questions(Session, monkeypatch, capsys, tmp_path):
         assert (run.kind, run.contestant, run.metrics["violations"]) == ("questions", "modelo-b", 1)
     monkeypatch.setattr(cli, "start_engine", lambda config: pytest.fail("no model for a bad request"))
     args = parse(["questions", "--text", EXAMPLE_TEXT, "--n", "11"])
-    assert args.func(args) == 2
+    with pytest.raises(EsllmError, match="entre 0 y 10"):
+        args.func(args)
+    assert main(["questions", "--text", EXAMPLE_TEXT, "--n", "11"]) == 2
     assert "entre 0 y 10" in capsys.readouterr().err
 
 
@@ -374,7 +358,11 @@ def test_cli_pictos_on_a_tiny_model(Session, tiny, tmp_path, monkeypatch, capsys
     bad = tmp_path / "malo.jsonl"
     bad.write_text('{"id": "a"}\n', encoding="utf-8")
     args = parse(["pictos", "--file", str(bad)])
-    assert args.func(args) == 2
+    with pytest.raises(EsllmError, match="línea 1: faltan campos: keywords, reference"):
+        args.func(args)
+    from esllm.cli import main
+
+    assert main(["pictos", "--file", str(bad)]) == 2
     assert "línea 1: faltan campos: keywords, reference" in capsys.readouterr().err
 
 
@@ -390,7 +378,6 @@ def tareas_app(Session):
     from esllm.store import users
     from esllm.ui.context import AppContext
     from esllm.ui.resultados_tareas import build_tareas
-    from tests.test_app import free_port
 
     with Session() as s:
         users.add_user(s, "jefa", PW, "admin")
@@ -406,10 +393,8 @@ def tareas_app(Session):
     with gr.Blocks() as demo:
         load_fn, outputs = build_tareas(ctx)
         demo.load(load_fn, None, outputs, api_name=False)
-    port = free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                        auth=ctx.check_login)
-    yield f"http://127.0.0.1:{port}/", Session
+    demo.queue()
+    yield serve(demo, ctx), Session
     demo.close()
 
 
@@ -455,7 +440,7 @@ def test_ui_admin_runs_rater_and_anonymous_are_refused(tareas_app):
 def test_handlers_refuse_before_doing_anything(Session):
     import gradio as gr
 
-    from esllm.ui import auto_tareas
+    from esllm.ui import resultados_tareas
     from esllm.ui.context import AppContext
 
     eng = FakeEngine()
@@ -463,11 +448,11 @@ def test_handlers_refuse_before_doing_anything(Session):
     for request, match in ((SimpleNamespace(username=None), "Inicie sesión"), (None, "Inicie sesión"),
                            (SimpleNamespace(username="nadie"), "Inicie sesión")):
         with pytest.raises(gr.Error, match=match):
-            auto_tareas.preguntas_generar(ctx, EXAMPLE_TEXT, 1, 1, "modelo-a", request)
+            resultados_tareas.preguntas_generar(ctx, EXAMPLE_TEXT, 1, 1, "modelo-a", request)
         with pytest.raises(gr.Error, match=match):
-            auto_tareas.pictos_evaluar(ctx, "muestra-es.jsonl", ["modelo-a"], 1, request)
+            resultados_tareas.pictos_evaluar(ctx, "muestra-es.jsonl", ["modelo-a"], 1, request)
         with pytest.raises(gr.Error, match=match):
-            auto_tareas.pictos_tabla(ctx, request)
+            resultados_tareas.pictos_tabla(ctx, request)
     assert eng.calls == []
     with Session() as s:
         assert s.scalars(select(EvalRun)).all() == []

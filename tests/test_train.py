@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO, make_engine
+from tests.helpers import REPO, make_engine
 
 EXAMPLES = [
     {"instruction": "¿Cuál es la capital de Ecuador?", "input": "", "output": "La capital de Ecuador es Quito."},
@@ -169,15 +167,14 @@ def test_recipe_errors_say_what_to_fix(tiny, dataset, tmp_path, patch, expected)
         parse_recipe(d)
 
 
-def test_cli_reports_bad_dataset_with_item_number(tiny, tmp_path):
+def test_cli_reports_bad_dataset_with_item_number(tiny, tmp_path, cli):
     bad = tmp_path / "malo.json"
     bad.write_text(json.dumps([{"instruction": "Hola", "output": "Hola"}, {"instruction": "", "output": "x"}]))
     rec = recipe_dict(tiny("llama"), bad, tmp_path / "o")
     import yaml
 
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(rec))
-    p = subprocess.run([sys.executable, "-m", "esllm", "train", str(tmp_path / "r.yaml"), "training.max_steps=1"],
-                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    p = cli("train", tmp_path / "r.yaml", "training.max_steps=1")
     assert p.returncode == 2 and "item 1" in p.stderr and "instruction" in p.stderr
 
 

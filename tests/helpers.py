@@ -1,0 +1,429 @@
+"""What the tests share, as plain functions and constants (the fixtures are in tests/conftest.py).
+
+    from tests.helpers import ROWS, FakeEngine, new_store, running_app, wait_until
+
+- constants: REPO, LIMITS, PROMPT, ROWS (the four-prompt set «mini»), ARTIFACTS (screenshots);
+- `make_engine`: a started Engine over a tiny config;
+- `FakeEngine`: an engine without a model, with canned replies, that records every request;
+- `new_store`: a fresh SQLite store upgraded to head (accounts and prompt sets added);
+- `free_port`, `serve`, `launch_app`, `running_app`: the app (or any built Blocks) served on loopback
+  exactly as `app.main()` launches it;
+- the apps with disguised names (EVALUAR, NAVEGADOR): `disguised_config`, `rate_app`, `login`,
+  `open_session`, `save`;
+- `wait_until`: poll a condition with a deadline (no test waits a fixed time);
+- Chromium: CHROMIUM, CHROMIUM_ARGS, `new_browser_page`, `browser_login`, `open_tab`, and `watch_queue`
+  (wait until every event a page sent, and what they triggered, has answered).
+
+Importing this module imports no torch, gradio or app: each function imports what it needs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable, Iterator, NamedTuple, Optional
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "artifacts"
+
+# Small caps so the cap tests are quick; every other test stays within them.
+LIMITS = {"max_new_tokens": 16, "max_prompt_chars": 400, "max_prompt_tokens": 128, "max_conversation_chars": 4000}
+PROMPT = [{"role": "user", "content": "Hola, ¿cómo estás?"}]
+
+# The prompt set «mini»: two standalone prompts and a contextual series of two turns (listed out of order).
+ROWS = "\n".join(json.dumps(r, ensure_ascii=False) for r in [
+    {"id": "p1", "category": "basicas", "text": "¿Qué es el RUC?"},
+    {"id": "c2", "category": "contextual", "series": "s1", "turn": 2, "text": "¿Y el segundo?"},
+    {"id": "c1", "category": "contextual", "series": "s1", "turn": 1, "text": "Dame dos ideas."},
+    {"id": "p2", "category": "basicas", "text": "¿Qué es el IVA?"},
+])
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 30.0, interval: float = 0.02,
+               message: str = "condition not met") -> float:
+    """Poll `condition` until it is true; the seconds waited. AssertionError(message) after `timeout`."""
+    t0 = time.perf_counter()
+    while not condition():
+        assert time.perf_counter() - t0 < timeout, f"{message} (after {timeout:g} s)"
+        time.sleep(interval)
+    return time.perf_counter() - t0
+
+
+# ----------------------------------------------------------------------------- engines
+def make_engine(config: dict, root: Path, **kw):
+    """A started Engine over `config` (a dict as Tiny.config() returns it)."""
+    from esllm.engine import Engine
+    from esllm.engine.config import parse_config
+
+    engine = Engine(parse_config(config), root=root, progress=lambda msg: None, **kw)
+    engine.start()
+    return engine
+
+
+class FakeEngine:
+    """An engine without a model: canned replies, every request recorded in `calls` as
+    (name, messages, preset, overrides).
+
+    `names`: its contestants, all available except those in `unavailable`. `reply(name, messages) -> text`
+    (it may raise, to make a request fail); by default "<code>#<seed>#<call>": the code (r0, r1, … by
+    position) stands for the contestant without naming it, the seed is overrides["seed"] (the attempt, in
+    batch runs), the call counts every request. `generate` and `stream` return the real GenerationResult and
+    StreamEvent (the text in two pieces); `contestant` refuses like the real Engine; the base is
+    FakeEngine.BASE and the template alpaca-es. Enough of the rest (describe, adapter_card, refresh, the
+    errors dicts, config.limits) for the UI handlers.
+    """
+
+    BASE = "bundled:falso"
+
+    def __init__(self, names=("modelo-a", "modelo-b"), reply: Optional[Callable[[str, list], str]] = None, *,
+                 unavailable=(), max_prompt_chars: int = 4000, max_new_tokens: int = 256):
+        self.reply, self.calls = reply, []
+        self.code = {n: f"r{i}" for i, n in enumerate(names)}
+        self.contestants = {n: SimpleNamespace(name=n, model_key="m", adapter=None, preset="greedy",
+                                               template=SimpleNamespace(name="alpaca-es"),
+                                               available=n not in unavailable,
+                                               reason="apagado" if n in unavailable else "")
+                            for n in names}
+        self.bases = {"m": SimpleNamespace(spec=SimpleNamespace(source=self.BASE, template="alpaca-es"))}
+        self.adapters: dict = {}
+        self.adapter_errors: dict = {}
+        self.base_errors: dict = {}
+        self.config = SimpleNamespace(limits=SimpleNamespace(max_prompt_chars=max_prompt_chars,
+                                                             max_new_tokens=max_new_tokens))
+
+    def available(self) -> list[str]:
+        return [c.name for c in self.contestants.values() if c.available]
+
+    def contestant(self, name):
+        from esllm import EsllmError
+
+        c = self.contestants.get(name)
+        if c is None:
+            raise EsllmError(f"No existe el concursante {name!r}.")
+        if not c.available:
+            raise EsllmError(f"El concursante {name} no está disponible: {c.reason}")
+        return c
+
+    def hashes(self, name) -> dict:
+        self.contestant(name)
+        return {"contestant": name, "base": self.BASE, "base_sha256": "b" * 64, "adapter": None,
+                "adapter_sha256": None, "template": "alpaca-es", "preset": "greedy"}
+
+    def describe(self, name) -> dict:
+        self.contestant(name)
+        return {"concursante": name, "modelo": "m", "base": self.BASE, "adaptador": None, "disponible": True}
+
+    def adapter_card(self, name):
+        return {}, None
+
+    def refresh(self):
+        from esllm.engine.types import RefreshReport
+
+        return RefreshReport()
+
+    def _answer(self, name, messages, preset, overrides):
+        from esllm.engine.types import GenerationResult
+
+        self.contestant(name)
+        self.calls.append((name, messages, preset, overrides))
+        if self.reply is not None:
+            text = self.reply(name, messages)
+        else:
+            text = f"{self.code[name]}#{(overrides or {}).get('seed')}#{len(self.calls)}"
+        return GenerationResult(text=text, contestant=name, base=self.BASE, adapter=None, template="alpaca-es",
+                                params={"preset": preset or "greedy", **(overrides or {})}, prompt_tokens=5,
+                                new_tokens=3, latency_s=0.1, first_token_s=0.05, finish_reason="eos")
+
+    def generate(self, name, messages, preset=None, overrides=None):
+        return self._answer(name, messages, preset, overrides)
+
+    def stream(self, name, messages, preset=None, overrides=None, stop_event=None):
+        from esllm.engine.types import StreamEvent
+
+        result = self._answer(name, messages, preset, overrides)
+        yield StreamEvent(result.text[: len(result.text) // 2])
+        yield StreamEvent(result.text, result)
+
+
+# ----------------------------------------------------------------------------- the store
+class Store(NamedTuple):
+    """A SQLite store: its URL and its session factory (`url, Session = store`)."""
+
+    url: str
+    Session: Any
+
+    def dispose(self) -> None:
+        self.Session.kw["bind"].dispose()
+
+
+def new_store(path: Path, *, accounts: Optional[dict[str, str]] = None, password: str = "contraseña-segura",
+              prompt_sets: Optional[dict[str, str]] = None) -> Store:
+    """The SQLite file `path` upgraded to head as the app does it (db.open_store), with `accounts`
+    ({name: role}, in that order, all with `password`) and `prompt_sets` ({name: JSONL text}) added."""
+    from esllm.store import db, users
+    from esllm.study.prompts import import_prompt_set, parse_prompts
+
+    url = f"sqlite:///{path}"
+    Session = db.open_store(url)
+    if accounts or prompt_sets:
+        with Session() as s:
+            for name, role in (accounts or {}).items():
+                users.add_user(s, name, password, role)
+            for name, rows in (prompt_sets or {}).items():
+                import_prompt_set(s, name, parse_prompts(rows, "jsonl"))
+            s.commit()
+    return Store(url, Session)
+
+
+def store_at(path: Path) -> Store:
+    """A store over an existing SQLite file already at head (a copy of a built one): no upgrade."""
+    from esllm.store import db
+
+    url = f"sqlite:///{path}"
+    return Store(url, db.make_sessionmaker(db.make_engine(url)))
+
+
+# ----------------------------------------------------------------------------- the app on loopback
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def serve(demo, ctx) -> str:
+    """Launch a built Blocks as `app.main()` does (CSS and HEAD, a login when the store has accounts, the
+    downloads guard) on a free loopback port, without blocking; returns its URL. Close with demo.close()."""
+    import app
+    from esllm.ui import CSS, HEAD
+
+    for attempt in range(3):  # another process may take the free port before the server binds it
+        port = free_port()
+        try:
+            demo.launch(server_name=HOST, server_port=port, prevent_thread_lock=True, quiet=True, show_error=True,
+                        css=CSS, head=HEAD, **app.launch_kwargs(ctx, HOST))
+        except OSError:
+            if attempt == 2:
+                raise
+            continue
+        return f"http://{HOST}:{port}/"
+    raise AssertionError("unreachable")
+
+
+def write_config(config: dict, folder: Path) -> Path:
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def launch_app(config_path: Path | str, db_url: str, *, accounts: bool = False):
+    """(ctx, demo, url): `app.create` on the config file and store, then `serve`. `accounts`: whether the
+    store has accounts (the app then runs with logins; without, in local mode), checked."""
+    import app
+
+    ctx, demo = app.create(str(config_path), progress=lambda m: None, db_url=db_url)
+    assert ctx.local_mode is not accounts, "local mode exactly when the store has no accounts"
+    return ctx, demo, serve(demo, ctx)
+
+
+@dataclass
+class App:
+    ctx: Any
+    demo: Any
+    url: str
+    Session: Any  # the store's session factory
+    folder: Path
+
+
+@contextmanager
+def running_app(config: dict | Path, folder: Path, *, accounts: Optional[dict[str, str]] = None,
+                password: str = "contraseña-segura", prompt_sets: Optional[dict[str, str]] = None) -> Iterator[App]:
+    """The app served until the block ends, over a fresh store in `folder` (see new_store).
+
+    `config`: a dict (written to folder/config.yaml) or the path of a config file."""
+    store = new_store(folder / "app.sqlite3", accounts=accounts, password=password, prompt_sets=prompt_sets)
+    try:
+        path = write_config(config, folder) if isinstance(config, dict) else config
+        ctx, demo, url = launch_app(path, store.url, accounts=bool(accounts))
+        try:
+            yield App(ctx, demo, url, store.Session, folder)
+        finally:
+            demo.close()
+    finally:
+        store.dispose()
+
+
+# ----------------------------------------------------------------------------- apps with disguised names
+@dataclass(frozen=True)
+class Disguise:
+    """Distinctive names for the tiny Llama's model key, adapters (copies of a1, a2) and three contestants
+    (base, +first adapter, +second adapter), so a test can search everything a rater receives for them."""
+
+    password: str
+    contestants: list[str]
+    adapters: list[str]
+    model_key: str
+    session: str = ""
+
+    def secrets(self, model_dir: Path) -> list[str]:
+        return self.contestants + self.adapters + [self.model_key, str(model_dir)]
+
+
+EVALUAR = Disguise("contraseña-segura", ["concursante-xilofono", "concursante-yunque", "concursante-zafiro"],
+                   ["adaptador-oculto-uno", "adaptador-oculto-dos"], "modelo-oculto", session="estudio-piloto")
+NAVEGADOR = Disguise("clave-del-navegador",
+                     ["participante-quetzal", "participante-ornitorrinco", "participante-mandril"],
+                     ["ajuste-secreto-norte", "ajuste-secreto-sur"], "base-confidencial", session="estudio-navegador")
+
+# The browser's prompt set: five items (one series of two turns); two raters with k=2 each rate all five.
+NAVEGADOR_ROWS = "\n".join(json.dumps(r, ensure_ascii=False) for r in [
+    {"id": "n1", "category": "basicas", "text": "¿Qué es el RUC?"},
+    {"id": "n2", "category": "basicas", "text": "¿Qué es el IVA?"},
+    {"id": "n3", "category": "complejas", "text": "Explica cómo se declara el impuesto a la renta."},
+    {"id": "s1", "category": "contextual", "series": "serie", "turn": 1, "text": "Dame dos ideas."},
+    {"id": "s2", "category": "contextual", "series": "serie", "turn": 2, "text": "¿Y la segunda?"},
+])
+
+
+def disguised_config(tiny_model, folder: Path, model_key: str, contestants: list[tuple[str, Optional[str]]],
+                     adapters: dict[str, str], limits: dict) -> dict:
+    """A config of the tiny model under `model_key`; `adapters` {new name: a1|a2} are copied to
+    folder/adapters; `contestants` [(name, adapter or None)], all greedy; no automatic contestants."""
+    for dst, src in adapters.items():
+        shutil.copytree(tiny_model.adapters_dir / src, folder / "adapters" / dst)
+    return {
+        "models": {model_key: {"source": str(tiny_model.model_dir), "quantization": "none", "device": "cpu",
+                               "template": "llama-2"}},
+        "contestants": [{"name": n, "model": model_key, "preset": "greedy", **({"adapter": a} if a else {})}
+                        for n, a in contestants],
+        "limits": limits,
+        "adapters_dir": str(folder / "adapters"),
+        "auto_contestants": False,
+    }
+
+
+@contextmanager
+def rate_app(tiny_model, folder: Path, cast: Disguise, *, accounts: dict[str, str], prompt_set: str, rows: str,
+             raters: list[str], k: int, seed: int) -> Iterator[tuple[App, int]]:
+    """An app with accounts whose contestants wear `cast`'s names, their answers to `rows` generated
+    (one attempt, at most 8 new tokens) and an open rating session `cast.session` for `raters`:
+    yields (app, session id)."""
+    import random
+
+    from sqlalchemy import select
+
+    from esllm.store.models import ContestantSnapshot
+    from esllm.study.answers import generate_answers
+    from esllm.study.sessions import create_session
+
+    a1, a2 = cast.adapters
+    config = disguised_config(tiny_model, folder, cast.model_key,
+                              list(zip(cast.contestants, (None, a1, a2))), {a1: "a1", a2: "a2"},
+                              {"max_new_tokens": 8})
+    with running_app(config, folder, accounts=accounts, password=cast.password,
+                     prompt_sets={prompt_set: rows}) as a:
+        generate_answers(a.Session, a.ctx.engine, prompt_set, cast.contestants, attempts=1)
+        with a.Session() as s:
+            ids = [s.scalars(select(ContestantSnapshot.id).where(ContestantSnapshot.name == n)).one()
+                   for n in cast.contestants]
+            sid = create_session(s, name=cast.session, prompt_set=prompt_set, contestant_ids=ids, raters=raters,
+                                 k=k, rng=random.Random(seed)).id
+            s.commit()
+        yield a, sid
+
+
+def login(url: str, name: str, password: str):
+    """A gradio_client Client logged in as `name`."""
+    from gradio_client import Client
+
+    return Client(url, auth=(name, password), verbose=False)
+
+
+def open_session(c, sid):
+    """«Evaluar»: open (or resume) rating session `sid`; the item view's outputs."""
+    return c.predict(sid, api_name="/evaluar_abrir")
+
+
+def save(c, values, comment=""):
+    """«Evaluar»: save the three general scores `values` (and a comment); the next item's outputs."""
+    return c.predict(comment, *values, *[None] * 12, api_name="/evaluar_guardar")
+
+
+# ----------------------------------------------------------------------------- Chromium (Playwright)
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # Debian's (scripts/test.sh installs it)
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+WAIT_MS = 30_000  # for anything the server answers (the machine may be busy); expect() alone waits 5 s
+
+
+def new_browser_page(p, height: int = 1000, timeout_ms: int = WAIT_MS):
+    """(browser, page) in Debian's Chromium; the test fails with what to do when it is not installed."""
+    import pytest
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is not installed: run `bash scripts/test.sh` (it installs Debian's chromium)")
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": 1280, "height": height})
+    page.set_default_timeout(timeout_ms)
+    return browser, page
+
+
+def browser_login(page, url: str, name: str, password: str) -> None:
+    """Fill Gradio's login form (a text box, a password box, a submit button; success reloads the page)."""
+    page.goto(url, wait_until="load")  # Gradio pages never reach networkidle: wait for elements instead
+    box = page.locator("input[type=password]")
+    box.wait_for()
+    page.locator("input[type=text], input:not([type])").first.fill(name)
+    box.fill(password)
+    with page.expect_navigation(wait_until="load"):
+        page.locator("button").filter(has_text="Login").click()
+
+
+def open_tab(page, name: str) -> None:
+    tab = page.get_by_role("tab", name=name)
+    tab.wait_for()
+    tab.click()  # Gradio renders a tab's content only once it is selected
+
+
+class QueueWatch:
+    """Follows a page's requests to Gradio's queue (event joins, the stream of their results) from start to end."""
+
+    def __init__(self, page):
+        self.page, self.open, self.last = page, set(), time.perf_counter()
+        page.on("request", self._start)
+        page.on("requestfinished", self._end)
+        page.on("requestfailed", self._end)
+
+    def _start(self, request) -> None:
+        if "/queue/" in request.url:
+            self.open.add(request)
+            self.last = time.perf_counter()
+
+    def _end(self, request) -> None:
+        if request in self.open:
+            self.open.discard(request)
+            self.last = time.perf_counter()
+
+    def wait_idle(self, quiet_s: float = 1.0, timeout_ms: int = WAIT_MS) -> None:
+        """Until no queue request is open and none started or ended for `quiet_s`: every event the page sent,
+        and every event their results triggered (a .change after a .load), has answered. (Gradio closes a
+        browser session's stream of results as soon as it has no pending event.)"""
+        deadline = time.perf_counter() + timeout_ms / 1000
+        while self.open or time.perf_counter() - self.last < quiet_s:
+            assert time.perf_counter() < deadline, f"the page's events did not finish ({len(self.open)} open)"
+            self.page.wait_for_timeout(50)  # Playwright delivers the request events while it waits
+
+
+def watch_queue(page) -> QueueWatch:
+    """Start following `page`'s queue requests (before the actions whose events are to be waited for)."""
+    return QueueWatch(page)
