@@ -1,6 +1,6 @@
 """One evaluation shape (esllm/evals/base.py): the four evaluations implement `Evaluation`, have no command
 line code, and the shared runner stores one eval_run per contestant, a failed contestant as a failed run
-while the others finish. Model-free: a fake engine with canned replies.
+while the others finish. Model-free: tests.helpers.FakeEngine with canned replies, on the shared fresh store.
 
     .venv/bin/python -m pytest tests/test_evals_shape.py
 """
@@ -8,9 +8,7 @@ while the others finish. Model-free: a fake engine with canned replies.
 from __future__ import annotations
 
 import inspect
-import json
 import random
-from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import select
@@ -23,71 +21,33 @@ from esllm.evals.judge import Judge
 from esllm.evals.pictos import Pictos
 from esllm.evals.question_checks import EXAMPLE_TEXT
 from esllm.evals.questions import Questions
-from esllm.store import db
 from esllm.store.models import EVAL_KINDS, EvalRun
+from tests.helpers import ROWS, FakeEngine
 
 QUESTIONS_REPLY = """1. [abierta] ¿Con quién fue Lucía al lago?
 2. [abierta] ¿Qué llevaron para los patos?
 3. [V/F] Lucía y su abuelo fueron al lago en autobús."""
 
-ROWS = "\n".join(json.dumps(r, ensure_ascii=False) for r in [
-    {"id": "p1", "category": "basicas", "text": "¿Qué es el RUC?"},
-    {"id": "c1", "category": "contextual", "series": "s1", "turn": 1, "text": "Dame dos ideas."},
-    {"id": "c2", "category": "contextual", "series": "s1", "turn": 2, "text": "¿Y el segundo?"},
-    {"id": "p2", "category": "basicas", "text": "¿Qué es el IVA?"},
-])
-
-
-class FakeEngine:
-    """Contestants without a model: a grade for a judge's prompt, the reference-like sentence for pictograms,
-    QUESTIONS_REPLY otherwise; a contestant in `broken` fails with RuntimeError."""
-
-    def __init__(self, names, broken=()):
-        self.broken, self.calls = set(broken), []
-        self.contestants = {n: SimpleNamespace(name=n, available=True, reason="", model_key="m", adapter=None,
-                                               preset="greedy", template=SimpleNamespace(name="alpaca-es"))
-                            for n in names}
-        self.bases = {"m": SimpleNamespace(spec=SimpleNamespace(source="bundled:falso", template="alpaca-es"))}
-        self.adapters = {}
-        self.config = SimpleNamespace(limits=SimpleNamespace(max_prompt_chars=4000))
-
-    def available(self):
-        return [c.name for c in self.contestants.values() if c.available]
-
-    def contestant(self, name):
-        c = self.contestants.get(name)
-        if c is None or not c.available:
-            raise EsllmError(f"No existe el concursante {name!r}.")
-        return c
-
-    def hashes(self, name):
-        return {"contestant": name, "base": "bundled:falso", "base_sha256": "b" * 64, "adapter": None,
-                "adapter_sha256": None, "template": "alpaca-es", "preset": "greedy"}
-
-    def generate(self, name, messages, preset=None, overrides=None):
-        self.contestant(name)
-        self.calls.append(name)
-        if name in self.broken:
+def canned(*broken: str):
+    """The contestants' reply for tests.helpers.FakeEngine: a grade for a judge's prompt, the reference-like
+    sentence for pictograms, QUESTIONS_REPLY otherwise; a contestant in `broken` fails with RuntimeError."""
+    def reply(name, messages):
+        if name in broken:
             raise RuntimeError("sin memoria")
         last = messages[-1]["content"]
         if "[Respuesta a calificar]" in last:
-            text = "Calificación: 4"
-        elif last.startswith("Pictogramas: "):
-            text = last.removeprefix("Pictogramas: ").capitalize() + "."
-        else:
-            text = QUESTIONS_REPLY
-        return SimpleNamespace(text=text, params={"preset": preset or "greedy", **(overrides or {})}, new_tokens=3,
-                               latency_s=0.1, ended_on_eos=True, finish_reason="eos")
+            return "Calificación: 4"
+        if last.startswith("Pictogramas: "):
+            return last.removeprefix("Pictogramas: ").capitalize() + "."
+        return QUESTIONS_REPLY
+    return reply
 
 
 @pytest.fixture()
-def Session(tmp_path, monkeypatch):
-    url = f"sqlite:///{tmp_path / 'forma.sqlite3'}"
-    monkeypatch.setenv("ESLLM_DATABASE_URL", url)  # the store the commands open
-    db.upgrade(url)
-    dbe = db.make_engine(url)
-    yield db.make_sessionmaker(dbe)
-    dbe.dispose()
+def Session(store, monkeypatch):
+    """The shared fresh store's session factory; the commands open the same store."""
+    monkeypatch.setenv("ESLLM_DATABASE_URL", store.url)
+    return store.Session
 
 
 def stored(Session):
@@ -150,7 +110,7 @@ def test_runner_stores_a_failed_contestant_and_the_others_finish(kind, Session, 
     items = ev.load()
     if kind == "pictos":
         items = items[:3]
-    eng = FakeEngine(["a", "b", "c"], broken={"b"})
+    eng = FakeEngine(["a", "b", "c"], canned("b"))
     seen = []
     runs = run_contestants(ev, Session, eng, ["a", "b", "c", "a"], items, lambda d, t, m: seen.append((d, t)))
     assert [(r.contestant, r.status) for r in runs] == [("a", "done"), ("b", "failed"), ("c", "done")]
@@ -176,7 +136,7 @@ def test_runner_stores_a_failed_contestant_and_the_others_finish(kind, Session, 
 def test_run_one_on_an_open_session_raises_after_storing_the_failure(Session):
     ev = Pictos(pictos.SAMPLE)
     items = ev.load()[:2]
-    eng = FakeEngine(["a", "b"], broken={"b"})
+    eng = FakeEngine(["a", "b"], canned("b"))
     with Session() as s:
         assert ev.run_one(s, eng, "a", items).status == "done"
         with pytest.raises(RuntimeError, match="sin memoria"):
@@ -186,7 +146,7 @@ def test_run_one_on_an_open_session_raises_after_storing_the_failure(Session):
 
 
 def test_the_items_are_loaded_when_not_given(Session):
-    eng = FakeEngine(["a"])
+    eng = FakeEngine(["a"], canned())
     [run] = run_contestants(Questions(EXAMPLE_TEXT, 2, 1), Session, eng, ["a"])
     assert run.status == "done" and run.config["n_open"] == 2
     with pytest.raises(EsllmError, match="entre 0 y 10"):
@@ -210,7 +170,7 @@ class Echo(Evaluation):
 
 
 def test_a_new_evaluation_is_a_few_lines(Session):
-    [run] = run_contestants(Echo(), Session, FakeEngine(["a"]), ["a"])
+    [run] = run_contestants(Echo(), Session, FakeEngine(["a"], canned()), ["a"])
     assert (run.status, run.metrics, run.config, len(run.details)) == ("done", {"n": 3}, {"echo": True}, 3)
     assert Echo().summary(run) == "a: 3"
 
@@ -234,7 +194,7 @@ def rating_session(Session):
         for n in ("ana", "beto"):
             users.add_user(s, n, "contraseña-segura", "rater")
         s.commit()
-    rep = generate_answers(Session, FakeEngine(NAMES), "mini", NAMES, attempts=1)
+    rep = generate_answers(Session, FakeEngine(NAMES, canned()), "mini", NAMES, attempts=1)
     assert not rep.errors
     with Session() as s:
         ids = [c.id for c in s.scalars(select(ContestantSnapshot).order_by(ContestantSnapshot.id))]
@@ -249,7 +209,7 @@ def test_judges_through_the_shared_runner(rating_session):
     ev = Judge("sesion-1")
     items = ev.load(Session)
     assert len(items) == 4 and len(items.names) == 3
-    eng = FakeEngine(["juez", "juez-roto"], broken={"juez-roto"})
+    eng = FakeEngine(["juez", "juez-roto"], canned("juez-roto"))
     runs = run_contestants(ev, Session, eng, ["juez-roto", "juez"], items)
     assert [(r.contestant, r.status) for r in runs] == [("juez-roto", "failed"), ("juez", "done")]
     assert runs[0].error == "RuntimeError: sin memoria"
@@ -273,7 +233,7 @@ def test_commands_report_failed_contestants_and_judge_runs(rating_session, monke
     from esllm.cli import main
 
     Session = rating_session
-    eng = FakeEngine(["a", "b", "juez"], broken={"b"})
+    eng = FakeEngine(["a", "b", "juez"], canned("b"))
     monkeypatch.setattr(cli_evals, "start_engine", lambda config: eng)
     assert main(["pictos", "--contestants", "a", "b", "--limit", "2"]) == 1
     out, err = capsys.readouterr()

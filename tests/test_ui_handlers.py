@@ -1,9 +1,10 @@
 """The UI's handlers called directly, without a server: the one permission and error path (`@handler`), the
 transaction helper, `bind` (what Gradio injects), and one or two real handlers per tab.
 
-Each test gets a fresh SQLite store with an admin «jefa» and the raters «ana» and «beto»; the engine is a
-small fake (canned streamed answers, no model). End-to-end behaviour over HTTP and in a browser is in
-test_app.py, test_administrar.py, test_comparar.py, test_evaluar.py, test_resultados.py and test_browser*.py.
+Each test gets a fresh SQLite store (tests.helpers.new_store) with an admin «jefa» and the raters «ana» and
+«beto»; the engine is the shared fake (tests.helpers.FakeEngine: no model, every contestant answers
+"<name> dice: <last message>"). End-to-end behaviour over HTTP and in a browser is in test_app.py,
+test_administrar.py, test_comparar.py, test_evaluar.py, test_resultados.py and test_browser*.py.
 """
 
 from __future__ import annotations
@@ -18,76 +19,28 @@ from gradio.utils import get_type_hints
 from sqlalchemy import func, select
 
 from esllm import EsllmError
-from esllm.engine.types import GenerationResult, RefreshReport, StreamEvent
-from esllm.store import db, users
+from esllm.store import users
 from esllm.store.models import Answer, RatingSession, Score, User, Vote
 from esllm.ui import administrar, comparar, conversar, evaluar, resultados, resultados_juez, resultados_tareas
 from esllm.ui.context import AppContext, Caller, bind, handler
+from tests.helpers import ROWS, FakeEngine, new_store
 
 PW = "contraseña-de-prueba"
 NAMES = ("modelo-uno", "modelo-dos", "modelo-tres")
-ROWS = [{"id": "p1", "category": "basicas", "text": "¿Qué es el RUC?"},
-        {"id": "p2", "category": "basicas", "text": "¿Qué es el IVA?"}]
+# the standalone prompts (p1, p2) of the shared set «mini»
+BASICAS = "\n".join(line for line in ROWS.splitlines() if json.loads(line)["category"] == "basicas")
 
 
-class FakeEngine:
-    """No model: every contestant answers "<name> dice: <last message>" in two streamed pieces (or raises
-    `fail`); records every request in `calls`."""
+def says(name, messages):
+    """Every contestant answers "<name> dice: <last message>"."""
+    return f"{name} dice: {messages[-1]['content']}"
 
-    def __init__(self, names=NAMES, *, unavailable=(), fail: Exception | None = None):
-        self.calls: list[tuple] = []
-        self.fail = fail
-        self.contestants = {n: SimpleNamespace(name=n, model_key="m", adapter=None, preset="greedy",
-                                               template=SimpleNamespace(name="alpaca-es"),
-                                               available=n not in unavailable, reason="apagado")
-                            for n in names}
-        self.bases = {"m": SimpleNamespace(spec=SimpleNamespace(source="bundled:falso", template="alpaca-es"))}
-        self.adapters: dict = {}
-        self.adapter_errors: dict = {}
-        self.base_errors: dict = {}
 
-    def available(self) -> list[str]:
-        return [c.name for c in self.contestants.values() if c.available]
-
-    def contestant(self, name):
-        if name not in self.available():
-            raise EsllmError(f"No existe el concursante {name!r}.")
-        return self.contestants[name]
-
-    def describe(self, name):
-        self.contestant(name)
-        return {"concursante": name, "disponible": True}
-
-    def adapter_card(self, name):
-        return {}, None
-
-    def refresh(self):
-        return RefreshReport()
-
-    def hashes(self, name):
-        return {"contestant": name, "base": "bundled:falso", "base_sha256": "0" * 64, "adapter": None}
-
-    def _text(self, name, messages):
-        return f"{name} dice: {messages[-1]['content']}"
-
-    def generate(self, name, messages, preset=None, overrides=None):
-        self.contestant(name)
-        self.calls.append(("generate", name, messages))
-        return SimpleNamespace(text=self._text(name, messages), params={"preset": "greedy", **(overrides or {})},
-                               new_tokens=3, latency_s=0.1, ended_on_eos=True, finish_reason="eos")
-
-    def stream(self, name, messages, preset=None, overrides=None, stop_event=None):
-        self.contestant(name)
-        self.calls.append(("stream", name, messages))
-        if self.fail is not None:
-            raise self.fail
-        text = self._text(name, messages)
-        half = len(text) // 2
-        yield StreamEvent(text[:half])
-        result = GenerationResult(text=text, contestant=name, base="bundled:falso", adapter=None,
-                                  template="alpaca-es", params={"preset": preset or "greedy"}, prompt_tokens=5,
-                                  new_tokens=3, latency_s=0.1, first_token_s=0.05, finish_reason="eos")
-        yield StreamEvent(text, result)
+def failing(error: Exception):
+    """A reply that raises `error` (the engine has already recorded the request)."""
+    def reply(name, messages):
+        raise error
+    return reply
 
 
 def req(name):
@@ -95,20 +48,14 @@ def req(name):
 
 
 ADMIN, ANA, BETO, NOBODY = req("jefa"), req("ana"), req("beto"), req(None)
-CONFIG = SimpleNamespace(limits=SimpleNamespace(max_new_tokens=256, max_prompt_chars=4000))
 
 
 @pytest.fixture()
 def ctx(tmp_path):
-    Session = db.open_store(f"sqlite:///{tmp_path}/t.sqlite3")
-    with Session() as s:
-        users.add_user(s, "jefa", PW, "admin")
-        users.add_user(s, "ana", PW, "rater")
-        users.add_user(s, "beto", PW, "rater")
-        s.commit()
-    ctx = AppContext(config=CONFIG, engine=FakeEngine(), sessionmaker=Session, local_mode=False)
-    yield ctx
-    Session.kw["bind"].dispose()
+    store = new_store(tmp_path / "t.sqlite3", accounts={"jefa": "admin", "ana": "rater", "beto": "rater"}, password=PW)
+    engine = FakeEngine(NAMES, says)
+    yield AppContext(config=engine.config, engine=engine, sessionmaker=store.Session, local_mode=False)
+    store.dispose()
 
 
 def count(ctx, model, *where) -> int:
@@ -121,7 +68,7 @@ def study(ctx, tmp_path):
     """A prompt set «mini» (imported through the handler), one answer per prompt and contestant (generated
     through the handler) and a session «piloto» with raters ana and beto, created through the handler."""
     f = tmp_path / "mini.jsonl"
-    f.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in ROWS) + "\n", encoding="utf-8")
+    f.write_text(BASICAS + "\n", encoding="utf-8")
     msg, *sets = administrar.import_prompts(ctx, str(f), "mini", ADMIN)
     assert msg.startswith("✅ Conjunto **mini**") and "2 nuevos" in msg and "mini" in sets[0]["choices"]
     summary, coverage = administrar.generate(ctx, "mini", list(NAMES), 1, 0, ADMIN)
@@ -305,7 +252,7 @@ def test_conversar_streams_for_admins_only_and_engine_errors_are_toasts(ctx):
     with pytest.raises(gr.Error, match="No existe el concursante 'otro'"):
         list(conversar.respond(ctx, "Hola", [], "otro", "greedy", "", *adv, ADMIN))
     calls = len(ctx.engine.calls)
-    ctx.engine.fail = EsllmError("El modelo se quedó sin memoria.")
+    ctx.engine.reply = failing(EsllmError("El modelo se quedó sin memoria."))
     with pytest.raises(gr.Error, match="sin memoria"):
         list(conversar.respond(ctx, "Hola", [], "modelo-uno", "greedy", "", *adv, ADMIN))
     assert len(ctx.engine.calls) == calls + 1
@@ -341,7 +288,7 @@ def test_comparar_refuses_raters_with_its_own_message_and_hides_names_in_engine_
     with pytest.raises(gr.Error):  # one vote per comparison
         comparar.vote(ctx, arena, token, "A", ADMIN)
     assert count(ctx, Vote) == 1
-    ctx.engine.fail = EsllmError("modelo-uno: CUDA sin memoria")
+    ctx.engine.reply = failing(EsllmError("modelo-uno: CUDA sin memoria"))
     with pytest.raises(gr.Error) as e:
         list(comparar.compare(ctx, arena, "Hola", list(NAMES), ADMIN))
     assert "Modelo A" in e.value.message and not any(n in e.value.message for n in NAMES)
@@ -455,7 +402,8 @@ def test_resultados_page_load_fills_every_section_for_admins_only(ctx, study):
 def test_juez_and_tareas_check_their_values_after_the_role(ctx, study):
     with pytest.raises(gr.Error, match="No tiene permiso"):
         resultados_juez.grade_handler(ctx, "piloto", "modelo-uno", "general", ANA)
-    ctx.engine.contestants["modelo-tres"].available = False
+    off = ctx.engine.contestants["modelo-tres"]
+    off.available, off.reason = False, "apagado"
     with pytest.raises(gr.Error, match="concursante disponible"):
         resultados_juez.grade_handler(ctx, "piloto", "modelo-tres", "general", ADMIN)
     with pytest.raises(gr.Error, match="Elija una sesión"):
@@ -466,5 +414,4 @@ def test_juez_and_tareas_check_their_values_after_the_role(ctx, study):
     with pytest.raises(gr.Error, match="No tiene permiso"):
         resultados_tareas.pictos_evaluar(ctx, "muestra-es.jsonl", ["modelo-uno"], 1, ANA)
     assert resultados_tareas.pictos_tabla(ctx, ADMIN) == []
-    calls = [c for c in ctx.engine.calls if c[0] == "generate"]
-    assert len(calls) == 6, "only the study fixture's answers: no refused call reached the engine"
+    assert len(ctx.engine.calls) == 6, "only the study fixture's answers: no refused call reached the engine"

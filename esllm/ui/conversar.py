@@ -80,7 +80,6 @@ def _overrides(values: tuple) -> dict[str, Any]:
     return out
 
 
-
 # ---------------------------------------------------------------------------------------------- handlers
 def _answer(ctx: AppContext, messages: list[dict], shown: list[dict], name: str, preset_name: str, values: tuple,
             request: Any) -> Iterator[tuple]:
