@@ -2,35 +2,37 @@
 
 Run from the repository root (CPU; a tiny random Llama is built in-process, nothing is downloaded):
 
-    PYTHONPATH=. python bench/bench_rating.py                  # ~3-5 min on 2 cores
-    PYTHONPATH=. python bench/bench_rating.py --seconds 10 --prompts 100 --overlap 20
-    PYTHONPATH=. python bench/bench_rating.py | tee bench/results/rating_cpu.txt
+    .venv/bin/python bench/bench_rating.py                   # 10, 50 and 200 raters, 2 s of reading per item
+    .venv/bin/python bench/bench_rating.py --think 0         # saturation: every rater saves as fast as it can
+    .venv/bin/python bench/bench_rating.py --seconds 10 --prompts 100 --phases 10,50
+    .venv/bin/python bench/bench_rating.py | tee bench/results/rating_cpu.txt
 
 What it does: builds the tiny Llama of tests/tiny.py with two random LoRA adapters (three contestants),
 starts the app as app.py does (app.create + launch_kwargs, so with accounts Gradio's login guards every
 call) on a fresh SQLite file, imports a generated set of --prompts standalone prompts, generates the
-answers with esllm.study.answers.generate_answers (1 attempt), and creates one session with raters r00..r49
-where each prompt goes to --overlap raters (default 50: every rater has every prompt, 200 items each,
-so no one runs out; with k=1 each of 50 raters would get only 4 items). Then two phases, 10 raters
-at once and 50 at once (r00..r09 go on from where phase 1 left them): each rater is a thread with its
-own gradio_client.Client (logged in before the clock starts), opens the session (/evaluar_abrir) and
-saves items with random 1-5 scores (/evaluar_guardar, the «Guardar y seguir» call) as fast as it can
-for --seconds. The rater threads of a phase run in one spawned child process, so the clients do not
-share the server's GIL and the CPU each side uses is measured apart. Printed per phase: saves/s,
-p50/p95/max latency of /evaluar_guardar as the client sees it, errors, whether the next item shown was
-always the next position, SQL statements per save and CPU (server, clients, anything else). At the end
-every client's successful saves are compared with the database: each (assignment, answer, criterion) must be there
-exactly once with the value sent; lost (sent, missing or another value) and duplicated (count > 1)
-must both be zero; "extra" counts rows the server kept for a save the client saw fail.
+answers with esllm.study.answers.generate_answers (1 attempt), and creates one session with raters
+r000..r199 where each prompt goes to --overlap raters (default: all, so no one runs out). Then one phase per
+entry of --phases (10, 50, 200 raters at once; later phases go on from where earlier ones left each rater).
+The clients are cheap, so they measure the server and not themselves: every rater of a phase is a coroutine
+of one asyncio loop in a spawned child process (its own GIL, its CPU measured apart), with its own
+httpx.AsyncClient logged in through POST /login before the clock starts, speaking the queue protocol a
+browser tab speaks (GradioQueue: /gradio_api/queue/join, then the server-sent events of
+/gradio_api/queue/data; the rater's gr.State lives server-side under its session hash). Each rater opens the
+session (/evaluar_abrir), then again and again waits --think seconds on average (exponential: a person reading
+three answers; 0 = no wait, a saturation test) and saves the item shown with random 1-5 scores
+(/evaluar_guardar, the «Guardar y seguir» call). Printed per phase: saves/s, p50/p95/max latency of
+/evaluar_guardar as the client sees it, errors, whether the next item shown was always the next position,
+SQL statements per save and CPU (server, clients, anything else). At the end every client's successful saves
+are compared with the database: each (assignment, answer, criterion) must be there exactly once with the
+value sent; lost (sent, missing or another value) and duplicated (count > 1) must both be zero; "extra" counts
+rows the server kept for a save the client saw fail.
 
-What it does not know: clients and server share the machine's cores (gradio_client is not cheap: it
-opens a new HTTPS-capable httpx client, SSL context included, for every call), so with 2 cores the
-saves/s is a floor for a server whose raters are on other machines; anything else running moves the
-numbers (each phase prints the load average and the cores other processes used); the SQLite file is
-on whatever disk the temp folder is; gradio_client gives each HTTP request 5 s, so on a starved machine
-(50 raters and other work on 2 cores) calls time out: each is counted under errors and the rater reopens
-the session; saves with aspects (rubric "full") write 15 rows instead of 3 and are not measured (see
-bench/profile_save.py --full for the in-process cost); SQLite only.
+What it does not know: clients and server still share the machine's 2 cores (the client process's CPU is
+printed: a few ms per save); anything else running moves the numbers (each phase prints the load average
+and the cores other processes used); the SQLite file is on whatever disk the temp folder is; the first
+open of every rater of a phase arrives at the same instant (a burst no class produces: it is in the
+/evaluar_abrir line, and the first saves wait behind it); saves with aspects (rubric "full") write 15 rows
+instead of 3 and are not measured (see bench/profile_save.py --full for the in-process cost); SQLite only.
 """
 
 from __future__ import annotations
@@ -44,7 +46,6 @@ import socket
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -70,9 +71,12 @@ def free_port() -> int:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--prompts", type=int, default=200, help="generated prompts in the set (default 200)")
-    p.add_argument("--raters", type=int, default=50, help="raters r00..rNN in the session (default 50)")
-    p.add_argument("--overlap", type=int, default=50, help="raters per prompt, k (default 50: all)")
-    p.add_argument("--phases", default="10,50", help="concurrent raters per phase (default 10,50)")
+    p.add_argument("--raters", type=int, default=200, help="raters r000..rNNN in the session (default 200)")
+    p.add_argument("--overlap", type=int, default=200, help="raters per prompt, k (default 200: all)")
+    p.add_argument("--phases", default="10,50,200", help="concurrent raters per phase (default 10,50,200)")
+    p.add_argument("--think", type=float, default=2.0,
+                   help="mean seconds a rater reads before each save (exponential; default 2, a quick human; "
+                        "0 = save as fast as the server answers, a saturation test)")
     p.add_argument("--seconds", type=float, default=20.0, help="length of each phase (default 20)")
     p.add_argument("--new-tokens", type=int, default=8, help="max_new_tokens of the generated answers")
     p.add_argument("--seed", type=int, default=0)
@@ -113,7 +117,7 @@ def build_app(tmp: Path, args):
     url = f"sqlite:///{tmp / 'rating.sqlite3'}"
     db.upgrade(url)
     Session = db.make_sessionmaker(db.make_engine(url))
-    raters = [f"r{i:02d}" for i in range(args.raters)]
+    raters = [f"r{i:03d}" for i in range(args.raters)]
     with Session() as s:
         users.add_user(s, "admin", PW, "admin")
         for r in raters:
@@ -160,81 +164,147 @@ def item_of(out) -> tuple[int, str] | None:
     return int(POSITION.search(out[0]).group(1)), out[2].split("\n\n", 1)[1]
 
 
-def work(c, r: Rater, rng: random.Random, sid: int, deadline: float) -> None:
-    """Open the session, then save the item shown with random scores, again and again until `deadline`.
-    A failed call (e.g. gradio_client's 5 s HTTP timeout on a starved server) is counted in `errors`, then
-    the session is reopened to learn where the server is."""
+class GradioQueue:
+    """A lightweight client of one Gradio browser session, speaking the queue protocol the page speaks:
+    POST /gradio_api/queue/join {data, fn_index, session_hash} -> event_id, then the server-sent events of
+    GET /gradio_api/queue/data?session_hash=… until `process_completed` for that event. One httpx.AsyncClient
+    (its login cookie) per rater; gr.State lives server-side under the session hash, as for a browser tab."""
 
-    def reopen() -> tuple[int, str] | None | bool:  # the item, None when done, False when the open failed
+    def __init__(self, http, fn_index: dict[str, int], timeout: float = 60.0):
+        import secrets
+
+        self.http, self.fn_index, self.timeout = http, fn_index, timeout
+        self.session_hash = secrets.token_hex(6)
+
+    async def call(self, api_name: str, data: list):
+        import json as _json
+
+        join = await self.http.post("gradio_api/queue/join", json={
+            "data": data, "fn_index": self.fn_index[api_name], "session_hash": self.session_hash,
+            "event_data": None, "trigger_id": None}, timeout=self.timeout)
+        join.raise_for_status()
+        event_id = join.json()["event_id"]
+        async with self.http.stream("GET", "gradio_api/queue/data", params={"session_hash": self.session_hash},
+                                    timeout=self.timeout) as resp:
+            resp.raise_for_status()
+            async for line in resp.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                msg = _json.loads(line[5:])
+                if msg.get("event_id") not in (None, event_id):
+                    continue
+                if msg.get("msg") == "process_completed":
+                    out = msg.get("output") or {}
+                    if not msg.get("success"):
+                        raise RuntimeError(str(out.get("error") or out)[:200])
+                    return out["data"]
+                if msg.get("msg") == "close_stream":
+                    break
+        raise RuntimeError("the event stream ended without a result")
+
+
+async def login(base: str, name: str, fn_index_holder: dict):
+    """A logged-in httpx.AsyncClient for `name` (POST /login, as the login page does), and the API's fn ids."""
+    import httpx
+
+    http = httpx.AsyncClient(base_url=base, timeout=60.0,
+                             limits=httpx.Limits(max_connections=4, max_keepalive_connections=4))
+    for attempt in range(3):
+        try:
+            r = await http.post("login", data={"username": name, "password": PW})
+            r.raise_for_status()
+            break
+        except Exception:
+            if attempt == 2:
+                raise
+    if not fn_index_holder:
+        cfg = (await http.get("config")).json()
+        fn_index_holder.update({d["api_name"]: d["id"] for d in cfg["dependencies"] if d.get("api_name")})
+    return http
+
+
+async def work(q: GradioQueue, r: Rater, rng: random.Random, sid: int, deadline: float, think: float) -> None:
+    """Open the session, then save the item shown with random scores, again and again until `deadline`,
+    waiting `think` seconds on average (exponential) before each save, as a person reading the answers would
+    (0: as fast as the server answers). A failed call is counted in `errors`, then the session is reopened to
+    learn where the server is."""
+    import asyncio
+
+    async def reopen():  # the item, None when done, False when the open failed
         t = time.perf_counter()
         try:
-            out = c.predict(sid, api_name="/evaluar_abrir")
+            out = await q.call("evaluar_abrir", [sid])
         except Exception as e:
             r.errors.append(f"{type(e).__name__} (open): {str(e)[:160]}")
             return False
         r.opens.append(time.perf_counter() - t)
-        return item_of(out)
+        return item_of(out[1:])  # the API's first output is the server-side state: skip it
 
     cur = False
     while cur is False and time.perf_counter() < deadline:
-        cur = reopen()
+        cur = await reopen()
     while cur and time.perf_counter() < deadline:
+        if think > 0:
+            await asyncio.sleep(min(rng.expovariate(1 / think), max(0.0, deadline - time.perf_counter())))
+            if time.perf_counter() >= deadline:
+                break
         pos, prompt = cur
         vals = [str(rng.randint(1, 5)) for _ in range(3)]
         t = time.perf_counter()
         try:
-            out = c.predict("", *vals, *[None] * 12, api_name="/evaluar_guardar")
+            out = await q.call("evaluar_guardar", [None, "", *vals, *[None] * 12])
         except Exception as e:
             r.errors.append(f"{type(e).__name__}: {str(e)[:160]}")
             cur = False
             while cur is False and time.perf_counter() < deadline:
-                cur = reopen()
+                cur = await reopen()
             continue
         r.lat.append(time.perf_counter() - t)
         r.saved[prompt] = vals
-        cur = item_of(out)
+        cur = item_of(out[1:])
         if cur is not None and cur[0] != pos + 1:
             r.out_of_order += 1
     r.finished = cur is None
 
 
-LOGINS_AT_ONCE = 4  # each login is a scrypt on the server (~50 ms of CPU): 50 at once time out on 2 busy cores
+LOGINS_AT_ONCE = 4  # each login is a scrypt on the server (~50 ms of CPU): do not flood it before the clock
 
 
-def client_process(url: str, names: list[str], sid: int, seconds: float, phase: int, go, results) -> None:
-    """Child process: log every rater in (a gradio_client.Client each, a few at a time, each tried up to 3
-    times), wait for `go`, run them all as threads. Puts the login time, then the results, on `results`;
-    a failed login puts the error instead (the parent stops rather than wait)."""
-    from concurrent.futures import ThreadPoolExecutor
+def client_process(url: str, names: list[str], sid: int, seconds: float, phase: int, think: float, go,
+                   results) -> None:
+    """Child process (one asyncio loop for every rater of the phase: the clients cost little CPU and share
+    no GIL with the server): log every rater in, a few at a time, wait for `go`, run them all. Puts the login
+    time, then the results, on `results`; a failed login puts the error instead."""
+    import asyncio
 
-    from gradio_client import Client
+    async def run():
+        t0 = time.perf_counter()
+        fn_index: dict[str, int] = {}
+        sem = asyncio.Semaphore(LOGINS_AT_ONCE)
 
-    t0 = time.perf_counter()
+        async def one(nm):
+            async with sem:
+                return nm, await login(url, nm, fn_index)
 
-    def login(nm: str):
-        for attempt in range(3):
-            try:
-                return Client(url, auth=(nm, PW), verbose=False)
-            except Exception:  # httpx timeouts while the server is busy
-                if attempt == 2:
-                    raise
+        clients = dict(await asyncio.gather(*(one(nm) for nm in names)))
+        results.put(time.perf_counter() - t0)
+        await asyncio.get_running_loop().run_in_executor(None, go.wait)
+        cpu0 = time.process_time()
+        t_start = time.perf_counter()
+        raters = {nm: Rater(nm) for nm in names}
+        await asyncio.gather(*(work(GradioQueue(clients[nm], fn_index), raters[nm], random.Random(f"{nm}/{phase}"),
+                                    sid, t_start + seconds, think) for nm in names))
+        wall = time.perf_counter() - t_start
+        for http in clients.values():
+            await http.aclose()
+        return raters, wall, time.process_time() - cpu0
 
     try:
-        with ThreadPoolExecutor(LOGINS_AT_ONCE) as pool:
-            clients = dict(zip(names, pool.map(login, names)))
+        got = asyncio.run(run())
     except Exception as e:
-        results.put(RuntimeError(f"login failed: {type(e).__name__}: {e}"))
+        results.put(RuntimeError(f"client process failed: {type(e).__name__}: {e}"))
         return
-    results.put(time.perf_counter() - t0)
-    go.wait()
-    cpu0 = time.process_time()
-    t_start = time.perf_counter()
-    raters = {nm: Rater(nm) for nm in names}
-    ts = [threading.Thread(target=work, args=(clients[nm], raters[nm], random.Random(f"{nm}/{phase}"), sid,
-                                               t_start + seconds)) for nm in names]
-    [t.start() for t in ts]
-    [t.join() for t in ts]
-    results.put((raters, time.perf_counter() - t_start, time.process_time() - cpu0))
+    results.put(got)
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -271,18 +341,19 @@ def from_child(results, child, timeout: float):
         return got
 
 
-def run_phase(n: int, phase: int, raters: dict[str, Rater], url: str, sid: int, seconds: float,
+def run_phase(n: int, phase: int, raters: dict[str, Rater], url: str, sid: int, seconds: float, think: float,
               sql: Counter) -> None:
     import multiprocessing as mp
 
-    names = [f"r{i:02d}" for i in range(n)]
-    header(f"{n} raters at once for {seconds:.0f} s")
+    names = [f"r{i:03d}" for i in range(n)]
+    header(f"{n} raters at once for {seconds:.0f} s" + (f", {think:g} s of reading per item on average" if think
+                                                        else ", saving as fast as the server answers"))
     spawn = mp.get_context("spawn")  # a clean child: no torch, no server, its own GIL
     go, results = spawn.Event(), spawn.Queue()
-    child = spawn.Process(target=client_process, args=(url, names, sid, seconds, phase, go, results))
+    child = spawn.Process(target=client_process, args=(url, names, sid, seconds, phase, think, go, results))
     child.start()
     logged = from_child(results, child, 900)
-    print(f"  {n} clients logged in (gradio_client, {LOGINS_AT_ONCE} at a time, before the clock): {logged:.1f} s")
+    print(f"  {n} clients logged in ({LOGINS_AT_ONCE} at a time, before the clock): {logged:.1f} s")
     busy0, server0 = _cpu_seconds()
     sql0 = sql["sql"]
     go.set()
@@ -381,7 +452,7 @@ def main(argv=None) -> int:
         sql = count_sql(ctx.sessionmaker)
         try:
             for phase, n in enumerate(int(x) for x in args.phases.split(",")):
-                run_phase(n, phase, raters, url, sid, args.seconds, sql)
+                run_phase(n, phase, raters, url, sid, args.seconds, args.think, sql)
             lost, dup = verify(Session, sid, raters)
         finally:
             demo.close()
