@@ -30,7 +30,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+# Gradio's cap on every upload (launch(max_file_size=…); bigger ones get 413 before reaching a handler). The
+# only upload is a prompt file for «Administrar» › «Importar prompts», itself capped at 2 MB
+# (esllm.study.prompts.MAX_FILE_BYTES): 5 MB leaves room for files a little over that cap to get the Spanish
+# message that names it, while no one can fill the disk or memory with one request.
+MAX_UPLOAD = "5mb"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+AUTH_MESSAGE = ("esllm: inicie sesión con su cuenta. Tras varios intentos fallidos seguidos hay que esperar antes "
+                "de volver a intentarlo (de unos segundos a unos minutos); mientras tanto el botón no responde.")
 
 
 def create(config_path: str, progress=print, db_url: str | None = None):
@@ -55,12 +62,14 @@ def create(config_path: str, progress=print, db_url: str | None = None):
 
 
 def launch_kwargs(ctx, host: str) -> dict:
-    """How to launch: a login in front of everything when accounts exist; local mode only on loopback.
-    Export files (downloads of «Resultados») are refused to anyone but an admin, link or not."""
+    """How to launch: a login in front of everything when accounts exist; local mode only on loopback; no upload
+    over MAX_UPLOAD. Export files (downloads of «Resultados») are refused to anyone but an admin, link or not.
+    Failed logins are throttled (growing waits per user and per client address)."""
     from esllm import EsllmError
     from esllm.ui.downloads import guard_middleware
+    from esllm.ui.throttle import login_middleware, threaded_login
 
-    guard = {"app_kwargs": {"middleware": guard_middleware(ctx)}}
+    guard = {"app_kwargs": {"middleware": guard_middleware(ctx)}, "max_file_size": MAX_UPLOAD}
 
     if ctx.local_mode:
         if host not in LOOPBACK:
@@ -68,7 +77,9 @@ def launch_kwargs(ctx, host: str) -> dict:
                 f"Sin cuentas, esllm solo acepta --host 127.0.0.1 (se pidió {host}): cualquiera en la red sería "
                 "administrador. Cree un administrador con `python -m esllm users add NOMBRE --role admin` y vuelva a iniciar.")
         return guard
-    return {"auth": ctx.check_login, "auth_message": "esllm: inicie sesión con su cuenta", **guard}
+    # Logins: the password check runs off the event loop, and failed attempts are throttled (esllm/ui/throttle.py).
+    guard["app_kwargs"]["middleware"] = [*guard["app_kwargs"]["middleware"], *login_middleware(ctx)]
+    return {"auth": threaded_login(ctx), "auth_message": AUTH_MESSAGE, **guard}
 
 
 def main(argv: list[str] | None = None) -> int:

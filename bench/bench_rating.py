@@ -77,6 +77,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--think", type=float, default=2.0,
                    help="mean seconds a rater reads before each save (exponential; default 2, a quick human; "
                         "0 = save as fast as the server answers, a saturation test)")
+    p.add_argument("--no-uvloop", action="store_true",
+                   help="serve with asyncio's own loop and h11, as without uvloop/httptools installed (a comparison)")
     p.add_argument("--seconds", type=float, default=20.0, help="length of each phase (default 20)")
     p.add_argument("--new-tokens", type=int, default=8, help="max_new_tokens of the generated answers")
     p.add_argument("--seed", type=int, default=0)
@@ -427,6 +429,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     no_progress_bars()
+    if args.no_uvloop:  # uvicorn's "auto" loop and http fall back to asyncio and h11 when these cannot import
+        sys.modules["uvloop"] = sys.modules["httptools"] = None
     import torch
 
     torch.set_num_threads(1)  # the tiny model gains nothing from more; 2 threads fight the server on 2 cores
@@ -437,6 +441,10 @@ def main(argv=None) -> int:
     from esllm.ui import CSS, HEAD
 
     print(f"esllm rating benchmark, {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    import importlib.util
+
+    fast = all(importlib.util.find_spec(m) is not None for m in ("uvloop", "httptools")) and not args.no_uvloop
+    print(f"server event loop and HTTP parser: {'uvloop + httptools' if fast else 'asyncio + h11'}")
     print(f"python {sys.version.split()[0]}, gradio {gradio.__version__}, gradio_client {gradio_client.__version__}, "
           f"sqlalchemy {sqlalchemy.__version__}; {os.cpu_count()} CPUs; args {vars(args)}")
     header("Setup")

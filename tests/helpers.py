@@ -202,8 +202,9 @@ def free_port() -> int:
 
 
 def serve(demo, ctx) -> str:
-    """Launch a built Blocks as `app.main()` does (CSS and HEAD, a login when the store has accounts, the
-    downloads guard) on a free loopback port, without blocking; returns its URL. Close with demo.close()."""
+    """Launch a built Blocks as `app.main()` does (CSS and HEAD, and `app.launch_kwargs`: a login when the store
+    has accounts, the downloads guard, the upload cap) on a free loopback port, without blocking; returns its URL.
+    Close with demo.close()."""
     import app
     from esllm.ui import CSS, HEAD
 

@@ -78,6 +78,7 @@ def test_admin_generates_selects_creates_and_a_rater_rates(admin_app):
     from gradio_client import handle_file
 
     from esllm.store.models import Answer, Assignment, ContestantSnapshot, Prompt, RatingSession, Score
+    from esllm.ui.verbatim import verbatim_text
 
     a, S = admin_app, admin_app.Session
     admin = client(a.url, "admin")
@@ -116,7 +117,7 @@ def test_admin_generates_selects_creates_and_a_rater_rates(admin_app):
     ana = client(a.url, "ana")
     out = ana.predict(sid, api_name="/evaluar_abrir")
     assert out[0].startswith("**Ítem 1 / 4**"), out[0]
-    shown = dict(zip("ABC", out[4:7]))
+    shown = {label: verbatim_text(html) for label, html in zip("ABC", out[4:7])}  # the text the page shows
     out2 = ana.predict("", "4", "3", "2", *[None] * 12, api_name="/evaluar_guardar")
     assert out2[0].startswith("**Ítem 2 / 4**")
     with S() as s:
@@ -124,8 +125,8 @@ def test_admin_generates_selects_creates_and_a_rater_rates(admin_app):
         scores = s.scalars(select(Score).where(Score.assignment_id == asg.id)).all()
         by_answer = {sc.answer_id: s.get(Answer, sc.answer_id) for sc in scores}
         assert len(scores) == 3 and all(x.selected for x in by_answer.values())
-        assert {sc.label: by_answer[sc.answer_id].text.strip() for sc in scores} == \
-            {k: v.strip() for k, v in shown.items()}, "the rater saw the selected answers, under their labels"
+        assert {sc.label: by_answer[sc.answer_id].text for sc in scores} == shown, \
+            "the rater saw the selected answers, exactly, under their labels"
         assert [x.attempt for x in by_answer.values() if x.contestant_id == cid] == [2]
 
     table, _ = admin.predict(api_name="/sesiones_listar")
@@ -210,6 +211,25 @@ def test_bad_import_file_reports_line_numbers_and_writes_nothing(admin_app):
     assert counts(a.Session) == before
 
 
+def test_an_upload_over_the_cap_is_refused_before_any_handler(admin_app):
+    """Gradio's max_file_size (app.MAX_UPLOAD, set by app.launch_kwargs, which tests.helpers.serve uses too):
+    a bigger upload gets 413 (Gradio's own message; the page also checks the size before sending); one under it
+    is accepted; an anonymous one is refused whatever its size."""
+    from gradio.utils import _parse_file_size
+
+    import app
+
+    cap = _parse_file_size(app.MAX_UPLOAD)
+    assert admin_app.demo.max_file_size == cap == 5 * 1024 * 1024
+    cookies = client(admin_app.url, "admin").cookies
+    upload = admin_app.url + "gradio_api/upload"
+    big = httpx.post(upload, files={"files": ("grande.jsonl", b"x" * (cap + 1))}, cookies=cookies, timeout=120)
+    assert big.status_code == 413 and "maximum allowed size" in big.text, (big.status_code, big.text[:200])
+    small = httpx.post(upload, files={"files": ("mini.jsonl", ROWS.encode())}, cookies=cookies, timeout=60)
+    assert small.status_code == 200 and small.json()[0].endswith("mini.jsonl")
+    assert httpx.post(upload, files={"files": ("mini.jsonl", ROWS.encode())}, timeout=60).status_code == 401
+
+
 def test_a_name_resolves_to_its_latest_snapshot_with_every_answer_selected(store):
     from esllm import EsllmError
     from esllm.store.models import Answer, Prompt, get_or_create_contestant
@@ -263,6 +283,7 @@ def test_cli_import_generate_sessions_create_list_close(tiny, tmp_path, store, m
     with Session() as s:
         for n in ("ana", "beto", "carla"):
             users.add_user(s, n, PW, "rater")
+        users.add_user(s, "admin", PW, "admin")
         s.commit()
     p = cli("generate", "--config", str(cfg), "--set", "mini", "--attempts", "1", "--max-new-tokens", "4")
     assert p.returncode == 0 and "12 generadas" in p.stdout, p.stdout + p.stderr
@@ -270,6 +291,12 @@ def test_cli_import_generate_sessions_create_list_close(tiny, tmp_path, store, m
     p = cli("sessions", "create", "piloto", "--set", "mini", "--contestants", NAMES[0], NAMES[1], "nadie",
             "--raters", "ana", "beto", "carla", "--k", "2")
     assert p.returncode == 2 and "'nadie'" in p.stderr and "generate" in p.stderr, p.stderr
+    p = cli("sessions", "create", "piloto", "--set", "mini", "--contestants", *NAMES, "--raters", "admin", "--k", "1")
+    assert p.returncode == 2 and "La cuenta 'admin' es de rol «admin», no evaluador" in p.stderr, p.stderr
+    p = cli("sessions", "create", "x" * 10_000, "--set", "mini", "--contestants", *NAMES, "--raters", "ana", "--k", "1")
+    assert p.returncode == 2 and "el máximo es 100" in p.stderr, p.stderr
+    with Session() as s:
+        assert s.scalar(select(func.count()).select_from(RatingSession)) == 0
     p = cli("sessions", "create", "piloto", "--set", "mini", "--contestants", *NAMES,
             "--raters", "ana", "beto", "carla", "--k", "2", "--mode", "full", "--seed", "7")
     assert p.returncode == 0 and "creada" in p.stdout, p.stdout + p.stderr

@@ -136,3 +136,91 @@ def test_rater_sees_no_error_on_login(rater_app):
         queue.wait_idle(quiet_s=1.5)
         expect(page.locator(".toast-body")).to_have_count(0, timeout=1)
         browser.close()
+
+
+# An answer a Markdown rendering would change: leading blank lines and spaces, indented code, tabs, Markdown and
+# HTML-looking text, a JavaScript template expression, trailing spaces and newline. Nothing in it may run.
+TRICKY = ("\n\n  Sangría inicial y dos líneas en blanco antes.\n\n    def f(x):\n        if x:\n\t\treturn '<b>x</b>'\n\n"
+          "**no es negrita** · # no es título · <b>x</b> · <script>window.__xss = 1</script> · "
+          "<img src=x onerror=\"window.__xss = 2\"> · ${window.__xss = 3} · `código` · &amp; &lt;\n   \n")
+
+
+def test_rater_sees_every_answer_and_earlier_turn_exactly_as_stored(rater_app):
+    """beto's five items after every selected answer of the session was stored as TRICKY (+ its id): the text of
+    each column, and of each earlier turn of the contextual item, is the stored text, character for character
+    (Chromium's innerText and textContent, not normalised), under the label the assignment's permutation gives
+    it; no script in them ran. Screenshot: artifacts/evaluar-fiel.png (the contextual item)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from esllm.store.models import Answer, Assignment, Prompt, User
+
+    url, Session, sid, secrets = rater_app
+    ARTIFACTS.mkdir(exist_ok=True)
+    with Session() as s:
+        beto = s.scalars(select(User.id).where(User.name == "beto")).one()
+        original = {}
+        for ans in s.scalars(select(Answer).where(Answer.selected)):
+            original[ans.id] = ans.text
+            ans.text = f"{TRICKY}    [{ans.id}]\n"
+        s.commit()
+
+    def expected() -> tuple[list[str], dict[str, str]]:
+        """(earlier turns as shown: user prompt, answers A, B, C; answers A, B, C) of beto's current item."""
+        with Session() as s:
+            a = s.scalars(select(Assignment).where(Assignment.session_id == sid, Assignment.rater_id == beto,
+                                                   Assignment.finished_at.is_(None))
+                          .order_by(Assignment.order_index).limit(1)).one()
+            p = s.get(Prompt, a.prompt_id)
+
+            def text(prompt_id: int, label: str) -> str:
+                return s.scalars(select(Answer.text).where(Answer.prompt_id == prompt_id, Answer.selected,
+                                                           Answer.contestant_id == a.permutation[label])).one()
+
+            context: list[str] = []
+            if p.series is not None:
+                for e in s.scalars(select(Prompt).where(Prompt.set_id == p.set_id, Prompt.series == p.series,
+                                                        Prompt.turn < p.turn).order_by(Prompt.turn)):
+                    context += [e.text, *(text(e.id, label) for label in "ABC")]
+            return context, {label: text(p.id, label) for label in "ABC"}
+
+    try:
+        with sync_playwright() as p:
+            browser, page = new_browser_page(p)
+            log_in(page, url, "beto")
+            page.locator("#comenzar").click()
+            seen_context, pages = False, []
+            for n in range(1, N_ITEMS + 1):
+                expect(page.locator("#progreso")).to_contain_text(f"Ítem {n} / {N_ITEMS}", timeout=WAIT)
+                context, answers = expected()
+                for label in "ABC":
+                    box = page.locator(f"#respuesta-{label} .esllm-verbatim")
+                    expect(box).to_contain_text(answers[label].split("[")[-1], timeout=WAIT)  # this item's
+                    assert box.inner_text() == answers[label], (n, label)
+                    assert box.text_content() == answers[label], (n, label)
+                    expect(page.locator(f"#respuesta-{label}")).to_contain_text(f"Modelo {label}")  # the label
+                turns = page.locator("#contexto .esllm-verbatim")
+                expect(turns).to_have_count(len(context))
+                assert turns.all_inner_texts() == context, n
+                assert turns.all_text_contents() == context, n
+                if context:
+                    seen_context = True
+                    page.screenshot(path=str(ARTIFACTS / "evaluar-fiel.png"), full_page=True)
+                pages.append(page.content())
+                page.locator("#progreso").click()  # focus away from any control, then the shortcuts
+                for key in ("a", "3", "b", "4", "c", "5"):
+                    page.keyboard.press(key)
+                expect(page.locator("#nota-C input[value='5']")).to_be_checked()
+                page.keyboard.press("Control+Enter")
+            expect(page.locator("#progreso")).to_contain_text("Terminó", timeout=WAIT)
+            assert page.evaluate("typeof window.__xss") == "undefined", "a script in an answer ran"
+            browser.close()
+    finally:
+        with Session() as s:
+            for ans in s.scalars(select(Answer).where(Answer.id.in_(original))):
+                ans.text = original[ans.id]
+            s.commit()
+    assert seen_context, "the contextual turn 2 came"
+    assert (ARTIFACTS / "evaluar-fiel.png").stat().st_size > 10_000
+    blob = "\n".join(pages)
+    for secret in secrets:
+        assert secret not in blob, f"{secret!r} reached the rater's browser"

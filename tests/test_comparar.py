@@ -230,6 +230,8 @@ def count(Session, model) -> int:
 
 
 def test_admin_compares_votes_and_gets_the_names(cmp_app):
+    from esllm.ui.verbatim import verbatim_text
+
     ctx, url, Session, _ = cmp_app
     c = client(url, "admin")
     prompt = "¿Qué es el impuesto a la renta?"
@@ -244,7 +246,7 @@ def test_admin_compares_votes_and_gets_the_names(cmp_app):
     # each label's answer is the greedy answer of the contestant revealed under it
     for label, text in zip(LABELS, answers):
         ref = ctx.engine.generate(reveal[label], [{"role": "user", "content": prompt}])
-        assert text.strip() == ref.text.strip(), label  # gr.Markdown trims the text
+        assert verbatim_text(text) == ref.text, label  # exactly: the page shows the text as generated
     from esllm.store.models import Vote
 
     with Session() as s:

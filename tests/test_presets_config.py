@@ -119,6 +119,32 @@ def test_duplicate_contestant_name():
     assert "contestants[1]: the name 'a' is used twice" in config_error(data)
 
 
+@pytest.mark.parametrize("adapter", ["../../../etc", "/etc", "sub/carpeta", "..", ".", "a\\b", " "])
+def test_an_adapter_that_is_not_a_folder_name_under_adapters_dir_is_refused(adapter, tmp_path, cli):
+    """A contestant's adapter is a folder *name* under adapters_dir: a path (which could leave that folder) is
+    refused by parse_config and by `python -m esllm check-config`, naming the key."""
+    import yaml
+
+    data = minimal()
+    data["contestants"].append({"name": "b", "model": "m", "adapter": adapter})
+    msg = config_error(data)
+    assert "  - contestants.1.adapter: " in msg and "nombre de una carpeta dentro de adapters_dir" in msg
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    r = cli("check-config", path)
+    assert r.returncode == 2 and "contestants.1.adapter" in r.stderr and "adapters_dir" in r.stderr, r
+    assert "OK" not in r.stdout
+    ok = minimal()
+    ok["contestants"].append({"name": "b", "model": "m", "adapter": "mi-adaptador.v2"})
+    assert parse_config(ok).contestants[1].adapter == "mi-adaptador.v2"
+
+
+def test_a_contestant_name_with_a_trailing_newline_is_refused():
+    data = minimal()
+    data["contestants"][0]["name"] = "a\n"
+    assert "  - contestants.0.name: name must be" in config_error(data)
+
+
 def test_every_problem_is_listed_at_once():
     data = minimal(extra=1)
     data["contestants"][0]["preset"] = "rapido"

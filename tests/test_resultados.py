@@ -6,10 +6,12 @@ anonymous callers get no results, no exports and no export file even with an adm
 from __future__ import annotations
 
 import csv
+import http.client
 import io
 import json
 import random
 from collections import defaultdict
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -132,6 +134,69 @@ def test_rater_and_anonymous_get_no_results_and_no_export_file(finished):
     assert httpx.get(link, timeout=30).status_code in (401, 403)
     assert httpx.post(url + "gradio_api/call/resultados_calcular", json={"data": ["Sesión", SESSION]},
                       timeout=30).status_code in (401, 403)
+
+
+def raw_get(url: str, path: str, cookies=None) -> int:
+    """GET `path` sent exactly as spelled (httpx and browsers would remove its dot segments); the status code."""
+    u = urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    try:
+        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in dict(cookies).items())} if cookies else {}
+        conn.request("GET", path, headers=headers)
+        r = conn.getresponse()
+        r.read()
+        return r.status
+    finally:
+        conn.close()
+
+
+def test_no_spelling_of_an_export_link_reaches_a_rater_or_anonymous(finished):
+    """Gradio's file routes resolve the path (os.path.abspath) before serving it: `…/.`, `…/x/..` and `…/%2e` name
+    the same file as the link, on `/gradio_api/file=` and on the older `/gradio_api/file/`."""
+    ctx, url, *_ = finished
+    admin, rater = client(url, "admin"), client(url, "ana")
+    files = call_sse(url, "resultados_descargar", ["Sesión", SESSION], admin.cookies)[0]
+    link = urlsplit(files[0]["url"]).path
+    assert link.startswith("/gradio_api/file=/") and "esllm-export-" in link
+    for route_link in (link, link.replace("/gradio_api/file=", "/gradio_api/file/", 1)):
+        assert raw_get(url, route_link, admin.cookies) == 200, route_link
+        for spelling in (route_link, route_link + "/.", route_link + "/x/..", route_link + "/%2e"):
+            assert raw_get(url, spelling, rater.cookies) == 403, spelling
+            assert raw_get(url, spelling) in (401, 403), spelling
+
+
+def test_export_guard_decides_on_the_file_the_route_would_serve(tmp_path):
+    """`is_export_request` on ASGI scopes, without a server: the route parameter (the ASGI path, decoded once)
+    resolved as Gradio resolves it, the raw path and its further decodings, the root path, symbolic links."""
+    from esllm.ui.downloads import is_export_request
+
+    cache = tmp_path / "cache" / "abc"
+    cache.mkdir(parents=True)
+    export = cache / "esllm-export-s-tabla.csv"
+    export.write_text("x")
+    other = cache / "grafico.png"
+    other.write_text("x")
+    (tmp_path / "inocente.csv").symlink_to(export)  # a link elsewhere, named innocently, to an export file
+    folder = tmp_path / "esllm-descargas-0123-x"
+    folder.mkdir()
+    (folder / "tabla.csv").write_text("x")
+
+    def scope(path: str, raw: str | None = None, root: str = "") -> dict:
+        return {"type": "http", "path": path, "raw_path": (raw if raw is not None else path).encode(), "root_path": root}
+
+    for route in ("/gradio_api/file=", "/gradio_api/file/"):
+        for path in (f"{export}", f"{export}/.", f"{export}/x/..", f"{export}//", f"{cache}/ESLLM-EXPORT-s-tabla.csv",
+                     f"{tmp_path}/inocente.csv", f"{folder}/tabla.csv", f"{cache}/../abc/esllm-export-s-tabla.csv"):
+            assert is_export_request(scope(route + path)), route + path
+        assert is_export_request(scope(f"/app{route}{tmp_path}/inocente.csv", root="/app"))
+        # what the server decoded once, and what an intermediary might decode again
+        assert is_export_request(scope(route + f"{export}/.", raw=route + f"{export}/%2e"))
+        assert is_export_request(scope(route + f"{export}/%2e", raw=route + f"{export}/%252e"))
+        assert is_export_request(scope(route + f"{cache}/%65sllm-export-s-tabla.csv"))
+        assert not is_export_request(scope(route + str(other)))
+        assert not is_export_request(scope(route + f"{tmp_path}/no-existe.csv"))
+    assert not is_export_request(scope("/gradio_api/queue/join"))
+    assert not is_export_request(scope("/"))
 
 
 def test_bradley_terry_from_votes_and_unknown_session(finished):

@@ -160,6 +160,53 @@ def test_bad_session_definitions(Session, kw, msg):
             create_session(s, **args)
 
 
+def _nothing_written(S) -> bool:
+    from esllm.store.models import RatingSession, SessionRater
+
+    with S() as s:
+        return all(s.scalar(select(func.count()).select_from(m)) == 0 for m in (RatingSession, SessionRater, Assignment))
+
+
+def test_only_accounts_of_role_rater_can_rate_a_session(Session):
+    """An admin listed as a rater (they see the study's results, names included) is refused; nothing is written."""
+    with Session() as s:
+        users.add_user(s, "jefa", "contraseña-segura", "admin")
+        s.commit()
+        ids = [c.id for c in s.scalars(select(ContestantSnapshot))]
+        with pytest.raises(EsllmError, match="La cuenta 'jefa' es de rol «admin», no evaluador"):
+            create_session(s, name="x", prompt_set="mini", contestant_ids=ids, raters=["ana", "Jefa"], k=1)
+        s.rollback()
+    assert _nothing_written(Session)
+
+
+@pytest.mark.parametrize("name, msg", [
+    ("x" * 10_000, "tiene 10000 caracteres; el máximo es 100"),
+    ("x" * 101, "tiene 101 caracteres; el máximo es 100"),
+    ("   ", "necesita un nombre"),
+    ("piloto\nmarzo", "saltos de línea"),
+    ("piloto\u202e", "invisibles"),  # a bidi override would reorder what raters read
+    ("piloto\x00", "control"),
+])
+def test_a_bad_session_name_is_refused_and_writes_nothing(Session, name, msg):
+    with Session() as s:
+        ids = [c.id for c in s.scalars(select(ContestantSnapshot))]
+        with pytest.raises(EsllmError, match=msg):
+            create_session(s, name=name, prompt_set="mini", contestant_ids=ids, raters=["ana"], k=1)
+        s.rollback()
+    assert _nothing_written(Session)
+
+
+def test_a_session_name_is_stripped_and_up_to_100_characters(Session):
+    sid = make(Session, name=" " + "ñ" * 100 + " ")
+    from esllm.store.models import RatingSession
+
+    with Session() as s:
+        assert s.get(RatingSession, sid).name == "ñ" * 100
+        ids = [c.id for c in s.scalars(select(ContestantSnapshot))]
+        with pytest.raises(EsllmError, match="Ya existe una sesión"):  # the same name once stripped
+            create_session(s, name="ñ" * 100 + "  ", prompt_set="mini", contestant_ids=ids, raters=["ana"], k=1)
+
+
 def test_item_view_of_a_finished_item_shows_the_raters_scores(Session):
     sid = make(Session)
     rater = uid(Session, "ana")
@@ -231,3 +278,89 @@ def test_closed_session_refuses_saves_and_is_no_longer_the_raters(Session):
         with pytest.raises(EsllmError, match="cerrada"):
             submit(s, rater_id=ana, assignment_id=item.assignment_id, scores=full_scores())
         assert s.scalar(select(func.count()).select_from(Score)) == 0
+
+
+def general(values) -> dict:
+    """{"A": {"general": a}, …} from (a, b, c), or from one value for all three."""
+    values = (values,) * 3 if isinstance(values, int) else values
+    return {label: {"general": v} for label, v in zip("ABC", values)}
+
+
+def _race(Session, sid, rater, values: tuple, before=None) -> tuple[list, list[int]]:
+    """Two saves of one item (separate database sessions, as two browser tabs), both past their read of the
+    item's scores before either writes (a barrier at the score INSERT, or at the UPDATE when the item was saved
+    `before`). (what each caller got: "ok" or the error text, the general values stored for A, B, C)."""
+    import threading
+
+    from sqlalchemy import event
+
+    with Session() as s:
+        item = next_item(s, sid, rater)
+        if before is not None:
+            submit(s, rater_id=rater, assignment_id=item.assignment_id, scores=general(before))
+        s.commit()
+    barrier = threading.Barrier(2, timeout=10)
+    engine = Session.kw["bind"]
+    waited: set[int] = set()
+    write = "INSERT INTO score" if before is None else "UPDATE score"
+
+    def at_insert(conn, cur, stmt, params, ctx, many):
+        if stmt.lstrip().startswith(write) and threading.get_ident() not in waited:
+            waited.add(threading.get_ident())
+            barrier.wait()  # both have read "no scores yet" and neither has written
+
+    got: list = [None, None]
+
+    def save(i: int) -> None:
+        with Session() as s:
+            try:
+                submit(s, rater_id=rater, assignment_id=item.assignment_id, scores=general(values[i]))
+                s.commit()
+                got[i] = "ok"
+            except Exception as e:  # reported by the test
+                got[i] = f"{type(e).__name__}: {e}"
+
+    event.listen(engine, "before_cursor_execute", at_insert)
+    try:
+        threads = [threading.Thread(target=save, args=(i,)) for i in range(2)]
+        [t.start() for t in threads]
+        [t.join(30) for t in threads]
+    finally:
+        event.remove(engine, "before_cursor_execute", at_insert)
+    assert len(waited) == 2, "both saves reached the INSERT: the race did happen"
+    with Session() as s:
+        rows = s.scalars(select(Score).where(Score.assignment_id == item.assignment_id).order_by(Score.label)).all()
+        assert len(rows) == 3 and [(r.label, r.criterion) for r in rows] == [(x, "general") for x in "ABC"]
+        assert s.get(Assignment, item.assignment_id).finished_at is not None
+        return got, [r.value for r in rows]
+
+
+def test_racing_double_submit_with_the_same_values_saves_once_and_both_are_told_saved(Session):
+    """A double click or two tabs: the second save finds the first one's rows; same values, so it was saved."""
+    sid = make(Session)
+    got, stored = _race(Session, sid, uid(Session, "ana"), (4, 4))
+    assert got == ["ok", "ok"], got
+    assert stored == [4, 4, 4]
+
+
+def test_racing_double_submit_with_other_values_keeps_the_first_and_tells_the_second(Session):
+    """Two tabs saving one item with different values at once: the first commit wins; the other caller is told
+    the item was already saved with other values, which ones are kept, and never that its data was invalid."""
+    sid = make(Session)
+    got, stored = _race(Session, sid, uid(Session, "ana"), (4, 2))
+    assert sorted(got, key=lambda g: g != "ok")[0] == "ok" and got.count("ok") == 1, got
+    winner = got.index("ok")
+    kept = (4, 2)[winner]
+    assert stored == [kept] * 3, "the values stored are those of the caller told «guardado»"
+    loser = got[1 - winner]
+    assert loser.startswith("EsllmError") and "inválid" not in loser, loser
+    assert "ya se guardó" in loser and f"A {kept} · B {kept} · C {kept}" in loser, loser
+
+
+def test_racing_edits_of_a_saved_item_end_with_one_callers_whole_set(Session):
+    """Two tabs changing an item saved before, at once: both are told «guardado» (an edit replaces), so the last
+    commit wins, with its whole set: never A from one caller and B from the other."""
+    sid = make(Session)
+    got, stored = _race(Session, sid, uid(Session, "ana"), ((4, 3, 3), (3, 4, 3)), before=(3, 3, 3))
+    assert got == ["ok", "ok"], got
+    assert tuple(stored) in ((4, 3, 3), (3, 4, 3)), stored

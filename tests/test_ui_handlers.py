@@ -23,6 +23,7 @@ from esllm.store import users
 from esllm.store.models import Answer, RatingSession, Score, User, Vote
 from esllm.ui import administrar, comparar, conversar, evaluar, resultados, resultados_juez, resultados_tareas
 from esllm.ui.context import AppContext, Caller, bind, handler
+from esllm.ui.verbatim import verbatim_text
 from tests.helpers import ROWS, FakeEngine, new_store
 
 PW = "contraseña-de-prueba"
@@ -281,7 +282,7 @@ def test_comparar_refuses_raters_with_its_own_message_and_hides_names_in_engine_
     out = list(comparar.compare(ctx, arena, "Hola", list(NAMES), ADMIN))
     token = out[0][0]
     assert out[-1][-1].startswith("¿Qué respuesta es mejor?")
-    assert sorted(out[-1][1:4]) == sorted(f"{n} dice: Hola" for n in NAMES)
+    assert sorted(verbatim_text(html) for html in out[-1][1:4]) == sorted(f"{n} dice: Hola" for n in NAMES)
     reveal = comparar.vote(ctx, arena, token, "B", ADMIN)
     assert reveal.startswith("**Voto guardado") and all(n in reveal for n in NAMES)
     assert count(ctx, Vote) == 1
@@ -332,6 +333,52 @@ def test_administrar_import_shows_a_bad_file_inline_and_writes_nothing(ctx, tmp_
     assert count(ctx, PromptSet, PromptSet.name == "malo") == 0
     with pytest.raises(gr.Error, match="Suba un archivo"):
         administrar.import_prompts(ctx, None, "malo", ADMIN)
+
+
+def test_administrar_refuses_a_10000_character_name_and_an_admin_as_rater_writing_nothing(ctx, study):
+    from esllm.store.models import Assignment
+
+    before = count(ctx, RatingSession), count(ctx, Assignment)
+    with pytest.raises(gr.Error, match="tiene 10000 caracteres; el máximo es 100"):
+        administrar.create(ctx, "x" * 10_000, "mini", list(NAMES), ["ana", "beto"], 2, "general", ADMIN)
+    with pytest.raises(gr.Error, match="La cuenta 'jefa' es de rol «admin», no evaluador"):
+        administrar.create(ctx, "con-jefa", "mini", list(NAMES), ["ana", "jefa"], 2, "general", ADMIN)
+    with pytest.raises(gr.Error, match="Máx. tokens nuevos"):
+        administrar.generate(ctx, "mini", list(NAMES), 1, -5, ADMIN)
+    assert (count(ctx, RatingSession), count(ctx, Assignment)) == before
+
+
+def test_administrar_import_over_the_caps_is_shown_inline_and_writes_nothing(ctx, tmp_path):
+    from esllm.store.models import Prompt, PromptSet
+    from esllm.study.prompts import MAX_FILE_BYTES, MAX_ROWS
+
+    line = json.dumps({"id": "p0", "category": "basicas", "text": "hola"}) + "\n"
+    many, heavy = tmp_path / "muchas.jsonl", tmp_path / "pesado.csv"
+    many.write_text("".join(line.replace('"p0"', f'"p{i}"') for i in range(MAX_ROWS + 1)), encoding="utf-8")
+    heavy.write_text("id,category,text\n" + "p1,basicas,hola\n" * (MAX_FILE_BYTES // 16 + 1), encoding="utf-8")
+    for path, expected in ((many, f"más de {MAX_ROWS} prompts"), (heavy, "el máximo es 2.097.152 bytes")):
+        msg, *dropdowns = administrar.import_prompts(ctx, str(path), "grande", ADMIN)
+        assert msg.startswith("❌ Archivo rechazado, no se importó nada") and expected in msg, msg
+        assert dropdowns == [gr.skip()] * 3
+    assert count(ctx, PromptSet) == count(ctx, Prompt) == 0
+
+
+def test_no_component_answers_in_gradio_english_and_name_boxes_stop_at_the_caps(ctx):
+    """Gradio refuses a Number outside minimum/maximum and a File of another type with its own English message
+    before a handler runs: the app's Numbers and Files carry none (the handlers check in Spanish). The name
+    boxes of «Administrar» stop typing at the server's caps."""
+    from esllm.study.admin import SET_NAME_MAX
+    from esllm.study.sessions import SESSION_NAME_MAX
+    from esllm.ui import build_app
+
+    demo = build_app(ctx)
+    blocks = list(demo.blocks.values())
+    numbers = [b for b in blocks if isinstance(b, gr.Number)]
+    assert numbers and all(b.minimum is None and b.maximum is None for b in numbers), [b.label for b in numbers]
+    assert all(not b.file_types for b in blocks if isinstance(b, gr.File) and b.interactive is not False)
+    boxes = {b.label: b for b in blocks if isinstance(b, gr.Textbox)}
+    assert boxes["Nombre de la nueva sesión"].max_length == SESSION_NAME_MAX == 100
+    assert boxes["Nombre del conjunto"].max_length == SET_NAME_MAX == 64
 
 
 def test_administrar_page_load_names_nothing_for_a_rater(ctx, study):

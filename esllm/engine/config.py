@@ -20,7 +20,7 @@ from esllm.engine.presets import PRESETS
 from esllm.engine.templates import TEMPLATES
 from esllm.paths import DEFAULT_CONFIG
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\- ]{0,63}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+\- ]{0,63}")  # fullmatch: a trailing newline is refused too
 
 
 class ConfigError(EsllmError):
@@ -54,15 +54,27 @@ class ModelSpec(_Strict):
 class ContestantSpec(_Strict):
     name: str
     model: str = Field(description="key of an entry under `models:`")
-    adapter: Optional[str] = Field(None, description="folder name under adapters_dir, or a path")
+    adapter: Optional[str] = Field(None, description="folder name under adapters_dir")
     template: Optional[str] = Field(None, description="default: the adapter's own, else the model's")
     preset: str = "greedy"
 
     @field_validator("name")
     @classmethod
     def _valid_name(cls, v: str) -> str:
-        if not NAME_RE.match(v):
+        if not NAME_RE.fullmatch(v):
             raise ValueError("name must be 1-64 letters, digits, spaces or . _ + - and start with a letter or digit")
+        return v
+
+    @field_validator("adapter")
+    @classmethod
+    def _adapter_in_folder(cls, v: Optional[str]) -> Optional[str]:
+        """Only a folder *name*: the adapter is always `adapters_dir/NAME`, never a path that could leave the
+        adapters folder (`../../etc`, `/etc`): everything loaded comes from the one folder the admin manages."""
+        if v is None:
+            return v
+        if not v.strip() or v.strip() in (".", "..") or any(c in v for c in "/\\\0") or Path(v).is_absolute():
+            raise ValueError(f"el adaptador {v!r} debe ser el nombre de una carpeta dentro de adapters_dir, sin rutas "
+                             "(ni '/', ni '..'): copie allí la carpeta del adaptador y escriba solo su nombre")
         return v
 
     _template = field_validator("template")(known_template)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 from esllm import EsllmError
-from esllm.engine.adapters import AdapterInfo, check_compatible, inspect_adapter, peft_name, scan_dir
+from esllm.engine.adapters import AdapterInfo, check_compatible, peft_name, scan_dir
 from esllm.engine.config import AppConfig, ContestantSpec
 from esllm.engine.loader import BaseModel, load_base
 from esllm.engine.messages import check_messages, eos_token_ids, prompt_ids, visible
@@ -72,10 +72,7 @@ class Engine:
             return self.bases.get(key)
 
     def _adapter_path(self, ref: str) -> Path:
-        p = Path(ref)
-        if "/" in ref or p.is_absolute():
-            return p if p.is_absolute() else self.root / p
-        return self.adapters_dir / ref
+        return self.adapters_dir / ref  # a folder name: the config refuses paths (config.ContestantSpec)
 
     def _base_for(self, info: AdapterInfo) -> Optional[str]:
         hint = info.base_hint.rstrip("/")
@@ -90,10 +87,6 @@ class Engine:
         report = RefreshReport()
         with self._registry:
             found = {i.name: i for i in scan_dir(self.adapters_dir)}
-            for c in self.config.contestants:  # adapters named by path, outside adapters_dir
-                if c.adapter and ("/" in c.adapter):
-                    info = inspect_adapter(self._adapter_path(c.adapter))
-                    found[info.name] = info
             wanted: dict[str, str] = {}  # adapter -> base key
             for c in self.config.contestants:
                 if c.adapter:

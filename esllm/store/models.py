@@ -32,6 +32,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm.attributes import flag_modified
 from sqlalchemy.types import TypeDecorator
 
 ROLES = ("admin", "rater")  # people; a judge model grades as a user of role "judge" that cannot log in
@@ -335,17 +336,28 @@ def save_scores(session: Session, *, assignment_id: int, scores: Iterable[tuple[
                 comment: Optional[str] = None) -> None:
     """`save_score` for many (answer_id, label, criterion, value) of one assignment, cheaply: one SELECT of
     the assignment's scores, the new rows in one executemany INSERT (ORM objects would be inserted one
-    statement each on SQLite, to read back their ids), the changed ones updated (flushed)."""
+    statement each on SQLite, to read back their ids), the existing ones updated (flushed).
+
+    A resubmit identical to what was read writes nothing; one that changes anything rewrites every existing
+    row it names, also those it read as unchanged: another transaction may have changed them since the read,
+    and two racing edits must end with one caller's whole set, never a mix of both. (Two racing first saves:
+    the second INSERT violates the UNIQUE and raises IntegrityError; `sessions.submit` sorts that out.)"""
     existing = {(sc.answer_id, sc.criterion): sc
                 for sc in session.scalars(select(Score).where(Score.assignment_id == assignment_id))}
     new: dict[tuple[int, str], dict[str, Any]] = {}
+    update: list[tuple[Score, tuple[str, int, Optional[str]]]] = []
     for answer_id, label, criterion, value in scores:
         score = existing.get((answer_id, criterion))
         if score is None:
             new[answer_id, criterion] = dict(assignment_id=assignment_id, answer_id=answer_id, criterion=criterion,
                                              label=label, value=value, comment=comment)
-        elif (score.label, score.value, score.comment) != (label, value, comment):
-            score.label, score.value, score.comment = label, value, comment
+        else:
+            update.append((score, (label, value, comment)))
+    if any((sc.label, sc.value, sc.comment) != want for sc, want in update):
+        for sc, want in update:
+            sc.label, sc.value, sc.comment = want
+            for column in ("label", "value", "comment"):
+                flag_modified(sc, column)  # written even if equal to what was read
     session.flush()
     if new:
         session.execute(insert(Score), list(new.values()))

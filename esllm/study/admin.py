@@ -29,16 +29,17 @@ from esllm.store.models import (
     User,
 )
 from esllm.study.prompts import import_prompt_set, parse_prompt_file
-from esllm.study.sessions import create_session, progress
+from esllm.study.sessions import check_session_name, create_session, progress
 
-SET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+SET_NAME_MAX = 64
+SET_NAME_RE = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{SET_NAME_MAX - 1}}}")
 STATUS_ES = {"draft": "borrador", "open": "abierta", "closed": "cerrada"}
 
 
 def check_set_name(name: str) -> str:
     name = (name or "").strip()
-    if not SET_NAME_RE.match(name):
-        raise EsllmError(f"Nombre de conjunto no válido: {name!r}. Use de 1 a 64 letras sin tilde, dígitos, "
+    if not SET_NAME_RE.fullmatch(name):
+        raise EsllmError(f"Nombre de conjunto no válido: {name!r}. Use de 1 a {SET_NAME_MAX} letras sin tilde, dígitos, "
                          "'.', '_' o '-'.")
     return name
 
@@ -192,6 +193,7 @@ def create_named_session(s: Session, *, name: str, set_name: str, contestants: S
                          k: int, mode: str = "general", created_by: Optional[int] = None,
                          rng: Optional[random.Random] = None) -> RatingSession:
     """A session over contestant *names* (each its latest complete snapshot, see `resolve_contestants`)."""
+    name = check_session_name(name)  # the cheap check first
     snaps = resolve_contestants(s, set_name, [n for n in contestants if n])
     return create_session(s, name=name, prompt_set=set_name, contestant_ids=[c.id for c in snaps], raters=list(raters),
                           k=k, rubric_mode=mode, created_by=created_by, rng=rng or random.Random())

@@ -3,7 +3,7 @@
 Each row: id, category, series (optional), turn (optional), text, reference (optional). A contextual
 series is the rows sharing a `series`, with turns 1..n; each turn depends on the earlier ones.
 `parse_prompt_file` rejects a bad file as a whole, with every problem's line number and reason, so
-an import never half-happens.
+an import never half-happens. A file is at most `MAX_FILE_BYTES` and `MAX_ROWS` prompts, and so is a set.
 """
 
 from __future__ import annotations
@@ -24,8 +24,15 @@ from esllm.paths import jsonl_lines
 from esllm.store.models import Prompt, PromptSet
 
 MAX_TEXT = 8000
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-CATEGORY_RE = re.compile(r"^[a-z0-9_áéíóúñ]{1,40}$")
+# One import (and one set) at most: the bundled sets are 50 and 30 prompts (~14 KB); a study of thousands of
+# prompts already means contestants × attempts × thousands of answers to generate and k × thousands of items to
+# rate. 2 MB holds 5,000 prompts of ~400 characters; the caps keep one upload from tying up the server's memory
+# and time (the web app refuses any upload over app.MAX_UPLOAD before it gets here).
+MAX_FILE_BYTES = 2 * 1024 * 1024
+MAX_ROWS = 5000
+ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # fullmatch: no trailing newline slips through
+CATEGORY_RE = re.compile(r"[a-z0-9_áéíóúñ]{1,40}")
+REJECTED = "Archivo rechazado, no se importó nada"
 
 CATEGORY_LABELS = {
     "comprension_basica": "Comprensión básica",
@@ -63,10 +70,10 @@ def _row(obj: dict, line: int, errors: list[str]) -> Optional[PromptRow]:
     pid, cat, text = obj.get("id"), obj.get("category"), obj.get("text")
     series, turn, ref = obj.get("series"), obj.get("turn"), obj.get("reference")
     ok = True
-    if not isinstance(pid, str) or not ID_RE.match(pid):
+    if not isinstance(pid, str) or not ID_RE.fullmatch(pid):
         bad("'id' debe ser texto de 1-64 letras, dígitos, . _ -")
         ok = False
-    if not isinstance(cat, str) or not CATEGORY_RE.match(cat):
+    if not isinstance(cat, str) or not CATEGORY_RE.fullmatch(cat):
         bad("'category' debe ser una palabra en minúsculas (p. ej. comprension_basica)")
         ok = False
     if not isinstance(text, str) or not text.strip():
@@ -75,6 +82,9 @@ def _row(obj: dict, line: int, errors: list[str]) -> Optional[PromptRow]:
     elif len(text) > MAX_TEXT:
         bad(f"'text' tiene {len(text)} caracteres (máximo {MAX_TEXT})")
         ok = False
+    elif "\x00" in text:  # PostgreSQL cannot store it; no prompt needs it
+        bad("'text' contiene un carácter nulo")
+        ok = False
     if series in ("", None):
         series = None
         if turn not in (None, ""):
@@ -82,7 +92,7 @@ def _row(obj: dict, line: int, errors: list[str]) -> Optional[PromptRow]:
             ok = False
         turn = None
     else:
-        if not isinstance(series, str) or not ID_RE.match(series):
+        if not isinstance(series, str) or not ID_RE.fullmatch(series):
             bad("'series' debe ser un identificador corto")
             ok = False
         try:
@@ -95,16 +105,47 @@ def _row(obj: dict, line: int, errors: list[str]) -> Optional[PromptRow]:
     if ref is not None and not isinstance(ref, str):
         bad("'reference' debe ser texto")
         ok = False
+    elif ref is not None and len(ref) > MAX_TEXT:
+        bad(f"'reference' tiene {len(ref)} caracteres (máximo {MAX_TEXT})")
+        ok = False
+    elif ref is not None and "\x00" in ref:
+        bad("'reference' contiene un carácter nulo")
+        ok = False
     if not ok:
         return None
     return PromptRow(pid, cat, text.strip(), series, turn, (ref or None) and ref.strip(), line)
 
 
+def _too_big(size: int) -> PromptFileError:
+    def n(x: int) -> str:  # 2.097.152: Spanish thousands
+        return f"{x:,}".replace(",", ".")
+
+    return PromptFileError(f"{REJECTED}: el archivo pesa {n(size)} bytes y el máximo es {n(MAX_FILE_BYTES)} bytes "
+                           f"({MAX_FILE_BYTES // 2**20} MB); divídalo en varios archivos.")
+
+
+def _too_many() -> PromptFileError:
+    return PromptFileError(f"{REJECTED}: el archivo tiene más de {MAX_ROWS} prompts (el máximo por archivo y por "
+                           "conjunto); divídalo en varios conjuntos.")
+
+
+def _counted(items):
+    """`items` unchanged, PromptFileError as soon as there are more than MAX_ROWS of them."""
+    for n, item in enumerate(items, 1):
+        if n > MAX_ROWS:
+            raise _too_many()
+        yield item
+
+
 def parse_prompts(content: str, fmt: str) -> list[PromptRow]:
+    """The rows of a prompt file's text; PromptFileError listing every problem (nothing is half-read)."""
+    size = len(content.encode("utf-8", errors="surrogatepass"))
+    if size > MAX_FILE_BYTES:
+        raise _too_big(size)
     errors: list[str] = []
     rows: list[PromptRow] = []
     if fmt == "jsonl":
-        for n, obj, bad_json in jsonl_lines(content):
+        for n, obj, bad_json in _counted(jsonl_lines(content)):
             if bad_json:
                 errors.append(f"línea {n}: {bad_json}")
                 continue
@@ -115,17 +156,22 @@ def parse_prompts(content: str, fmt: str) -> list[PromptRow]:
                 rows.append(r)
     elif fmt == "csv":
         reader = csv.DictReader(io.StringIO(content))
-        if not reader.fieldnames or not {"id", "category", "text"} <= set(reader.fieldnames):
-            raise PromptFileError("Archivo rechazado, no se importó nada: el CSV necesita una cabecera con al menos id, category, text "
-                                  "(opcionales: series, turn, reference).")
-        for obj in reader:
-            n = reader.line_num
-            if None in obj:
-                errors.append(f"línea {n}: más columnas que la cabecera")
-                continue
-            obj = {k: (v if v != "" else None) for k, v in obj.items()}
-            if (r := _row(obj, n, errors)) is not None:
-                rows.append(r)
+        try:
+            if not reader.fieldnames or not {"id", "category", "text"} <= set(reader.fieldnames):
+                raise PromptFileError(f"{REJECTED}: el CSV necesita una cabecera con al menos id, category, text "
+                                      "(opcionales: series, turn, reference).")
+            for obj in _counted(reader):
+                n = reader.line_num
+                if None in obj:
+                    errors.append(f"línea {n}: más columnas que la cabecera")
+                    continue
+                obj = {k: (v if v != "" else None) for k, v in obj.items()}
+                if (r := _row(obj, n, errors)) is not None:
+                    rows.append(r)
+        except csv.Error:  # a NUL byte, a field over csv's own size limit (an unclosed quote swallows the rest)
+            raise PromptFileError(f"{REJECTED}: CSV mal formado después de la línea {reader.line_num}: revise que no "
+                                  "haya comillas sin cerrar, bytes nulos ni campos de más de "
+                                  f"{MAX_TEXT} caracteres.") from None
     else:
         raise PromptFileError(f"Formato desconocido {fmt!r}: use .jsonl o .csv")
     seen: dict[str, int] = {}
@@ -144,7 +190,7 @@ def parse_prompts(content: str, fmt: str) -> list[PromptRow]:
     if not rows and not errors:
         errors.append("el archivo no tiene ningún prompt")
     if errors:
-        raise PromptFileError("Archivo rechazado, no se importó nada:\n" + "\n".join(f"  - {e}" for e in errors[:50])
+        raise PromptFileError(f"{REJECTED}:\n" + "\n".join(f"  - {e}" for e in errors[:50])
                               + (f"\n  … y {len(errors) - 50} problemas más" if len(errors) > 50 else ""))
     return rows
 
@@ -154,6 +200,12 @@ def parse_prompt_file(path: str | Path) -> list[PromptRow]:
     fmt = {".jsonl": "jsonl", ".csv": "csv"}.get(path.suffix.lower())
     if fmt is None:
         raise PromptFileError(f"{path.name}: use un archivo .jsonl o .csv")
+    try:
+        size = path.stat().st_size
+    except OSError:
+        raise PromptFileError(f"No se puede leer el archivo {path.name}.") from None
+    if size > MAX_FILE_BYTES:  # before reading it
+        raise _too_big(size)
     try:
         content = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
@@ -169,11 +221,15 @@ def bundled_sets() -> dict[str, Path]:
 def import_prompt_set(session: Session, name: str, rows: Sequence[PromptRow], description: str = "") -> PromptSet:
     """Create a prompt set, or add the rows it lacks (by external id); a changed row is an error."""
     ps = session.scalars(select(PromptSet).where(PromptSet.name == name)).first()
+    have = {} if ps is None else {p.external_id: p for p in session.scalars(select(Prompt).where(Prompt.set_id == ps.id))}
+    total = len(have) + len({r.id for r in rows} - set(have))
+    if total > MAX_ROWS:  # checked before anything is written
+        raise EsllmError(f"El conjunto {name!r} tendría {total} prompts y el máximo es {MAX_ROWS}; "
+                         "importe el archivo con otro nombre de conjunto.")
     if ps is None:
         ps = PromptSet(name=name, description=description)
         session.add(ps)
         session.flush()
-    have = {p.external_id: p for p in session.scalars(select(Prompt).where(Prompt.set_id == ps.id))}
     for r in rows:
         old = have.get(r.id)
         if old is None:

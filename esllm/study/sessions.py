@@ -8,6 +8,7 @@ what `next_item` returns carries labels and texts only, never a contestant, adap
 from __future__ import annotations
 
 import random
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -37,10 +38,27 @@ from esllm.study.assignment import LABELS, Item, plan_session
 MISSING_FOR_RATER = "Falta una respuesta seleccionada para este ítem; avise al administrador."
 
 COMMENT_MAX = 2000
+# A session's name is shown in every rater's dropdown and tables and names the export files; the schema's
+# column is String(100) (PostgreSQL would refuse more with an error no one could read).
+SESSION_NAME_MAX = 100
 
 
 def criteria(mode: str) -> tuple[str, ...]:
     return ("general",) + (ASPECTS if mode == "full" else ())
+
+
+def check_session_name(name: object) -> str:
+    """The stripped name, or EsllmError: 1 to SESSION_NAME_MAX characters, none of them a control or invisible
+    formatting character (line breaks, tabs, bidi overrides)."""
+    text = name.strip() if isinstance(name, str) else ""
+    if not text:
+        raise EsllmError("La sesión necesita un nombre.")
+    if len(text) > SESSION_NAME_MAX:
+        raise EsllmError(f"El nombre de la sesión tiene {len(text)} caracteres; el máximo es {SESSION_NAME_MAX}.")
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in text):
+        raise EsllmError("El nombre de la sesión no puede tener saltos de línea, tabuladores ni otros caracteres de "
+                         "control o invisibles.")
+    return text
 
 
 def create_session(s: Session, *, name: str, prompt_set: str, contestant_ids: Sequence[int], raters: Sequence[str],
@@ -49,8 +67,7 @@ def create_session(s: Session, *, name: str, prompt_set: str, contestant_ids: Se
     """Validate, plan and store a session (status open). Nothing is written if anything is wrong."""
     if rubric_mode not in ("general", "full"):
         raise EsllmError("El modo de rúbrica debe ser «general» o «full».")
-    if not name or not name.strip():
-        raise EsllmError("La sesión necesita un nombre.")
+    name = check_session_name(name)
     if s.scalars(select(RatingSession).where(RatingSession.name == name)).first():
         raise EsllmError(f"Ya existe una sesión llamada {name!r}.")
     ps = s.scalars(select(PromptSet).where(PromptSet.name == prompt_set)).first()
@@ -63,6 +80,9 @@ def create_session(s: Session, *, name: str, prompt_set: str, contestant_ids: Se
         u = s.scalars(select(User).where(User.name == rname)).first()
         if u is None or not u.active:
             raise EsllmError(f"No existe el evaluador {rname!r} (o está desactivado).")
+        if u.role != "rater":  # an admin would see the study's own results while rating it; a judge cannot log in
+            raise EsllmError(f"La cuenta {rname!r} es de rol «{u.role}», no evaluador: solo las cuentas de rol «rater» "
+                             "califican sesiones.")
         users.append(u)
     prompts = list(s.scalars(select(Prompt).where(Prompt.set_id == ps.id)))
     missing = []
@@ -76,7 +96,7 @@ def create_session(s: Session, *, name: str, prompt_set: str, contestant_ids: Se
                          f"concursante {missing[0][1]}): genérelas primero (python -m esllm generate).")
     plan = plan_session([Item(p.id, p.series, p.turn) for p in prompts], [u.id for u in users],
                         list(contestant_ids), k, rng or random.Random())
-    rs = RatingSession(name=name.strip(), prompt_set_id=ps.id, rubric_mode=rubric_mode, overlap_k=k,
+    rs = RatingSession(name=name, prompt_set_id=ps.id, rubric_mode=rubric_mode, overlap_k=k,
                        status="open", created_by=created_by)
     s.add(rs)
     s.flush()
@@ -184,6 +204,11 @@ def submit(s: Session, *, rater_id: int, assignment_id: int, scores: Any, commen
 
     `scores` = {"A": {"general": 4, ...}, "B": {...}, "C": {...}}, every criterion of the session's
     mode for every label. Anything invalid raises before a single row is written. Returns the assignment.
+
+    Two saves of an item racing (two tabs of one rater, a repeated request) both read "no scores yet"; the
+    first to commit wins and the other's INSERT violates the UNIQUE. That one then reads what was saved: the
+    same scores and comment -> its save did happen (returns normally); others -> EsllmError saying the item
+    was already saved and which scores are kept (saving again replaces them: a resubmit updates).
     """
     row = None
     if isinstance(assignment_id, int) and not isinstance(assignment_id, bool):
@@ -210,10 +235,10 @@ def submit(s: Session, *, rater_id: int, assignment_id: int, scores: Any, commen
     comment = (comment or "").strip() or None
     perm = a.permutation
     answers = selected_answers(s, [a.prompt_id], perm.values(), MISSING_FOR_RATER)
+    rows = [(answers[a.prompt_id, perm[label]][0], label, c, v) for label in LABELS for c, v in clean[label].items()]
+    assignment = a.id
     try:
-        save_scores(s, assignment_id=a.id, comment=comment,
-                    scores=[(answers[a.prompt_id, perm[label]][0], label, c, v)
-                            for label in LABELS for c, v in clean[label].items()])
+        save_scores(s, assignment_id=assignment, comment=comment, scores=rows)
         if a.finished_at is None:
             a.finished_at = utcnow()
         if seconds_spent is not None and isinstance(seconds_spent, (int, float)) and 0 <= seconds_spent < 86400:
@@ -221,8 +246,38 @@ def submit(s: Session, *, rater_id: int, assignment_id: int, scores: Any, commen
         s.flush()
     except IntegrityError:
         s.rollback()
-        raise EsllmError("No se pudo guardar: datos inválidos.") from None
+        _lost_race(s, assignment, rows, comment)  # raises unless the same scores were saved meanwhile
+        a = s.get(Assignment, assignment)
     return a
+
+
+def _lost_race(s: Session, assignment_id: int, rows: list[tuple[int, str, str, int]], comment: Optional[str]) -> None:
+    """After `submit`'s write hit the UNIQUE (and was rolled back): return if the item's stored scores are exactly
+    `rows` with `comment` (another save of the same values won the race), else raise the truth: saved with
+    other values (which are kept), or — no other save to blame — the data did break a rule."""
+    stored = {(sc.answer_id, sc.criterion): sc for sc in s.scalars(select(Score).where(
+        Score.assignment_id == assignment_id))}
+    if set(stored) != {(answer_id, c) for answer_id, _, c, _ in rows}:
+        raise EsllmError("No se pudo guardar: datos inválidos.")
+    same_scores = all((stored[answer_id, c].label, stored[answer_id, c].value) == (label, v)
+                      for answer_id, label, c, v in rows)
+    if same_scores and all(sc.comment == comment for sc in stored.values()):
+        return
+    if same_scores:
+        raise EsllmError("Este ítem ya se guardó mientras se guardaba este (desde otra pestaña o ventana) con las "
+                         "mismas notas y otro comentario. Se conserva ese comentario, el del primer guardado; si "
+                         "quiere reemplazarlo por el suyo, vuelva a guardar.")
+    kept: dict[str, dict[str, int]] = {}
+    for sc in stored.values():
+        kept.setdefault(sc.label, {})[sc.criterion] = sc.value
+    shown = " · ".join(
+        f"{label} {kept[label]['general']}"
+        + (f" ({', '.join(f'{c} {kept[label][c]}' for c in ASPECTS if c in kept[label])})" if len(kept[label]) > 1
+           else "")
+        for label in sorted(kept))
+    raise EsllmError(f"Este ítem ya se guardó mientras se guardaba este (desde otra pestaña o ventana) con otros "
+                     f"valores: {shown}. Se conservan esos, los del primer guardado; si quiere reemplazarlos por "
+                     f"los suyos, vuelva a guardar.")
 
 
 def reveal(s: Session, session_id: int) -> dict[str, str]:

@@ -18,7 +18,8 @@ from sqlalchemy.exc import IntegrityError
 from esllm import EsllmError
 from esllm.study import admin
 from esllm.study.answers import generate_answers, select_attempt
-from esllm.study.prompts import ensure_bundled_sets
+from esllm.study.prompts import MAX_FILE_BYTES, MAX_ROWS, ensure_bundled_sets
+from esllm.study.sessions import SESSION_NAME_MAX
 from esllm.ui.context import AppContext, Caller, bind, handler
 
 SESSION_HEADERS = ["sesión", "conjunto", "modo", "k", "estado", "concursantes", "progreso (hechos/total)"]
@@ -78,8 +79,11 @@ def generate(ctx: AppContext, set_name: Any, names: Any, attempts: Any, max_toke
     def report(done: int, total: int, msg: str) -> None:
         progress((done, total), desc=msg, unit="respuestas")
 
+    tokens = _ids(max_tokens or 0, "los tokens")
+    if tokens < 0:
+        raise EsllmError("Máx. tokens nuevos: 0 (los del preset) o un número positivo.")
     rep = generate_answers(ctx.sessionmaker, ctx.engine, set_name, names, _ids(attempts, "los intentos"),
-                           max_new_tokens=_ids(max_tokens or 0, "los tokens") or None, progress=report, stop=stop)
+                           max_new_tokens=tokens or None, progress=report, stop=stop)
     stopped = " **Detenido**: vuelva a pulsar «Generar» para continuar." if stop.is_set() else ""
     lines = [f"**{rep.generated} generadas, {rep.skipped} ya estaban, {len(rep.errors)} errores** "
              f"(de {rep.total}).{stopped}"]
@@ -196,6 +200,8 @@ def load_administrar(ctx: AppContext, request: gr.Request):
 # ---------------------------------------------------------------------------------------------- layout
 def build_administrar(ctx: AppContext):
     """Build the tab; returns (load function, outputs) like the other tabs."""
+    # Numbers carry no minimum/maximum (Gradio would refuse with its own English message); the handlers and the
+    # services check every value in Spanish. Name boxes stop typing at the server's caps (which stay the check).
     with gr.Tab("Administrar", id="administrar"):
         notice = gr.Markdown("", elem_id="admin-aviso")
         with gr.Accordion("Respuestas en lote", open=True):
@@ -204,8 +210,8 @@ def build_administrar(ctx: AppContext):
                                       elem_id="lote-conjunto")
                 gen_who = gr.Dropdown([], value=[], multiselect=True, label="Concursantes", allow_custom_value=True,
                                       elem_id="lote-concursantes")
-                gen_attempts = gr.Number(3, precision=0, minimum=1, maximum=20, label="Intentos por prompt")
-                gen_tokens = gr.Number(0, precision=0, minimum=0, label="Máx. tokens nuevos (0 = los del preset)")
+                gen_attempts = gr.Number(3, precision=0, label="Intentos por prompt (1 a 20)")
+                gen_tokens = gr.Number(0, precision=0, label="Máx. tokens nuevos (0 = los del preset)")
             with gr.Row():
                 gen_go = gr.Button("Generar", variant="primary", elem_id="generar")
                 gen_stop = gr.Button("Detener", variant="stop", elem_id="lote-detener")
@@ -220,15 +226,15 @@ def build_administrar(ctx: AppContext):
             att_table = gr.Dataframe(headers=ATTEMPT_HEADERS, value=[], interactive=False, wrap=True,
                                      label="Intentos (el elegido es el que ven los evaluadores)")
             with gr.Row():
-                att_pick = gr.Number(1, precision=0, minimum=1, label="Intento a elegir")
+                att_pick = gr.Number(1, precision=0, label="Intento a elegir")
                 att_go = gr.Button("Marcar como mejor", variant="primary")
         with gr.Accordion("Sesiones de calificación", open=True):
             with gr.Row():
-                ses_name = gr.Textbox(label="Nombre de la nueva sesión", max_lines=1)
+                ses_name = gr.Textbox(label="Nombre de la nueva sesión", max_lines=1, max_length=SESSION_NAME_MAX)
                 ses_set = gr.Dropdown([], value=None, label="Conjunto", allow_custom_value=True)
                 ses_mode = gr.Radio([("general (una nota)", "general"), ("completa (nota + 4 aspectos)", "full")],
                                     value="general", label="Rúbrica")
-                ses_k = gr.Number(2, precision=0, minimum=1, label="Evaluadores por ítem (k)")
+                ses_k = gr.Number(2, precision=0, label="Evaluadores por ítem (k)")
             with gr.Row():
                 ses_who = gr.Dropdown([], value=[], multiselect=True, max_choices=3, allow_custom_value=True,
                                       label="Tres concursantes (con respuestas elegidas para todo el conjunto)")
@@ -242,10 +248,12 @@ def build_administrar(ctx: AppContext):
                 ses_close = gr.Button("Cerrar sesión", variant="stop")
         with gr.Accordion("Importar prompts", open=False):
             gr.Markdown("Archivo `.jsonl` o `.csv` con `id`, `category`, `text` (y opcionalmente `series`, `turn`, "
-                        "`reference`). Un archivo con errores no importa nada.")
+                        f"`reference`), de hasta {MAX_FILE_BYTES // 2**20} MB y {MAX_ROWS} prompts. Un archivo con "
+                        "errores no importa nada.")
             with gr.Row():
-                imp_file = gr.File(file_types=[".jsonl", ".csv"], type="filepath", label="Archivo")
-                imp_name = gr.Textbox(label="Nombre del conjunto", max_lines=1)
+                # no file_types: Gradio refuses another type in English; parse_prompt_file says it in Spanish
+                imp_file = gr.File(type="filepath", label="Archivo (.jsonl o .csv)")
+                imp_name = gr.Textbox(label="Nombre del conjunto", max_lines=1, max_length=admin.SET_NAME_MAX)
             imp_go = gr.Button("Importar", variant="primary")
             imp_msg = gr.Markdown("")
 

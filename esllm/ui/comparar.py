@@ -7,7 +7,8 @@ the page only holds its token in a server-side gr.State, and an engine error is 
 that names the label only. Admins only (and local mode): a rater could send a session prompt here, see the
 names after voting and match them to the deterministic answers of their blind session; so every handler is
 declared `@handler("admin", denied=DENIED)`. The answers stream one after the other (contestants on one base
-share that base's lock anyway). Handlers are module-level; `build_comparar` only lays out and wires.
+share that base's lock anyway). The answers are shown exactly as generated, never through Markdown
+(esllm/ui/verbatim.py). Handlers are module-level; `build_comparar` only lays out and wires.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from esllm import EsllmError
 from esllm.store.models import LABELS
 from esllm.study.arena import CHOICE_NAMES, Comparisons, public_error
 from esllm.ui.context import AppContext, Caller, bind, handler
+from esllm.ui.verbatim import verbatim_html
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,8 @@ def reveal_markdown(reveal: dict[str, str], choice: str) -> str:
 @handler("admin", denied=DENIED)
 def compare(ctx: AppContext, arena: Arena, text: str, names: list, request: gr.Request, *,
             caller: Optional[Caller] = None):
-    """«Comparar» (/comparar): (token, answer A, B, C, note), the answers streamed one after the other."""
+    """«Comparar» (/comparar): (token, answer A, B, C, note), the answers streamed one after the other, each as
+    esllm/ui/verbatim.py's HTML of its text."""
     session = request.session_hash or "anon"
     cmp = arena.book.start(prompt=text, available=ctx.engine.available(), requested=names or [], rng=arena.rng,
                            session_hash=session, user_id=caller.id,
@@ -79,7 +82,7 @@ def compare(ctx: AppContext, arena: Arena, text: str, names: list, request: gr.R
         try:
             stream = ctx.engine.stream(name, messages, stop_event=_Linked(user_stop))
             for ev in stream:
-                texts[label] = ev.text
+                texts[label] = verbatim_html(ev.text)
                 yield gr.skip(), *texts.values(), gr.skip()
         except Exception as e:  # the engine's message may name the contestant: log it, show the label
             log.warning("Comparar: %s (Modelo %s) failed: %s", name, label, e)
@@ -148,8 +151,9 @@ def build_comparar(ctx: AppContext):
             answers = []
             for label in LABELS:
                 with gr.Column():
-                    answers.append(gr.Markdown("", label=f"Modelo {label}", container=True, show_label=True,
-                                               elem_id=f"comparar-{label}"))
+                    # gr.HTML, not gr.Markdown: the answer as generated (esllm/ui/verbatim.py)
+                    answers.append(gr.HTML("", label=f"Modelo {label}", container=True, show_label=True,
+                                           padding=True, js_on_load=None, elem_id=f"comparar-{label}"))
         with gr.Row():
             buttons = {choice: gr.Button(text, elem_id=f"votar-{choice}") for choice, text in CHOICE_NAMES.items()}
         reveal = gr.Markdown("", elem_id="comparar-revelacion")

@@ -2,7 +2,8 @@
 
 Accounts: with no user in the database the app runs in single-user local mode (bound to 127.0.0.1
 only; app.py refuses anything else) and every caller is that local admin. With accounts, Gradio's
-login protects every page and API call, and `caller(request)` maps the logged-in name to a role.
+login protects every page and API call (failed logins throttled: `login_throttle`, esllm/ui/throttle.py), and
+`caller(request)` maps the logged-in name to a role.
 The UI hiding a button is never the check: every handler is declared with `@handler(role, …)`, the
 one error and permission path of the UI (role check first, then `EsllmError` -> `gr.Error` with its
 Spanish message), and database writes go through `ctx.transaction()` (commit, or roll back on any error).
@@ -24,6 +25,7 @@ import gradio as gr
 from esllm import EsllmError
 from esllm.engine import Engine
 from esllm.engine.config import AppConfig
+from esllm.ui.throttle import LoginThrottle
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class AppContext:
     # Browser session -> stop flag of the generation it is running (the «Detener» button).
     stops: dict[str, threading.Event] = field(default_factory=dict)
     stops_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Failed-login counters, read by the login middleware (esllm/ui/throttle.py) at each attempt.
+    login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
     def new_stop(self, session: str) -> threading.Event:
         ev = threading.Event()

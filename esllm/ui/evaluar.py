@@ -1,11 +1,13 @@
 """Tab «Evaluar»: a rater works through their items of a blind rating session.
 
 The page only ever receives the prompt, earlier turns, three answers under A/B/C, the rubric and
-the rater's own progress; the assignment being rated lives in server-side state. Every handler is declared
-`@handler("rater")` and checks the caller is a rater of that session (the services in esllm/study/sessions.py
-check ownership again); the save and the next item share one database session (`ctx.transaction()`).
-Handlers are module-level; `build_evaluar` only lays out and wires. Keyboard: a/b/c choose a column, 1-5
-score it, Ctrl+Enter saves.
+the rater's own progress; the assignment being rated lives in server-side state. The answers and the earlier
+turns are shown exactly as stored, never through Markdown (esllm/ui/verbatim.py: gr.HTML, the text
+HTML-escaped under `white-space: pre-wrap`), so API clients receive them as that HTML. Every
+handler is declared `@handler("rater")` and checks the caller is a rater of that session (the services in
+esllm/study/sessions.py check ownership again); the save and the next item share one database session
+(`ctx.transaction()`). Handlers are module-level; `build_evaluar` only lays out and wires. Keyboard: a/b/c
+choose a column, 1-5 score it, Ctrl+Enter saves.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from esllm import EsllmError
 from esllm.store.models import ASPECTS, LABELS
 from esllm.study.sessions import next_item, rater_session, rater_sessions, submit
 from esllm.ui.context import AppContext, Caller, bind, handler
+from esllm.ui.verbatim import verbatim_html
 
 RUBRIC = """
 **Rúbrica (1-5)** — juzgue cada respuesta por su **exactitud** (¿la información es correcta?), **relevancia**
@@ -59,15 +62,19 @@ ASPECT_LABELS = {"exactitud": "Exactitud", "relevancia": "Relevancia", "coherenc
                  "comprension": "Comprensión del contexto"}
 
 
-def _context_md(item) -> str:
+TURN_STYLE = "border-left: 3px solid var(--border-color-primary); padding-left: 0.8em; margin: 0.4em 0 0.8em;"
+
+
+def _context_html(item) -> str:
+    """The earlier turns of a contextual series: who spoke (Usuario, Modelo A/B/C), then the stored text as is."""
     if not item.context:
         return ""
-    lines = ["**Turnos anteriores de la conversación**", ""]
+    turns = []
     for m in item.context:
         who = "Usuario" if m["role"] == "user" else "Modelo " + m["role"].split()[-1]
-        lines.append(f"> **{who}:** {m['content']}")
-        lines.append(">")
-    return "\n".join(lines)
+        turns.append(f'<div class="esllm-turno" style="{TURN_STYLE}"><strong>{who}:</strong>'
+                     f'{verbatim_html(m["content"])}</div>')
+    return "<p><strong>Turnos anteriores de la conversación</strong></p>" + "".join(turns)
 
 
 def _int(v: Any) -> Any:
@@ -96,8 +103,8 @@ def show(s, session_id: int, rater_id: int, after_save: bool = False) -> tuple:
         asp = [gr.update(visible=full, value=v) for v in asp]
     cat = item.category.replace("_", " ")
     return ((session_id, item.assignment_id, time.time()), f"**Ítem {item.position} / {item.total}** · {cat}",
-            _context_md(item), f"### Instrucción\n\n{item.prompt}", prev.get("comentario", ""),
-            *[item.answers[lb] for lb in LABELS], *gen, *asp)
+            _context_html(item), f"### Instrucción\n\n{item.prompt}", prev.get("comentario", ""),
+            *[verbatim_html(item.answers[lb]) for lb in LABELS], *gen, *asp)
 
 
 # ---------------------------------------------------------------------------------------------- handlers
@@ -157,14 +164,15 @@ def build_evaluar(ctx: AppContext):
             start_btn = gr.Button("Comenzar / continuar", variant="primary", elem_id="comenzar", scale=1)
         state = gr.State(None)  # server-side: (session id, assignment id, time shown)
         progress = gr.Markdown("", elem_id="progreso")
-        context = gr.Markdown("", elem_id="contexto")
+        # gr.HTML, not gr.Markdown: the stored answers must reach the rater unchanged (esllm/ui/verbatim.py)
+        context = gr.HTML("", elem_id="contexto", js_on_load=None)
         prompt = gr.Markdown("", elem_id="prompt")
         cols: dict[str, dict[str, Any]] = {}
         with gr.Row():
             for label in LABELS:
                 with gr.Column():
-                    ans = gr.Markdown("", label=f"Modelo {label}", elem_id=f"respuesta-{label}",
-                                      container=True, show_label=True)
+                    ans = gr.HTML("", label=f"Modelo {label}", elem_id=f"respuesta-{label}", container=True,
+                                  show_label=True, padding=True, js_on_load=None)
                     general = gr.Radio(SCORES, value=None, label=f"Nota de {label} (1-5)", elem_id=f"nota-{label}")
                     aspects = [gr.Radio(SCORES, value=None, label=f"{ASPECT_LABELS[a]} ({label})", visible=False,
                                         elem_id=f"{a}-{label}") for a in ASPECTS]

@@ -116,7 +116,8 @@ def build_belebele(ctx: AppContext, *, data_dir: Optional[Path] = None):
                                elem_id="belebele-archivo")
             who = gr.Dropdown([], value=[], multiselect=True, label="Concursantes", allow_custom_value=True, scale=3,
                               elem_id="belebele-concursantes")
-            limit = gr.Number(value=0, precision=0, minimum=0, label="Límite de preguntas (0 = todas)", scale=1)
+            # no minimum: Gradio's refusal is in English; `evaluate` refuses a negative limit in Spanish
+            limit = gr.Number(value=0, precision=0, label="Límite de preguntas (0 = todas)", scale=1)
         with gr.Row():
             go = gr.Button("Evaluar", variant="primary", elem_id="belebele-evaluar")
             refresh = gr.Button("Actualizar tabla", elem_id="belebele-actualizar")

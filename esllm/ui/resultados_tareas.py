@@ -107,10 +107,10 @@ def build_tareas(ctx: AppContext):
                     "comprueba el número, que no incluyan respuestas, que no se repitan y su forma.")
         q_text = gr.Textbox(label="Texto", lines=8, max_length=questions.MAX_TEXT_CHARS, elem_id="preguntas-texto")
         with gr.Row():
-            q_n = gr.Number(value=3, precision=0, minimum=0, maximum=questions.MAX_PER_KIND,
-                            label="N: preguntas abiertas")
-            q_m = gr.Number(value=2, precision=0, minimum=0, maximum=questions.MAX_PER_KIND,
-                            label="M: verdadero o falso")
+            # No minimum/maximum on the Numbers: Gradio would refuse out-of-range values with its own English
+            # message; questions.check_request refuses them in Spanish.
+            q_n = gr.Number(value=3, precision=0, label=f"N: preguntas abiertas (0 a {questions.MAX_PER_KIND})")
+            q_m = gr.Number(value=2, precision=0, label=f"M: verdadero o falso (0 a {questions.MAX_PER_KIND})")
             q_who = gr.Dropdown([], value=None, label="Concursante", allow_custom_value=True,
                                 elem_id="preguntas-concursante")
         q_go = gr.Button("Generar preguntas", variant="primary", elem_id="preguntas-generar")
@@ -124,7 +124,7 @@ def build_tareas(ctx: AppContext):
             p_file = gr.Dropdown([], value=None, label="Archivo", allow_custom_value=True, elem_id="pictos-archivo")
             p_who = gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True, label="Concursantes",
                                 elem_id="pictos-concursantes")
-            p_limit = gr.Number(value=0, precision=0, minimum=0, label="Ítems (0 = todos)")
+            p_limit = gr.Number(value=0, precision=0, label="Ítems (0 = todos)")  # checked by pictos_evaluar
         with gr.Row():
             p_go = gr.Button("Evaluar", variant="primary", elem_id="pictos-evaluar")
             p_refresh = gr.Button("Actualizar tabla", elem_id="pictos-tabla")
