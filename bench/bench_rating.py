@@ -77,6 +77,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--think", type=float, default=2.0,
                    help="mean seconds a rater reads before each save (exponential; default 2, a quick human; "
                         "0 = save as fast as the server answers, a saturation test)")
+    p.add_argument("--no-write-lock", action="store_true",
+                   help="saves wait for SQLite's lock in its busy handler, as before AppContext.write_lock (a comparison)")
     p.add_argument("--no-uvloop", action="store_true",
                    help="serve with asyncio's own loop and h11, as without uvloop/httptools installed (a comparison)")
     p.add_argument("--seconds", type=float, default=20.0, help="length of each phase (default 20)")
@@ -225,6 +227,21 @@ async def login(base: str, name: str, fn_index_holder: dict):
     return http
 
 
+async def save_one(q: GradioQueue, r: Rater, rng: random.Random, cur: tuple[int, str]):
+    """Save the item `cur` with random scores («Guardar y seguir»); record the latency and the acknowledged values
+    (the server said it succeeded); return the next item shown (None when the rater has finished)."""
+    pos, prompt = cur
+    vals = [str(rng.randint(1, 5)) for _ in range(3)]
+    t = time.perf_counter()
+    out = await q.call("evaluar_guardar", [None, "", *vals, *[None] * 12])
+    r.lat.append(time.perf_counter() - t)
+    r.saved[prompt] = vals
+    nxt = item_of(out[1:])
+    if nxt is not None and nxt[0] != pos + 1:
+        r.out_of_order += 1
+    return nxt
+
+
 async def work(q: GradioQueue, r: Rater, rng: random.Random, sid: int, deadline: float, think: float) -> None:
     """Open the session, then save the item shown with random scores, again and again until `deadline`,
     waiting `think` seconds on average (exponential) before each save, as a person reading the answers would
@@ -250,22 +267,13 @@ async def work(q: GradioQueue, r: Rater, rng: random.Random, sid: int, deadline:
             await asyncio.sleep(min(rng.expovariate(1 / think), max(0.0, deadline - time.perf_counter())))
             if time.perf_counter() >= deadline:
                 break
-        pos, prompt = cur
-        vals = [str(rng.randint(1, 5)) for _ in range(3)]
-        t = time.perf_counter()
         try:
-            out = await q.call("evaluar_guardar", [None, "", *vals, *[None] * 12])
+            cur = await save_one(q, r, rng, cur)
         except Exception as e:
             r.errors.append(f"{type(e).__name__}: {str(e)[:160]}")
             cur = False
             while cur is False and time.perf_counter() < deadline:
                 cur = await reopen()
-            continue
-        r.lat.append(time.perf_counter() - t)
-        r.saved[prompt] = vals
-        cur = item_of(out[1:])
-        if cur is not None and cur[0] != pos + 1:
-            r.out_of_order += 1
     r.finished = cur is None
 
 
@@ -450,6 +458,11 @@ def main(argv=None) -> int:
     header("Setup")
     with tempfile.TemporaryDirectory(prefix="esllm-rating-") as d:
         ctx, demo, Session, sid = build_app(Path(d), args)
+        if args.no_write_lock:
+            import contextlib
+
+            ctx.write_lock = contextlib.nullcontext()
+        print(f"  saves take turns in AppContext.write_lock: {'no' if args.no_write_lock else 'yes'}")
         import app
 
         port = free_port()

@@ -23,8 +23,8 @@ is compared with the score rows (lost = acknowledged but missing or another valu
 once (duplicated), rows with no acknowledgement (extra: the server committed, then died before answering: not
 an error), PRAGMA integrity_check, and the counts of errors and downtime.
 
-What it does not know: one machine (2 cores) runs the server and the clients; SQLite only (WAL, synchronous
-NORMAL as the app sets it: see esllm/store/db.py for what a power cut, unlike a killed process, could cost).
+What it does not know: one machine (2 cores) runs the server and the clients; SQLite only (WAL with SQLite's
+default synchronous=FULL, so each commit is on disk; a killed process is tested here, not a power cut).
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ from bench.bench_rating import (  # noqa: E402
     item_of,
     login,
     pct,
+    save_one,
     verify,
 )
 from bench.common import header, no_progress_bars  # noqa: E402
@@ -134,15 +135,7 @@ async def rater_loop(url: str, r: Rater, rng: random.Random, sid: int, deadline:
             await asyncio.sleep(min(rng.expovariate(1 / think), max(0.0, deadline - time.perf_counter())))
             if time.perf_counter() >= deadline:
                 break
-            pos, prompt = cur
-            vals = [str(rng.randint(1, 5)) for _ in range(3)]
-            t = time.perf_counter()
-            out = await q.call("evaluar_guardar", [None, "", *vals, *[None] * 12])
-            r.lat.append(time.perf_counter() - t)
-            r.saved[prompt] = vals  # acknowledged: the server said it succeeded
-            cur = item_of(out[1:])
-            if cur is not None and cur[0] != pos + 1:
-                r.out_of_order += 1
+            cur = await save_one(q, r, rng, cur)
             if cur is None:
                 r.finished = True
                 return
