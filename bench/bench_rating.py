@@ -77,8 +77,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--think", type=float, default=2.0,
                    help="mean seconds a rater reads before each save (exponential; default 2, a quick human; "
                         "0 = save as fast as the server answers, a saturation test)")
-    p.add_argument("--no-write-lock", action="store_true",
-                   help="saves wait for SQLite's lock in its busy handler, as before AppContext.write_lock (a comparison)")
     p.add_argument("--no-uvloop", action="store_true",
                    help="serve with asyncio's own loop and h11, as without uvloop/httptools installed (a comparison)")
     p.add_argument("--seconds", type=float, default=20.0, help="length of each phase (default 20)")
@@ -458,11 +456,6 @@ def main(argv=None) -> int:
     header("Setup")
     with tempfile.TemporaryDirectory(prefix="esllm-rating-") as d:
         ctx, demo, Session, sid = build_app(Path(d), args)
-        if args.no_write_lock:
-            import contextlib
-
-            ctx.write_lock = contextlib.nullcontext()
-        print(f"  saves take turns in AppContext.write_lock: {'no' if args.no_write_lock else 'yes'}")
         import app
 
         port = free_port()

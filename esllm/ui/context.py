@@ -49,11 +49,6 @@ class AppContext:
     stops_lock: threading.Lock = field(default_factory=threading.Lock)
     # Failed-login counters, read by the login middleware (esllm/ui/throttle.py) at each attempt.
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
-    # Raters' saves take turns here before they write. SQLite has one writer at a time anyway; a writer that
-    # finds the file locked waits in SQLite's busy handler, which sleeps in steps of up to 100 ms, so under 50
-    # raters saves queued behind each other in sleeps. A Python lock hands over the moment the writer ends.
-    # (One process: other writers, e.g. the CLI, still meet SQLite's busy timeout.)
-    write_lock: Any = field(default_factory=threading.Lock)
 
     def new_stop(self, session: str) -> threading.Event:
         ev = threading.Event()

@@ -135,10 +135,9 @@ def save(ctx: AppContext, st: Any, comment_text: Any, g_a, g_b, g_c, ex_a, re_a,
             if v is not None:
                 scores[label][a] = _int(v)
     with ctx.transaction() as s:  # one database session for the save and the next item
-        with ctx.write_lock:  # saves take turns (see AppContext.write_lock)
-            asg = submit(s, rater_id=caller.id, assignment_id=assignment_id, scores=scores, comment=comment_text,
-                         seconds_spent=time.time() - shown_at)
-            s.commit()  # the scores are kept even if showing the next item fails
+        asg = submit(s, rater_id=caller.id, assignment_id=assignment_id, scores=scores, comment=comment_text,
+                     seconds_spent=time.time() - shown_at)
+        s.commit()  # the scores are kept even if showing the next item fails
         return show(s, session_id, caller.id, after_save=asg.session_id == session_id)
 
 
