@@ -196,6 +196,22 @@ def test_transaction_commits_on_success_and_rolls_back_on_error(ctx):
             pass
 
 
+def test_a_locked_database_is_a_spanish_error_and_nothing_is_written(ctx):
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    with pytest.raises(EsllmError, match="base de datos está ocupada"):
+        with ctx.transaction() as s:
+            users.add_user(s, "dora", PW, "rater")
+            s.flush()
+            raise OperationalError("UPDATE assignment SET started_at=?", {}, sqlite3.OperationalError("database is locked"))
+    assert count(ctx, User, User.name == "dora") == 0, "rolled back"
+    with pytest.raises(OperationalError, match="no such table"):  # other database errors are not dressed up
+        with ctx.transaction():
+            raise OperationalError("SELECT 1", {}, sqlite3.OperationalError("no such table: x"))
+
+
 def test_bind_keeps_what_gradio_injects(ctx):
     bound = bind(ctx, administrar.generate)
     params = list(inspect.signature(bound).parameters)

@@ -92,13 +92,23 @@ class AppContext:
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
-        """One database session for a handler: committed when the block ends, rolled back on any error."""
+        """One database session for a handler: committed when the block ends, rolled back on any error. SQLite's
+        «database is locked» (another writer held the file past the busy timeout: seen with 50 raters saving
+        without pause, bench/bench_rating.py --think 0) becomes a Spanish EsllmError: nothing was written."""
+        from sqlalchemy.exc import OperationalError
+
         if self.sessionmaker is None:
             raise EsllmError("No hay base de datos configurada: no se puede guardar.")
         with self.sessionmaker() as s:
             try:
                 yield s
                 s.commit()
+            except OperationalError as e:
+                s.rollback()
+                if "locked" in str(e.orig).lower() or "busy" in str(e.orig).lower():
+                    raise EsllmError("La base de datos está ocupada (muchos guardados a la vez): no se guardó nada de "
+                                     "esta acción. Vuelva a intentarlo en unos segundos.") from None
+                raise
             except BaseException:
                 s.rollback()
                 raise
