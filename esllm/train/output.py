@@ -30,7 +30,7 @@ def truncate_log(out_dir: Path, step: int) -> None:
     (out_dir / LOG).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")
 
 
-def plot_losses(out_dir: Path, title: str) -> Path:
+def plot_losses(out_dir: Path, title: str, exported_step: int | None = None) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -44,6 +44,8 @@ def plot_losses(out_dir: Path, title: str) -> Path:
         ax.plot(*zip(*tr), label="entrenamiento", color="#1f77b4", alpha=0.8)
     if ev:
         ax.plot(*zip(*ev), "o-", label="validación (held-out)", color="#d62728")
+    if exported_step is not None:
+        ax.axvline(exported_step, color="#2ca02c", linestyle="--", label=f"exportado (paso {exported_step})")
     ax.set_xlabel("paso del optimizador")
     ax.set_ylabel("pérdida (entropía cruzada por token)")
     ax.set_title(title)
@@ -72,6 +74,7 @@ def write_card(out_dir: Path, meta: dict[str, Any]) -> None:
         f"- Entrenamiento: {meta['steps']} pasos, {meta['epochs_done']:.2f} épocas, {meta['wall_seconds']:.0f} s en {meta['device']} ({meta['optimizer']})",
         f"- Pérdida final: entrenamiento {meta['final_train_loss']:.4f}, validación {meta['final_eval_loss']:.4f} "
         f"(modelo base sin adaptador: {meta.get('base_eval_loss', float('nan')):.4f})",
+        *([f"- Pesos exportados: paso {meta['exported_step']} — {meta['export_reason']}"] if meta.get("export_reason") else []),
         "",
         "![pérdida](loss.png)",
         "",

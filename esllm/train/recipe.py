@@ -58,6 +58,12 @@ class TrainingSpec(_S):
     eval_every: int = Field(50, ge=1, description="optimizer steps between held-out evaluations")
     save_every: int = Field(50, ge=1, description="optimizer steps between checkpoints")
     max_steps: Optional[int] = Field(None, ge=1, description="stop early (smoke tests)")
+    # Early stopping and the exported weights: every `eval_every` steps the held-out loss is measured;
+    # the best weights so far are kept; `patience` evaluations without an improvement larger than
+    # `min_delta` end the run; `export: best` writes the best weights, `last` the last step's.
+    patience: Optional[int] = Field(None, ge=1, description="evaluations without improvement before stopping (none: never stop early)")
+    min_delta: float = Field(0.0, ge=0.0, description="an eval loss must fall by more than this to count as better")
+    export: Literal["best", "last"] = Field("best", description="write the weights with the best eval loss, or the last step's")
     threads: Optional[int] = Field(None, ge=1, description="torch CPU threads")
 
 

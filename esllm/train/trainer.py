@@ -44,6 +44,8 @@ class TrainResult:
     final_train_loss: float
     final_eval_loss: float
     interrupted: bool = False
+    exported_step: Optional[int] = None
+    stopped_early: bool = False
 
 
 def base_fingerprint(path: str, source_sha: Optional[str]) -> str:
@@ -67,6 +69,59 @@ def _latest_checkpoint(out_dir: Path) -> Optional[Path]:
     ck = sorted((out_dir / CKPT_DIR).glob("step-*")) if (out_dir / CKPT_DIR).is_dir() else []
     ck = [c for c in ck if (c / "state.json").is_file()]
     return ck[-1] if ck else None
+
+
+class BestKeeper:
+    """Early stopping: the best held-out loss so far, its weights on disk, evaluations since it.
+
+    The best weights live in `checkpoints/best-step-N/`; a regular checkpoint's state records the best
+    it knew, so a resume restores the same best and count. Best folders no checkpoint refers to are pruned.
+    """
+
+    def __init__(self, ckpt_root: Path, patience: Optional[int], min_delta: float):
+        self.root, self.patience, self.min_delta = ckpt_root, patience, min_delta
+        self.step: Optional[int] = None
+        self.loss = float("inf")
+        self.bad = 0
+
+    def state(self) -> dict:
+        return {"step": self.step, "loss": self.loss if self.step is not None else None, "bad": self.bad}
+
+    def restore(self, state: Optional[dict]) -> None:
+        if state and state.get("step") is not None:
+            self.step, self.loss, self.bad = state["step"], state["loss"], state["bad"]
+
+    def folder(self, step: Optional[int] = None) -> Path:
+        return self.root / f"best-step-{(self.step if step is None else step):06d}"
+
+    def update(self, step: int, loss: float, save: Callable[[Path], None]) -> bool:
+        """Record an evaluation; True when the run should stop (patience exhausted)."""
+        if loss < self.loss - self.min_delta:
+            self.step, self.loss, self.bad = step, loss, 0
+            d = self.folder()
+            shutil.rmtree(d, ignore_errors=True)
+            save(d)
+            self.prune()
+        else:
+            self.bad += 1
+        return bool(self.patience) and self.bad >= self.patience
+
+    def prune(self) -> None:
+        keep = {self.step}
+        for ck in self.root.glob("step-*"):
+            if (ck / "state.json").is_file():
+                keep.add((json.loads((ck / "state.json").read_text()).get("best") or {}).get("step"))
+        for d in self.root.glob("best-step-*"):
+            if int(d.name.rsplit("-", 1)[1]) not in keep:
+                shutil.rmtree(d, ignore_errors=True)
+
+    def reason(self, last_step: int, stopped: bool, export: str) -> str:
+        if export == "last" or self.step is None:
+            why = "export: last" if export == "last" else "sin evaluaciones de validación"
+            return f"último paso ({last_step}): {why}"
+        tail = (f"parada temprana en el paso {last_step} tras {self.bad} evaluaciones sin mejora (paciencia {self.patience})"
+                if stopped else f"entrenamiento completo hasta el paso {last_step}")
+        return f"mejor pérdida de validación ({self.loss:.4f}) en el paso {self.step}; {tail}"
 
 
 def answer_loss(model, batch: dict) -> tuple[torch.Tensor, int]:
@@ -200,12 +255,14 @@ def train(recipe: Recipe, *, root: Path = Path("."), resume: bool = False,
     sched = _scheduler(recipe, opt, total_steps)
     step = 0
     out_dir.mkdir(parents=True, exist_ok=True)
+    best = BestKeeper(out_dir / CKPT_DIR, t.patience, t.min_delta)
     if ckpt is not None:
         set_peft_model_state_dict(model, load_file(str(ckpt / "adapter_model.safetensors")))
         opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
         sched.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
         state = json.loads((ckpt / "state.json").read_text())
         step = state["step"]
+        best.restore(state.get("best"))
         torch.set_rng_state(torch.load(ckpt / "rng.pt", weights_only=True))
         O.truncate_log(out_dir, step)
         say(f"Reanudando desde {ckpt.name} (paso {step} de {total_steps})")
@@ -233,11 +290,12 @@ def train(recipe: Recipe, *, root: Path = Path("."), resume: bool = False,
         torch.save(opt.state_dict(), tmp / "optimizer.pt")
         torch.save(sched.state_dict(), tmp / "scheduler.pt")
         torch.save(torch.get_rng_state(), tmp / "rng.pt")
-        (tmp / "state.json").write_text(json.dumps({"step": step, "total_steps": total_steps}))
+        (tmp / "state.json").write_text(json.dumps({"step": step, "total_steps": total_steps, "best": best.state()}))
         shutil.rmtree(d, ignore_errors=True)
         tmp.rename(d)
         for old in sorted((out_dir / CKPT_DIR).glob("step-*"))[:-2]:  # keep the last two
             shutil.rmtree(old, ignore_errors=True)
+        best.prune()
         return d
 
     from tqdm.auto import tqdm
@@ -246,9 +304,9 @@ def train(recipe: Recipe, *, root: Path = Path("."), resume: bool = False,
     model.train()
     it = micro_batches(step * t.grad_accum)
     last_loss, last_eval = float("nan"), float("nan")
-    interrupted = False
+    interrupted = stopped = False
     try:
-        while step < total_steps:
+        while step < total_steps and not stopped:
             micro = [next(it)[1] for _ in range(t.grad_accum)]
             n_tokens = sum(sum(1 for x in ex.labels[1:] if x != D.IGNORE) for mb in micro for ex in mb)
             acc_loss = 0.0
@@ -269,10 +327,12 @@ def train(recipe: Recipe, *, root: Path = Path("."), resume: bool = False,
                 if eval_tok:
                     last_eval = eval_loss(model, eval_tok, tok.pad_token_id, t.batch_size)
                     rec["eval_loss"] = round(last_eval, 5)
+                    stopped = best.update(step, last_eval, model.save_pretrained)
+                    rec["best_step"] = best.step
             O.append_log(out_dir, rec)
             bar.set_postfix(loss=f"{acc_loss:.3f}", eval=f"{last_eval:.3f}")
             bar.update(1)
-            if step % t.save_every == 0 and step < total_steps:
+            if step % t.save_every == 0 and step < total_steps and not stopped:
                 save_checkpoint()
     except KeyboardInterrupt:
         interrupted = True
@@ -282,7 +342,17 @@ def train(recipe: Recipe, *, root: Path = Path("."), resume: bool = False,
         return TrainResult(out_dir, step, last_loss, last_eval, interrupted=True)
     bar.close()
 
-    # ---- output
+    # ---- output: the best weights by held-out loss (or the last step's), and why
+    last_step, last_train_eval = step, last_eval
+    exported = step
+    if t.export == "best" and best.step is not None and best.step != step:
+        set_peft_model_state_dict(model, load_file(str(best.folder() / "adapter_model.safetensors")))
+        exported, last_eval = best.step, best.loss
+        last_loss = next((r["loss"] for r in O.read_log(out_dir) if r.get("step") == best.step), last_loss)
+    elif t.export == "best" and best.step is not None:
+        last_eval = best.loss
+    reason = best.reason(last_step, stopped, t.export)
+    say(f"Se exportan los pesos del paso {exported}: {reason}")
     model.save_pretrained(out_dir)  # adapter_config.json + adapter_model.safetensors
     recipe_dict = json.loads(recipe.model_dump_json())
     meta = {
@@ -300,6 +370,10 @@ def train(recipe: Recipe, *, root: Path = Path("."), resume: bool = False,
         "eval_examples_dropped": eval_dropped,
         "steps": step,
         "epochs_done": step / steps_per_epoch,
+        "exported_step": exported,
+        "export_reason": reason,
+        "stopped_early": stopped,
+        "last_step_eval_loss": last_train_eval,
         "final_train_loss": last_loss,
         "final_eval_loss": last_eval,
         "base_eval_loss": base_eval,
@@ -310,9 +384,9 @@ def train(recipe: Recipe, *, root: Path = Path("."), resume: bool = False,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     O.write_meta(out_dir, meta)
-    O.plot_losses(out_dir, f"{out_dir.name}: pérdida por paso")
+    O.plot_losses(out_dir, f"{out_dir.name}: pérdida por paso", exported)
     O.write_card(out_dir, meta)
     shutil.rmtree(out_dir / CKPT_DIR, ignore_errors=True)
-    say(f"Adaptador guardado en {out_dir} ({step} pasos, pérdida {last_loss:.4f}, validación {last_eval:.4f}, "
-        f"base {base_eval:.4f}, {meta['wall_seconds']:.0f} s)")
-    return TrainResult(out_dir, step, last_loss, last_eval, interrupted)
+    say(f"Adaptador guardado en {out_dir} ({step} pasos, exportado el paso {exported}, pérdida {last_loss:.4f}, "
+        f"validación {last_eval:.4f}, base {base_eval:.4f}, {meta['wall_seconds']:.0f} s)")
+    return TrainResult(out_dir, step, last_loss, last_eval, interrupted, exported_step=exported, stopped_early=stopped)
