@@ -78,16 +78,19 @@ class FakeEngine:
     batch runs), the call counts every request. `generate` and `stream` return the real GenerationResult and
     StreamEvent (the text in two pieces); `contestant` refuses like the real Engine; the base is
     FakeEngine.BASE and the template alpaca-es. Enough of the rest (describe, adapter_card, refresh, the
-    errors dicts, config.limits) for the UI handlers.
+    errors dicts, config.limits) for the UI handlers. `preset`: every contestant's (a sampling one by default, so
+    batch runs of N attempts are not refused as identical); `params`: their config overrides (`overrides`).
     """
 
     BASE = "bundled:falso"
 
     def __init__(self, names=("modelo-a", "modelo-b"), reply: Optional[Callable[[str, list], str]] = None, *,
-                 unavailable=(), max_prompt_chars: int = 4000, max_new_tokens: int = 256):
-        self.reply, self.calls = reply, []
+                 unavailable=(), max_prompt_chars: int = 4000, max_new_tokens: int = 256, preset: str = "top-k",
+                 params: Optional[dict] = None):
+        self.reply, self.calls, self.preset = reply, [], preset
         self.code = {n: f"r{i}" for i, n in enumerate(names)}
-        self.contestants = {n: SimpleNamespace(name=n, model_key="m", adapter=None, preset="greedy",
+        self.contestants = {n: SimpleNamespace(name=n, model_key="m", adapter=None, preset=preset,
+                                               overrides=dict(params or {}),
                                                template=SimpleNamespace(name="alpaca-es"),
                                                available=n not in unavailable,
                                                reason="apagado" if n in unavailable else "")
@@ -115,7 +118,7 @@ class FakeEngine:
     def hashes(self, name) -> dict:
         self.contestant(name)
         return {"contestant": name, "base": self.BASE, "base_sha256": "b" * 64, "adapter": None,
-                "adapter_sha256": None, "template": "alpaca-es", "preset": "greedy"}
+                "adapter_sha256": None, "template": "alpaca-es", "preset": self.preset}
 
     def describe(self, name) -> dict:
         self.contestant(name)
@@ -139,7 +142,7 @@ class FakeEngine:
         else:
             text = f"{self.code[name]}#{(overrides or {}).get('seed')}#{len(self.calls)}"
         return GenerationResult(text=text, contestant=name, base=self.BASE, adapter=None, template="alpaca-es",
-                                params={"preset": preset or "greedy", **(overrides or {})}, prompt_tokens=5,
+                                params={"preset": preset or self.preset, **(overrides or {})}, prompt_tokens=5,
                                 new_tokens=3, latency_s=0.1, first_token_s=0.05, finish_reason="eos")
 
     def generate(self, name, messages, preset=None, overrides=None):

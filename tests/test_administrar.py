@@ -38,8 +38,9 @@ BAD_JSONL = '\n'.join([
 
 
 def _contestants(adapters=(None, "a1", "a2")):
-    return [{"name": n, "model": "llama", "preset": "greedy", **({"adapter": a} if a else {})}
-            for n, a in zip(NAMES, adapters)]
+    # greedy is deterministic: attempts 2..N of a batch sample (top-k, seed = attempt), else they are refused
+    return [{"name": n, "model": "llama", "preset": "greedy", "vary_attempts": [{"preset": "top-k"}],
+             **({"adapter": a} if a else {})} for n, a in zip(NAMES, adapters)]
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,10 @@ def register(sub) -> None:
     g.add_argument("--set", required=True, help="prompt set name (bundled: general, tributario-ec)")
     g.add_argument("--contestants", nargs="*", default=None, help="default: every available contestant")
     g.add_argument("--attempts", type=int, default=3)
+    g.add_argument("--vary", nargs="+", default=None, metavar="PRESET[:k=v,…]",
+                   help="how attempts 2..N differ in this run, in turn, seed = attempt number: e.g. --vary top-p, or "
+                        "--vary top-k:temperature=0.8 beam (default: each contestant's vary_attempts in the config; "
+                        "a deterministic preset with --attempts > 1 and no variation is refused)")
     g.add_argument("--max-new-tokens", type=int, default=None)
     g.add_argument("--config", default=None)
     g.set_defaults(func=cmd_generate)
@@ -55,8 +59,10 @@ def register(sub) -> None:
 
 def cmd_generate(args) -> int:
     from esllm.study.answers import generate_answers
+    from esllm.study.attempts import parse_vary
     from esllm.study.prompts import ensure_bundled_sets
 
+    vary = parse_vary(" ".join(args.vary or []))  # a malformed --vary fails before the models load
     Session = open_store()
     with Session() as s:
         ensure_bundled_sets(s)
@@ -64,8 +70,8 @@ def cmd_generate(args) -> int:
     engine = start_engine(args.config, progress=print)
     names = args.contestants or engine.available()  # an unknown name is an error of its own answers
     bar, progress = progress_bar("respuesta")
-    rep = generate_answers(Session, engine, args.set, names, args.attempts, max_new_tokens=args.max_new_tokens,
-                           progress=progress)
+    rep = generate_answers(Session, engine, args.set, names, args.attempts, vary=vary,
+                           max_new_tokens=args.max_new_tokens, progress=progress)
     bar.close()
     print(f"{rep.generated} generadas, {rep.skipped} ya estaban, {len(rep.errors)} errores (de {rep.total})")
     for e in rep.errors[:20]:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from esllm import EsllmError
-from esllm.engine.presets import PRESETS
+from esllm.engine.presets import PRESETS, check_settings
 from esllm.engine.templates import TEMPLATES
 from esllm.paths import DEFAULT_CONFIG
 
@@ -51,12 +51,40 @@ class ModelSpec(_Strict):
     _template = field_validator("template")(known_template)
 
 
+def _checked_settings(preset: str, params: dict[str, Any]) -> None:
+    """ValueError (for pydantic's message) if the preset and its overrides are not valid generation settings."""
+    try:
+        check_settings(preset, params)
+    except EsllmError as e:
+        raise ValueError(f"params: {e}") from None
+
+
+class AttemptSetting(_Strict):
+    """How one of the attempts 2..N of a batch run is generated: a preset and its overrides."""
+
+    preset: str
+    params: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _valid(self) -> "AttemptSetting":
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
+        _checked_settings(self.preset, self.params)
+        return self
+
+
 class ContestantSpec(_Strict):
     name: str
     model: str = Field(description="key of an entry under `models:`")
     adapter: Optional[str] = Field(None, description="folder name under adapters_dir")
     template: Optional[str] = Field(None, description="default: the adapter's own, else the model's")
     preset: str = "greedy"
+    # This contestant's own values over its preset's (temperature, top_k, top_p, num_beams, penalty_alpha,
+    # max_new_tokens, repetition_penalty): the study tuned each model's settings. Stored with every answer.
+    params: dict[str, Any] = {}
+    # Attempts 2..N of a batch run use these settings in turn, with seed = the attempt number (attempt 1 uses
+    # preset + params). A deterministic preset gives N identical attempts without them, and is refused.
+    vary_attempts: list[AttemptSetting] = []
 
     @field_validator("name")
     @classmethod
@@ -85,6 +113,11 @@ class ContestantSpec(_Strict):
         if v not in PRESETS:
             raise ValueError(f"unknown preset {v!r}; choose one of {sorted(PRESETS)}")
         return v
+
+    @model_validator(mode="after")
+    def _valid_params(self) -> "ContestantSpec":
+        _checked_settings(self.preset, self.params)
+        return self
 
 
 class Limits(_Strict):

@@ -96,6 +96,17 @@ def _checked(v: dict[str, Any], cap: int) -> dict[str, Any]:
     return out
 
 
+def is_deterministic(params: GenParams) -> bool:
+    """Whether two runs with other seeds give the same answer (greedy, beam and contrastive search do)."""
+    return params.strategy != "sample"
+
+
+def check_settings(preset: str, params: Optional[Mapping[str, Any]] = None) -> GenParams:
+    """A preset and its overrides checked as `build` checks them (no server cap): for config files, which say
+    where an error is; EsllmError names the bad value."""
+    return GenParams.build(preset, params, max_new_tokens_cap=10**9)
+
+
 def preset_choices() -> list[tuple[str, str]]:
     """(label, name) pairs for a dropdown."""
     return [(label, name) for name, (label, _) in PRESETS.items()]

@@ -28,6 +28,7 @@ from esllm.store.models import (
     SessionRater,
     User,
 )
+from esllm.study.attempts import identical_groups, same_text_groups
 from esllm.study.prompts import import_prompt_set, parse_prompt_file
 from esllm.study.sessions import check_session_name, create_session, progress
 
@@ -157,16 +158,71 @@ def attempts(s: Session, prompt_id: int, contestant_id: int) -> list[Answer]:
                           .order_by(Answer.attempt)))
 
 
-def coverage(s: Session, set_name: str) -> list[tuple[str, int, int, int]]:
-    """(snapshot label, prompts with a selected answer, prompts in the set, answers stored) per snapshot."""
+def identical_to(answers: Sequence[Answer]) -> dict[int, str]:
+    """attempt -> what it is identical to, in words ("= 1, 3 (mismo texto)", "= 2 (mismos parámetros)"), for the
+    attempts that share their text or their generation settings with another attempt; the others are absent."""
+    out: dict[int, list[str]] = {}
+    for groups, why in ((same_text_groups({a.attempt: a.text for a in answers}), "mismo texto"),
+                        (identical_groups({a.attempt: a.params or {} for a in answers}), "mismos parámetros")):
+        for g in groups:
+            for k in g:
+                out.setdefault(k, []).append(f"= {', '.join(str(x) for x in g if x != k)} ({why})")
+    return {k: "; ".join(v) for k, v in out.items()}
+
+
+def identical_prompts(s: Session, set_id: int, contestant_id: int) -> int:
+    """How many prompts of the set have two or more attempts of this snapshot with the same text."""
+    rows = s.execute(select(Answer.prompt_id, Answer.attempt, Answer.text).join(Prompt, Answer.prompt_id == Prompt.id)
+                     .where(Prompt.set_id == set_id, Answer.contestant_id == contestant_id)).all()
+    by_prompt: dict[int, dict[int, str]] = {}
+    for pid, attempt, text in rows:
+        by_prompt.setdefault(pid, {})[attempt] = text
+    return sum(1 for texts in by_prompt.values() if same_text_groups(texts))
+
+
+def series_problems(s: Session, set_id: int, contestant_id: int, series: Optional[str] = None) -> list[str]:
+    """Where a contextual series' selected answers do not follow one history (Spanish, one line each).
+
+    Turn t of attempt a was generated after attempt a of the earlier turns (esllm/study/answers.py): if the
+    answer chosen for an earlier turn is another attempt, raters would read earlier turns the model never saw."""
+    q = (select(Prompt.series, Prompt.turn, Answer.attempt).join(Answer, Answer.prompt_id == Prompt.id)
+         .where(Prompt.set_id == set_id, Prompt.series.is_not(None), Answer.contestant_id == contestant_id,
+                Answer.selected))
+    if series is not None:
+        q = q.where(Prompt.series == series)
+    chosen: dict[str, dict[int, int]] = {}
+    for ser, turn, attempt in s.execute(q):
+        chosen.setdefault(ser, {})[turn] = attempt
+    out = []
+    for ser in sorted(chosen):
+        turns = chosen[ser]
+        for t in sorted(turns):
+            earlier = {u: turns[u] for u in sorted(turns) if u < t and turns[u] != turns[t]}
+            if earlier:
+                seen = ", ".join(f"turno {u}: intento {a}" for u, a in earlier.items())
+                out.append(f"Serie {ser!r}, turno {t}: el intento {turns[t]} elegido se generó tras el intento "
+                           f"{turns[t]} de los turnos anteriores, pero los evaluadores verían otra historia ({seen}). "
+                           f"Elija el mismo intento en toda la serie o regenere los turnos siguientes.")
+    return out
+
+
+def coverage(s: Session, set_name: str) -> list[tuple[str, int, int, int, int]]:
+    """(snapshot label, prompts with a selected answer, prompts in the set, answers stored, prompts with identical
+    attempts) per snapshot."""
     ps = get_set(s, set_name)
     n = s.scalar(select(func.count()).select_from(Prompt).where(Prompt.set_id == ps.id)) or 0
     out = []
     for label, cid in snapshots_with_answers(s, set_name):
         stored = s.scalar(select(func.count()).select_from(Answer).join(Prompt, Answer.prompt_id == Prompt.id)
                           .where(Prompt.set_id == ps.id, Answer.contestant_id == cid)) or 0
-        out.append((label, _selected_count(s, ps.id, cid), n, stored))
+        out.append((label, _selected_count(s, ps.id, cid), n, stored, identical_prompts(s, ps.id, cid)))
     return out
+
+
+def prompt_series_problems(s: Session, prompt_id: int, contestant_id: int) -> list[str]:
+    """`series_problems` of the series a prompt belongs to (none for a standalone prompt)."""
+    p = s.get(Prompt, prompt_id)
+    return [] if p is None or p.series is None else series_problems(s, p.set_id, contestant_id, p.series)
 
 
 @dataclass(frozen=True)
@@ -195,5 +251,11 @@ def create_named_session(s: Session, *, name: str, set_name: str, contestants: S
     """A session over contestant *names* (each its latest complete snapshot, see `resolve_contestants`)."""
     name = check_session_name(name)  # the cheap check first
     snaps = resolve_contestants(s, set_name, [n for n in contestants if n])
+    set_id = get_set(s, set_name).id
+    problems = [f"{c.name}: {p}" for c in snaps for p in series_problems(s, set_id, c.id)]
+    if problems:
+        raise EsllmError("Las respuestas elegidas de una serie contextual no siguen una misma historia:\n"
+                         + "\n".join(f"  - {p}" for p in problems[:10])
+                         + (f"\n  … y {len(problems) - 10} más" if len(problems) > 10 else ""))
     return create_session(s, name=name, prompt_set=set_name, contestant_ids=[c.id for c in snaps], raters=list(raters),
                           k=k, rubric_mode=mode, created_by=created_by, rng=rng or random.Random())

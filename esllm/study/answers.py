@@ -7,7 +7,12 @@ Resumable: an (prompt, contestant snapshot, attempt) already stored is skipped, 
 goes on where it stopped. A contextual turn is generated with the same contestant's own earlier
 answers (same attempt) as history. The first attempt of each prompt and contestant is marked
 selected; an admin may pick another (`select_attempt`). Each stored contestant is a snapshot (base,
-adapter + sha256, template, preset), so retraining an adapter makes a new contestant, never mixes.
+adapter + sha256, template, preset and its own params from the config), so retraining an adapter or
+changing its settings makes a new contestant, never mixes.
+
+How attempts 2..N differ is planned by esllm/study/attempts.py (the batch's `vary`, else the contestant's
+`vary_attempts`); a plan with identical attempts (a deterministic preset, N > 1, no variation) is refused
+before anything is generated. Each answer stores the exact parameters it was generated with.
 """
 
 from __future__ import annotations
@@ -22,18 +27,47 @@ from sqlalchemy.orm import Session
 from esllm import EsllmError
 from esllm.engine.presets import PRESETS
 from esllm.store.models import Answer, ContestantSnapshot, PromptSet, get_or_create_contestant
+from esllm.study.attempts import PlannedAttempt, Setting, plan_attempts
 from esllm.study.prompts import ordered_prompts
 
 
+def own_params(c) -> dict:
+    """A loaded contestant's own generation values: its preset's kwargs with the config's `params` over them."""
+    return {**PRESETS[c.preset][1], **(getattr(c, "overrides", None) or {})}
+
+
 def snapshot(session: Session, engine, name: str) -> ContestantSnapshot:
-    """The stored snapshot of an engine contestant as it is loaded now."""
+    """The stored snapshot of an engine contestant as it is loaded now (params: preset + the config's params)."""
     c = engine.contestant(name)  # raises if unavailable
     base = engine.bases[c.model_key]
     info = engine.adapters.get(c.adapter) if c.adapter else None
     return get_or_create_contestant(
         session, name=c.name, base=base.spec.source, template=c.template.name if c.template else base.spec.template,
-        preset=c.preset, params=dict(PRESETS[c.preset][1]), adapter=c.adapter,
+        preset=c.preset, params=own_params(c), adapter=c.adapter,
         adapter_sha256=info.sha256 if info else None)
+
+
+def contestant_vary(engine, name: str) -> list[Setting]:
+    """The config's `vary_attempts` of a contestant (one found in the adapters folder takes those of the first
+    contestant listed on its base, as it takes its preset)."""
+    specs = list(getattr(getattr(engine, "config", None), "contestants", None) or [])
+    spec = next((x for x in specs if x.name == name), None)
+    if spec is None:
+        c = engine.contestants.get(name) if hasattr(engine, "contestants") else None
+        spec = next((x for x in specs if c is not None and x.model == c.model_key), None)
+    return [(v.preset, dict(v.params)) for v in (spec.vary_attempts if spec else [])]
+
+
+def plan_for(engine, name: str, attempts: int, vary: Optional[Sequence[Setting]] = None,
+             max_new_tokens: Optional[int] = None) -> list[PlannedAttempt]:
+    """The attempts of one contestant (the batch's `vary` wins over its own); EsllmError if they would be the same."""
+    c = engine.contestant(name)
+    settings = list(vary) if vary else contestant_vary(engine, name)
+    try:
+        return plan_attempts(c.preset, getattr(c, "overrides", None) or {}, settings, attempts,
+                             cap=engine.config.limits.max_new_tokens, max_new_tokens=max_new_tokens)
+    except EsllmError as e:
+        raise EsllmError(f"{name}: {e}") from None
 
 
 @dataclass
@@ -51,12 +85,14 @@ def generate_answers(
     contestants: Sequence[str],
     attempts: int = 3,
     *,
+    vary: Optional[Sequence[Setting]] = None,
     max_new_tokens: Optional[int] = None,
     progress: Callable[[int, int, str], None] = lambda done, total, msg: None,
     stop: Optional[threading.Event] = None,
 ) -> BatchReport:
-    if attempts < 1 or attempts > 20:
-        raise EsllmError("El número de intentos debe estar entre 1 y 20.")
+    """Generate (or skip, when stored) every answer of the set for `contestants` × `attempts`; `vary` = how
+    attempts 2..N differ for this run (default: each contestant's `vary_attempts`)."""
+    plans = {name: plan_for(engine, name, attempts, vary, max_new_tokens) for name in contestants}  # refuse early
     rep = BatchReport()
     with sessionmaker() as s:
         ps = s.scalars(select(PromptSet).where(PromptSet.name == set_name)).first()
@@ -70,7 +106,8 @@ def generate_answers(
     done = 0
     for name in contestants:
         cid = snap_ids[name]
-        for attempt in range(1, attempts + 1):
+        for plan in plans[name]:
+            attempt = plan.attempt
             history: dict[str, list[dict[str, str]]] = {}  # series -> this contestant's conversation so far
             for pid, series, _turn, text in prompt_ids:
                 if stop is not None and stop.is_set():
@@ -84,11 +121,8 @@ def generate_answers(
                         rep.skipped += 1
                         answer_text = existing.text
                     else:
-                        overrides = {"seed": attempt}  # sampling presets differ per attempt, reproducibly
-                        if max_new_tokens:
-                            overrides["max_new_tokens"] = max_new_tokens
                         try:
-                            res = engine.generate(name, msgs, overrides=overrides)
+                            res = engine.generate(name, msgs, preset=plan.preset, overrides=dict(plan.overrides))
                         except EsllmError as e:
                             rep.errors.append(f"{name} / prompt {pid} / intento {attempt}: {e}")
                             done += 1

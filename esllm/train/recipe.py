@@ -72,6 +72,9 @@ class OutputSpec(_S):
     template: str = "alpaca-es"
     description: str = ""
     limits: str = ""
+    # The base's public name written as base_model_name_or_path (default: the bundled model's Hub id,
+    # a hub source as given, or a local folder's config/_name_or_path or folder name; never a path).
+    base_model_name: str = ""
 
     _template = field_validator("template")(known_template)
 

@@ -32,6 +32,7 @@ from esllm.engine.templates import get_template
 from esllm.paths import file_sha256
 from esllm.train import data as D
 from esllm.train import output as O
+from esllm.train import portable as P
 from esllm.train.recipe import Recipe
 
 CKPT_DIR = "checkpoints"
@@ -354,6 +355,8 @@ def train(recipe: Recipe, *, root: Path = Path("."), resume: bool = False,
     reason = best.reason(last_step, stopped, t.export)
     say(f"Se exportan los pesos del paso {exported}: {reason}")
     model.save_pretrained(out_dir)  # adapter_config.json + adapter_model.safetensors
+    public_base = P.public_base_name(recipe.model.source, recipe.output.base_model_name)
+    P.write_portable(out_dir, tok, template, public_base)  # chat_template.jinja, tokenizer, generation_config.json
     recipe_dict = json.loads(recipe.model_dump_json())
     meta = {
         "template": template.name,
@@ -361,6 +364,7 @@ def train(recipe: Recipe, *, root: Path = Path("."), resume: bool = False,
         "description": recipe.output.description,
         "limits": recipe.output.limits,
         "base_source": recipe.model.source,
+        "base_model": public_base,
         "base_fingerprint": base_fingerprint(base.path, base.source_sha256),
         "recipe": recipe_dict,
         "dataset_sha256": file_sha256(data_path),

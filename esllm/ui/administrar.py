@@ -18,13 +18,15 @@ from sqlalchemy.exc import IntegrityError
 from esllm import EsllmError
 from esllm.study import admin
 from esllm.study.answers import generate_answers, select_attempt
+from esllm.study.attempts import parse_vary
 from esllm.study.prompts import MAX_FILE_BYTES, MAX_ROWS, ensure_bundled_sets
 from esllm.study.sessions import SESSION_NAME_MAX
 from esllm.ui.context import AppContext, Caller, bind, handler
 
 SESSION_HEADERS = ["sesión", "conjunto", "modo", "k", "estado", "concursantes", "progreso (hechos/total)"]
-ATTEMPT_HEADERS = ["intento", "elegido", "tokens", "latencia (s)", "EOS", "texto"]
-COVERAGE_HEADERS = ["concursante", "prompts con respuesta elegida", "prompts del conjunto", "respuestas guardadas"]
+ATTEMPT_HEADERS = ["intento", "elegido", "tokens", "latencia (s)", "EOS", "texto", "idéntico a", "parámetros"]
+COVERAGE_HEADERS = ["concursante", "prompts con respuesta elegida", "prompts del conjunto", "respuestas guardadas",
+                    "prompts con intentos idénticos"]
 NOT_ADMIN = "«Administrar» es solo para administradores."
 N_SET_DROPDOWNS = 3  # the prompt-set dropdowns of «Respuestas en lote», «Intentos» and «Sesiones»
 
@@ -56,8 +58,17 @@ def _set_updates(s, keep: Any = None) -> list:
 
 
 def _attempts_rows(s, contestant_id: int, prompt_id: int) -> list[list[Any]]:
+    answers = admin.attempts(s, prompt_id, contestant_id)
+    same = admin.identical_to(answers)
     return [[a.attempt, "✓" if a.selected else "", a.new_tokens, round(a.latency_s, 2),
-             "sí" if a.ended_on_eos else "no", a.text] for a in admin.attempts(s, prompt_id, contestant_id)]
+             "sí" if a.ended_on_eos else "no", a.text, same.get(a.attempt, ""), _params_text(a.params)]
+            for a in answers]
+
+
+def _params_text(params: Any) -> str:
+    keys = ("preset", "temperature", "top_k", "top_p", "num_beams", "penalty_alpha", "repetition_penalty",
+            "max_new_tokens", "seed")
+    return " ".join(f"{k}={params[k]}" for k in keys if isinstance(params, dict) and k in params)
 
 
 def _sessions_choice(opened: list[str], value: Any = None):
@@ -66,9 +77,10 @@ def _sessions_choice(opened: list[str], value: Any = None):
 
 # ---------------------------------------------------------------------------------------------- answers in batch
 @handler("admin")
-def generate(ctx: AppContext, set_name: Any, names: Any, attempts: Any, max_tokens: Any, request: gr.Request,
-             progress=gr.Progress()):
-    """«Generar» (/lote_generar): answers for the set, resumable; (summary markdown, coverage table)."""
+def generate(ctx: AppContext, set_name: Any, names: Any, attempts: Any, max_tokens: Any, vary: Any = "",
+             request: gr.Request = None, progress=gr.Progress()):
+    """«Generar» (/lote_generar): answers for the set, resumable; (summary markdown, coverage table).
+    `vary`: how attempts 2..N differ in this run (esllm/study/attempts.parse_vary; empty: each contestant's own)."""
     if not set_name:
         raise EsllmError("Elija un conjunto de prompts.")
     names = [n for n in (names or []) if n]
@@ -83,7 +95,8 @@ def generate(ctx: AppContext, set_name: Any, names: Any, attempts: Any, max_toke
     if tokens < 0:
         raise EsllmError("Máx. tokens nuevos: 0 (los del preset) o un número positivo.")
     rep = generate_answers(ctx.sessionmaker, ctx.engine, set_name, names, _ids(attempts, "los intentos"),
-                           max_new_tokens=tokens or None, progress=report, stop=stop)
+                           vary=parse_vary(vary if isinstance(vary, str) else ""), max_new_tokens=tokens or None,
+                           progress=report, stop=stop)
     stopped = " **Detenido**: vuelva a pulsar «Generar» para continuar." if stop.is_set() else ""
     lines = [f"**{rep.generated} generadas, {rep.skipped} ya estaban, {len(rep.errors)} errores** "
              f"(de {rep.total}).{stopped}"]
@@ -123,7 +136,10 @@ def choose_attempt(ctx: AppContext, contestant_id: Any, prompt_id: Any, attempt:
     with ctx.transaction() as s:
         select_attempt(s, pid, cid, n)
         rows = _attempts_rows(s, cid, pid)
+        problems = admin.prompt_series_problems(s, pid, cid)
     gr.Info(f"Intento {n} elegido.")
+    for p in problems:  # a contextual series: later turns were written after another history
+        gr.Warning(f"Hay que regenerar o volver a elegir: {p}")
     return rows
 
 
@@ -212,6 +228,9 @@ def build_administrar(ctx: AppContext):
                                       elem_id="lote-concursantes")
                 gen_attempts = gr.Number(3, precision=0, label="Intentos por prompt (1 a 20)")
                 gen_tokens = gr.Number(0, precision=0, label="Máx. tokens nuevos (0 = los del preset)")
+            gen_vary = gr.Textbox("", max_lines=1, elem_id="lote-variar",
+                                  label="Variar intentos 2..N (vacío = lo que dice la configuración de cada concursante)",
+                                  placeholder="p. ej. top-p  ·  top-k:temperature=0.8; beam")
             with gr.Row():
                 gen_go = gr.Button("Generar", variant="primary", elem_id="generar")
                 gen_stop = gr.Button("Detener", variant="stop", elem_id="lote-detener")
@@ -258,7 +277,7 @@ def build_administrar(ctx: AppContext):
             imp_msg = gr.Markdown("")
 
         set_dropdowns = [gen_set, att_set, ses_set]
-        generated = gen_go.click(bind(ctx, generate), [gen_set, gen_who, gen_attempts, gen_tokens],
+        generated = gen_go.click(bind(ctx, generate), [gen_set, gen_who, gen_attempts, gen_tokens, gen_vary],
                                  [gen_summary, gen_cov], api_name="lote_generar", concurrency_limit=1,
                                  concurrency_id="lote")
         gen_stop.click(bind(ctx, stop_generate), None, None, api_name="lote_detener", queue=False)
