@@ -128,7 +128,7 @@ def test_scores_csv_equals_the_stored_scores(study, tmp_path):
     with S() as s:
         paths = ex.write_exports(s, sid, tmp_path / "out")
         assert set(paths) == {"puntuaciones.csv", "tabla.csv", "acuerdo.csv", "respuestas.csv", "dpo.jsonl",
-                              "kto.jsonl"}
+                              "kto.jsonl"} | {f"tabla_estudio{v}.{e}" for v in ("", "_ic") for e in ("csv", "md", "tex")}
         db_rows = s.execute(select(User.name, Prompt.external_id, ContestantSnapshot.name, Score.criterion, Score.value,
                                    Score.label, Assignment.permutation, ContestantSnapshot.id)
                             .join(Assignment, Score.assignment_id == Assignment.id)
@@ -340,7 +340,9 @@ def test_unwritable_folder_and_full_disk_raise_a_clear_error(study, tmp_path, mo
             ex.write_exports(s, sid, out)
     assert (out / "tabla.csv").read_bytes() == before  # the old file is intact
     assert sorted(p.name for p in out.iterdir()) == sorted(["puntuaciones.csv", "tabla.csv", "acuerdo.csv",
-                                                            "respuestas.csv", "dpo.jsonl", "kto.jsonl"])
+                                                            "respuestas.csv", "dpo.jsonl", "kto.jsonl"]
+                                                           + [f"tabla_estudio{v}.{e}" for v in ("", "_ic")
+                                                              for e in ("csv", "md", "tex")])
 
 
 def test_cli_export(study, tmp_path, cli):

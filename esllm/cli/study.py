@@ -48,10 +48,14 @@ def register(sub) -> None:
     scl.add_argument("name")
     scl.set_defaults(func=cmd_sessions_close)
 
-    ex = sub.add_parser("export", help="write a session's results as CSV and JSONL files "
-                                       "(upgrades the database schema first)")
-    ex.add_argument("session", help="session name or id")
+    ex = sub.add_parser("export", help="write a session's results as CSV and JSONL files, and the study's tables as "
+                                       "wide CSV, Markdown and LaTeX (upgrades the database schema first)")
+    ex.add_argument("session", nargs="?", default=None, help="session name or id")
     ex.add_argument("--out", required=True, help="folder for the files (created if missing)")
+    ex.add_argument("--set", dest="set_name", default=None,
+                    help="also the study's table over every session of this prompt set (tabla_conjunto.*)")
+    ex.add_argument("--belebele", choices=["lm-eval", "chat"], default=None,
+                    help="also Table 5 from the stored Belebele runs of this mode (tabla_belebele.*)")
     ex.add_argument("--dpo-threshold", type=float, default=None,
                     help="least difference of mean general scores for a DPO pair (default 1.0)")
     ex.set_defaults(func=cmd_export)
@@ -131,12 +135,45 @@ def cmd_sessions_close(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from esllm import EsllmError
+    from esllm.study import tables
     from esllm.study.export import DPO_THRESHOLD, write_exports
 
+    if not (args.session or args.set_name or args.belebele):
+        raise EsllmError("Indique una sesión, --set CONJUNTO o --belebele MODO.")
     threshold = DPO_THRESHOLD if args.dpo_threshold is None else args.dpo_threshold
+    out = Path(args.out)
     with open_store()() as s:
-        paths = write_exports(s, args.session, args.out, dpo_threshold=threshold)
+        paths = write_exports(s, args.session, out, dpo_threshold=threshold) if args.session else {}
+        if args.set_name or args.belebele:
+            out.mkdir(parents=True, exist_ok=True)
+        if args.set_name:
+            paths.update(tables.write_table(set_grid(s, args.set_name), out, "tabla_conjunto"))
+        if args.belebele:
+            from esllm.evals.belebele_table import belebele_grid
+
+            grid = belebele_grid(s, args.belebele)
+            paths.update(tables.write_table(grid, out, "tabla_belebele"))
+            print(tables.to_markdown(grid))
     print(f"Archivos escritos en {Path(args.out).resolve()}:")
     for path in paths.values():
         print(f"  {path}")
     return 0
+
+
+def set_grid(s, set_name: str):
+    """The study's plain table over every session of a prompt set (humans only)."""
+    from sqlalchemy import select
+
+    from esllm import EsllmError
+    from esllm.store.models import PromptSet
+    from esllm.study import tables
+    from esllm.study.export import set_labels_and_order
+    from esllm.study.results import prompt_set_scores_frame
+
+    df = prompt_set_scores_frame(s, set_name)
+    if df.empty:
+        raise EsllmError(f"El conjunto {set_name!r} aún no tiene puntuaciones.")
+    ps = s.scalars(select(PromptSet).where(PromptSet.name == set_name)).one()
+    labels, order = set_labels_and_order(s, ps.id)
+    return tables.plain_table(df, labels=labels, order=order, title=set_name)

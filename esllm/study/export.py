@@ -18,6 +18,11 @@ Files:
 - dpo.jsonl         preference pairs from score differences (see `dpo_pairs`), TRL's conversational format.
 - kto.jsonl         every thumbs up/down of Conversar (the whole chat_feedback table, not per session):
                     {"prompt", "completion", "label", "contestant"}; written even when empty.
+- tabla_estudio.{csv,md,tex}     the study's table as the thesis prints it (Tables 4 and 6: category labels of
+                    the set, plain means, two decimals, Promedio = mean of the category means); wide CSV,
+                    Markdown and LaTeX (booktabs). esllm/study/tables.py.
+- tabla_estudio_ic.{csv,md,tex}  the same with the 95% bootstrap CI and n per cell.
+- tabla_juez.{csv,md,tex}        the judge model's scores in the same layout (only when a judge graded it).
 
 CSV files are UTF-8 with a BOM (`utf-8-sig`), so Excel opens accents right; every string cell that starts
 with = + - @ tab or CR gets a leading ' (OWASP's advice against formula injection). JSONL files are
@@ -43,8 +48,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from esllm import EsllmError
-from esllm.store.models import CRITERIA, Answer, Assignment, ChatFeedback, Prompt, RatingSession, Score
-from esllm.study import stats
+from esllm.store.models import CRITERIA, Answer, Assignment, ChatFeedback, Prompt, PromptSet, RatingSession, Score
+from esllm.study import stats, tables
 from esllm.study.prompts import ordered_prompts
 from esllm.study.results import contestant_names, find_session, session_scores_frame  # noqa: F401 (also offered here)
 
@@ -225,4 +230,33 @@ def write_exports(s: Session, session_id: Union[int, str], out_dir: Union[str, P
     paths["respuestas.csv"] = write_csv(out / "respuestas.csv", ANSWER_HEADER, answer_rows(s, rs))
     paths["dpo.jsonl"] = write_jsonl(out / "dpo.jsonl", dpo_pairs(s, df, dpo_threshold) if not df.empty else [])
     paths["kto.jsonl"] = write_jsonl(out / "kto.jsonl", kto_records(s))
+    if not df.empty:
+        for stem, grid in study_grids(s, rs, df, seed=seed, n_boot=n_boot).items():
+            paths.update(tables.write_table(grid, out, stem))
+    judges = session_scores_frame(s, rs.id, who="judges")
+    if not judges.empty:
+        paths.update(tables.write_table(plain_grid(s, rs, judges, title="Juez"), out, "tabla_juez"))
     return paths
+
+
+def set_labels_and_order(s: Session, prompt_set_id: int) -> tuple[dict[str, str], list[str]]:
+    """The category labels of a prompt set (tables.category_labels) and its categories in the set's order."""
+    ps = s.get(PromptSet, prompt_set_id)
+    order = list(dict.fromkeys(p.category for p in ordered_prompts(s, prompt_set_id)))
+    return tables.category_labels(ps.name if ps else None), order
+
+
+def plain_grid(s: Session, rs: RatingSession, df: pd.DataFrame, *, criterion: str = "general",
+               title: str = "") -> tables.Grid:
+    """The study's plain table (Tables 4/6) of a session's score frame."""
+    labels, order = set_labels_and_order(s, rs.prompt_set_id)
+    return tables.plain_table(df, criterion, labels=labels, order=order, title=title or rs.name)
+
+
+def study_grids(s: Session, rs: RatingSession, df: pd.DataFrame, *, criterion: str = "general", seed: int = 0,
+                n_boot: int = 2000) -> dict[str, tables.Grid]:
+    """{"tabla_estudio": plain means, "tabla_estudio_ic": with CIs and n} of a session's human scores."""
+    labels, order = set_labels_and_order(s, rs.prompt_set_id)
+    ci = tables.ci_table(stats.study_table(df, criterion, seed=seed, n_boot=n_boot), labels=labels, order=order,
+                         title=rs.name)
+    return {"tabla_estudio": plain_grid(s, rs, df, criterion=criterion), "tabla_estudio_ic": ci}
