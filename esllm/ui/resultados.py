@@ -1,6 +1,7 @@
 """Tab «Resultados» (admins only): the study's table for a rating session or a whole prompt set, the
 same per aspect in "full" mode, Krippendorff's alpha, a bar chart with CIs, each rater's progress,
-Bradley–Terry ratings from «Comparar» votes, the downloads, and the automatic evaluations (Belebele,
+Bradley–Terry ratings from «Comparar» votes, the downloads, the study's tables as the thesis prints them
+(esllm/ui/resultados_tablas.py), and the automatic evaluations (Belebele,
 judge model, reading-comprehension questions, pictograms: esllm/ui/resultados_belebele.py,
 resultados_juez.py and resultados_tareas.py).
 
@@ -36,6 +37,7 @@ from esllm.ui.context import AppContext, bind, handler
 from esllm.ui.downloads import EXPORT_PREFIX, new_export_dir
 from esllm.ui.resultados_belebele import build_belebele
 from esllm.ui.resultados_juez import build_juez
+from esllm.ui.resultados_tablas import build_tablas
 from esllm.ui.resultados_tareas import build_tareas
 
 SCOPES = ["Sesión", "Conjunto de prompts"]
@@ -204,6 +206,7 @@ def build_resultados(ctx: AppContext):
                              label="Acuerdo entre evaluadores")
         progress = gr.Dataframe(headers=PROGRESS_HEADERS, value=None, interactive=False,
                                 label="Progreso por evaluador")
+        build_tablas(ctx, scope, which)  # Tables 4/5/6 as the thesis prints them, judge vs humans, CSV/MD/LaTeX
         with gr.Accordion("Descargas (CSV, DPO, KTO)", open=True):
             gr.Markdown("Puntuaciones en formato largo, la tabla agregada, el acuerdo, las respuestas con sus "
                         "parámetros, pares DPO y KTO (pulgares de «Conversar»). Solo de una sesión.")
