@@ -96,8 +96,9 @@ def timed_decode(base, n_new: int, prompt: str = PROMPT) -> dict:
         sync(base.device)
         busy0, mine0 = _cpu_seconds()
         t0 = time.perf_counter()
-        out, reason = decode(base.model, tok, ids, params, eos_ids=[], stop_strings=[], should_stop=lambda: False,
-                             on_token=lambda t: first or first.append(time.perf_counter()))
+        out = decode(base.model, tok, ids, params, eos_ids=[], stop_strings=[], should_stop=lambda: False,
+                     on_token=lambda t: first or first.append(time.perf_counter()))
+        reason = "length" if len(out) >= n_new else "stopped"
         sync(base.device)
         latency = time.perf_counter() - t0
         busy1, mine1 = _cpu_seconds()

@@ -190,22 +190,21 @@ def test_base_still_answers_after_its_last_adapter_is_removed(tiny, tmp_path, re
     assert eng.generate("llama-base", PROMPT).text == reference("llama").text
 
 
-def test_activated_gives_each_contestants_own_weights_and_hashes_trace_them(engine):
-    """engine.activated(name) (used by evaluations that score with the model directly) runs the adapter
-    of that contestant, or the base alone; engine.hashes(name) names what it ran on."""
+def test_scoring_uses_each_contestants_own_weights_and_hashes_trace_them(engine, tiny):
+    """engine.next_token_logprobs(name, ...) (what evaluations score with) runs the adapter of that
+    contestant, or the base alone, equal to peft loading that adapter alone; engine.hashes(name) names
+    what it ran on."""
     eng = engine("llama")
-    ids = torch.tensor([[1, 5, 9, 13]])
-    logits = {}
-    for name in ("llama-base", "llama-a1", "llama-a2"):
-        with eng.activated(name) as (model, tok, template):
-            with torch.no_grad():
-                logits[name] = model(input_ids=ids).logits[0, -1].clone()
-            assert template.name == "llama-2"
-    assert not torch.allclose(logits["llama-base"], logits["llama-a1"])
-    assert not torch.allclose(logits["llama-a1"], logits["llama-a2"])
-    with eng.activated("llama-base") as (model, *_):  # the base alone again after an adapter
-        with torch.no_grad():
-            assert torch.allclose(model(input_ids=ids).logits[0, -1], logits["llama-base"])
+    t = tiny("llama")
+    text = "Hola, ¿cómo estás?"
+    logp = {name: eng.next_token_logprobs(name, [text], chat=False)[0][0]
+            for name in ("llama-base", "llama-a1", "llama-a2", "llama-base")}
+    assert abs(logp["llama-base"] - logp["llama-a1"]).max() > 0.05
+    assert abs(logp["llama-a1"] - logp["llama-a2"]).max() > 0.05
+    model, tok = tm.load_with_adapter(t.model_dir, t.adapters_dir / "a2")
+    bos = tok.bos_token if eng.bases["llama"].tok.add_bos else ""  # raw text: BOS only where the tokenizer adds it
+    want = torch.log_softmax(tm.last_logits(model, tok, bos + text), dim=-1)
+    assert abs(logp["llama-a2"] - want.numpy()).max() < 2e-3
     h = eng.hashes("llama-a1")
     assert h["adapter"] == "a1" and len(h["adapter_sha256"]) == 64 and h["base"].endswith("model")
     assert eng.hashes("llama-base")["adapter"] is None

@@ -152,9 +152,10 @@ def test_contrastive_search_matches_uncached_reference(family, engine, tiny):
     eos_ids = [tok.eos_token_id] + [tok.convert_tokens_to_ids(x) for x in template.end_tokens]
     _, p = PRESETS["contrastive"]
     want = tm.contrastive_reference(model, ids, p["top_k"], p["penalty_alpha"], 10, eos_ids)
+    from esllm.engine.backend import HFTok
     from esllm.engine.messages import visible
 
-    assert res.text == visible(tok, want, eos_ids, template, final=True)[0]
+    assert res.text == visible(HFTok(tok), want, eos_ids, template, final=True)[0]
     assert res.new_tokens == len(want)
 
 

@@ -83,7 +83,7 @@ def _pins(lines) -> dict[str, str]:
         line = line.split("#")[0].strip()
         if line and not line.startswith("-r"):
             name, _, version = line.partition("==")
-            out[re.sub(r"[-_.]+", "-", name.lower())] = version
+            out[re.sub(r"[-_.]+", "-", name.lower())] = version.split()[0] if version else version  # options after the pin
     return out
 
 

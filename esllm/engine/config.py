@@ -44,6 +44,10 @@ class ModelSpec(_Strict):
     source: str = Field(description="bundled:gemma-3-270m, a hub id (org/name) or a local folder")
     quantization: Literal["nf4", "int8", "none"] = "nf4"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Who runs it: auto = llama.cpp for a GGUF source on the CPU (the shipped file as it is, no conversion),
+    # transformers + peft otherwise (the study's NF4 path on a GPU). `quantization` applies to transformers only:
+    # llama.cpp uses the GGUF file's own quantisation.
+    backend: Literal["auto", "llama.cpp", "transformers"] = "auto"
     template: str = "alpaca-es"
     # Other names an adapter's adapter_config.json may use for this base (base_model_name_or_path).
     aliases: list[str] = []
@@ -137,6 +141,8 @@ class AppConfig(_Strict):
     adapters_dir: str = "adapters"
     # Show every adapter folder found under adapters_dir as a contestant of its base, not only those listed.
     auto_contestants: bool = True
+    # The contestant «Conversar» starts with (one listed under contestants:); none: the first available.
+    chat_default: Optional[str] = None
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "AppConfig":
@@ -154,6 +160,8 @@ class AppConfig(_Strict):
             if c.name in seen:
                 raise ValueError(f"contestants[{i}]: the name {c.name!r} is used twice; names must be unique")
             seen.add(c.name)
+        if self.chat_default is not None and self.chat_default not in seen:
+            raise ValueError(f"chat_default: {self.chat_default!r} is not a contestant; use one of {sorted(seen)}")
         return self
 
     def resolve_adapters_dir(self, base: Path) -> Path:

@@ -5,10 +5,12 @@
     for ev in engine.stream("gemma-base", [{"role": "user", "content": "Hola"}]):
         print(ev.text)                  # the answer so far; the last event has ev.result
 
-Switching contestants never reloads a base: every adapter is loaded once with `load_adapter` and
-selected with `set_adapter`; the base alone runs under `disable_adapter()`. `set_adapter` is
-global state of the model, so each generation holds its base's lock from activation to the last
-token: two users on two adapters of one base take turns and each always gets their own adapter.
+Each base is one backend (esllm/engine/backend.py): llama.cpp on a GGUF file on the CPU, transformers +
+peft otherwise. Switching contestants never reloads a base: every adapter is loaded once and named in
+each call. A backend holds one model's state, so each generation holds its base's lock from the first
+to the last token: two users on two adapters of one base take turns and each always gets their own
+adapter. Batch jobs hand a backend several prompts of one contestant at once (`generate_many`), which
+llama.cpp decodes together.
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ import logging
 import queue
 import threading
 import time
-from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 from esllm import EsllmError
-from esllm.engine.adapters import AdapterInfo, check_compatible, peft_name, scan_dir
-from esllm.engine.config import AppConfig, ContestantSpec
-from esllm.engine.loader import BaseModel, load_base
+from esllm.engine.adapters import AdapterInfo, scan_dir
+from esllm.engine.backend import Backend, StopRule
+from esllm.engine.config import AppConfig, ContestantSpec, ModelSpec
+from esllm.engine.loader import load_base
 from esllm.engine.messages import check_messages, eos_token_ids, prompt_ids, visible
 from esllm.engine.presets import GenParams
 from esllm.engine.templates import ChatTemplate, get_template
@@ -34,12 +36,12 @@ log = logging.getLogger(__name__)
 
 
 class Engine:
-    def __init__(self, config: AppConfig, root: Path, *, loader: Callable[..., BaseModel] = load_base,
+    def __init__(self, config: AppConfig, root: Path, *, loader: Callable[..., Any] = load_base,
                  progress: Optional[Callable[[str], None]] = None):
         self.config, self.root, self._loader = config, Path(root), loader
         self.progress = progress or log.info
         self.adapters_dir = config.resolve_adapters_dir(self.root)
-        self.bases: dict[str, BaseModel] = {}
+        self.bases: dict[str, Backend] = {}
         self.base_errors: dict[str, str] = {}
         self.adapters: dict[str, AdapterInfo] = {}
         self.adapter_errors: dict[str, str] = {}  # adapter name -> why it is not usable
@@ -56,12 +58,12 @@ class Engine:
             self.ensure_base(key)
         self.refresh()
 
-    def ensure_base(self, key: str) -> Optional[BaseModel]:
+    def ensure_base(self, key: str) -> Optional[Backend]:
         with self._registry:
             if key in self.bases:
                 return self.bases[key]
             try:
-                self.bases[key] = self._loader(key, self.config.models[key], self.progress)
+                self.bases[key] = open_backend(key, self.config.models[key], self.progress, self._loader)
                 self.base_errors.pop(key, None)
             except EsllmError as e:
                 self.base_errors[key] = str(e)
@@ -127,41 +129,19 @@ class Engine:
             self._build_contestants(found, wanted)
         return report
 
-    def _load_adapter(self, base: BaseModel, info: AdapterInfo) -> None:
-        from peft import PeftModel
-
+    def _load_adapter(self, base: Backend, info: AdapterInfo) -> None:
         with base.lock:
-            raw = base.model.get_base_model() if isinstance(base.model, PeftModel) else base.model
-            check_compatible(info, raw)
-            pname = peft_name(info.name)
             t0 = time.perf_counter()
-            try:
-                if isinstance(base.model, PeftModel):
-                    base.model.load_adapter(str(info.path), adapter_name=pname, is_trainable=False)
-                else:
-                    base.model = PeftModel.from_pretrained(base.model, str(info.path), adapter_name=pname, is_trainable=False)
-                base.model.eval()
-            except Exception as e:
-                if isinstance(base.model, PeftModel) and pname in base.model.peft_config:
-                    base.model.delete_adapter(pname)
-                raise EsllmError(f"no se pudo cargar el adaptador {info.name}: {type(e).__name__}: {e}") from None
-            base.adapters[info.name] = info
+            base.load_adapter(info)
             self.adapters[info.name] = info
             self.progress(f"Adaptador {info.name} cargado en {base.key} ({time.perf_counter() - t0:.2f} s).")
 
     def _unload(self, name: str) -> None:
-        from peft import PeftModel
-
         info = self.adapters.pop(name, None)
         for base in self.bases.values():
             if name in base.adapters:
                 with base.lock:
-                    base.adapters.pop(name)
-                    if isinstance(base.model, PeftModel) and peft_name(name) in base.model.peft_config:
-                        base.model.delete_adapter(peft_name(name))
-                        if not base.model.peft_config:
-                            # A PeftModel with no adapter left fails in disable_adapter(): back to the plain model.
-                            base.model = base.model.unload()
+                    base.unload_adapter(name)
         if info:
             self.progress(f"Adaptador {name} descargado.")
 
@@ -179,7 +159,8 @@ class Engine:
             model_spec = self.config.models[spec.model]
             template = get_template(spec.template) if spec.template else (
                 info.template if info and info.template else get_template(model_spec.template))
-            c = LoadedContestant(spec.name, spec.model, adapter, template, spec.preset, auto=auto)
+            c = LoadedContestant(spec.name, spec.model, adapter, template, spec.preset, auto=auto,
+                                 overrides=dict(spec.params))
             if spec.model in self.base_errors or spec.model not in self.bases:
                 c.reason = f"modelo base no disponible: {self.base_errors.get(spec.model, 'no cargado')}"
             elif adapter and info is None:
@@ -222,6 +203,8 @@ class Engine:
             d["adaptador_MiB"] = round(info.path.joinpath("adapter_model.safetensors").stat().st_size / 2**20, 2)
         d["plantilla"] = c.template.name if c.template else None
         d["preset"] = c.preset
+        if c.overrides:
+            d["parámetros"] = dict(c.overrides)
         return d
 
     def adapter_card(self, name: str) -> tuple[dict[str, Any], Optional[Path]]:
@@ -240,6 +223,30 @@ class Engine:
         return meta, plot if plot.is_file() else None
 
     # ---------------------------------------------------------------- generation
+    def _prepare(self, c: LoadedContestant, messages: Sequence[Mapping[str, Any]], preset: Optional[str],
+                 overrides: Optional[Mapping[str, Any]]):
+        msgs = check_messages(messages, self.config.limits)
+        params = GenParams.build(preset or c.preset, {**c.overrides, **(overrides or {})},
+                                 max_new_tokens_cap=self.config.limits.max_new_tokens)
+        base = self.bases[c.model_key]
+        template = c.template or get_template(base.spec.template)
+        ids, dropped = prompt_ids(base.tok, template, msgs, self.config.limits.max_prompt_tokens)
+        return base, template, params, ids, dropped
+
+    def _result(self, c: LoadedContestant, base: Backend, template: ChatTemplate, params: GenParams,
+                prompt: list[int], dropped: int, ids: list[int], reason: str, eos_ids: Sequence[int],
+                latency: float, first_token_s: Optional[float]) -> GenerationResult:
+        text, _ = visible(base.tok, ids, eos_ids, template, final=True)
+        return GenerationResult(
+            text=text, contestant=c.name, base=c.model_key, adapter=c.adapter, template=template.name,
+            params=params.as_dict(), prompt_tokens=len(prompt), new_tokens=len(ids) + (reason == "eos"),
+            latency_s=round(latency, 3), first_token_s=None if first_token_s is None else round(first_token_s, 3),
+            finish_reason=reason, dropped_turns=dropped, backend=base.name)
+
+    def _stop_rule(self, base: Backend, template: ChatTemplate, should_stop: Callable[[], bool]) -> StopRule:
+        return StopRule(eos_token_ids(base.tok, template), template.stop_strings, should_stop,
+                        lambda ids: base.tok.decode(ids, skip_special=False))
+
     def stream(
         self,
         contestant: str,
@@ -254,28 +261,19 @@ class Engine:
         Closing the iterator (a browser that went away) or setting `stop_event` stops decoding.
         """
         c = self.contestant(contestant)
-        msgs = check_messages(messages, self.config.limits)
-        params = GenParams.build(preset or c.preset, overrides, max_new_tokens_cap=self.config.limits.max_new_tokens)
-        base = self.bases[c.model_key]
-        template = c.template or get_template(base.spec.template)
-        tok = base.tokenizer
-        input_ids, dropped = prompt_ids(tok, template, msgs, self.config.limits.max_prompt_tokens)
-        eos_ids = eos_token_ids(tok, template)
+        base, template, params, input_ids, dropped = self._prepare(c, messages, preset, overrides)
         stop = stop_event or threading.Event()
+        rule = self._stop_rule(base, template, stop.is_set)
         q: "queue.Queue[tuple[str, Any]]" = queue.Queue()
         t_start = time.perf_counter()
 
         def work() -> None:
-            from esllm.engine.decoding import decode
-
             try:
-                with self.activated(c.name) as (model, _, _):  # the base's lock, held to the last token
-                    ids, reason = decode(
-                        model, tok, input_ids.to(model.device), params, eos_ids=eos_ids,
-                        stop_strings=template.stop_strings, should_stop=stop.is_set,
-                        on_token=lambda t: q.put(("tok", t)),
-                    )
-                q.put(("done", (ids, reason)))
+                with base.lock:  # held to the last token: the backend's state is this call's
+                    self._check_adapter(base, c)
+                    ids = base.generate(c.adapter, [input_ids], params, stop=rule,
+                                        on_token=lambda _i, t: q.put(("tok", t)))[0]
+                q.put(("done", rule.reason(ids, params.max_new_tokens)))
             except BaseException as e:  # reported to the consumer, never lost in a thread
                 q.put(("error", e))
             finally:
@@ -294,7 +292,7 @@ class Engine:
                     if first_token_s is None:
                         first_token_s = time.perf_counter() - t_start
                     generated.append(val)
-                    text, _ = visible(tok, generated, eos_ids, template, final=False)
+                    text, _ = visible(base.tok, generated, rule.eos_ids, template, final=False)
                     if text != shown:
                         shown = text
                         yield StreamEvent(text)
@@ -305,51 +303,139 @@ class Engine:
                     raise EsllmError(f"La generación falló: {type(val).__name__}: {val}")
                 else:
                     ids, reason = val
-                    text, _ = visible(tok, ids, eos_ids, template, final=True)
-                    result = GenerationResult(
-                        text=text, contestant=c.name, base=c.model_key, adapter=c.adapter, template=template.name,
-                        params=params.as_dict(), prompt_tokens=int(input_ids.shape[1]), new_tokens=len(ids) + (reason == "eos"),
-                        latency_s=round(time.perf_counter() - t_start, 3),
-                        first_token_s=None if first_token_s is None else round(first_token_s, 3),
-                        finish_reason=reason, dropped_turns=dropped,
-                    )
-                    yield StreamEvent(text, result)
+                    result = self._result(c, base, template, params, input_ids, dropped, ids, reason, rule.eos_ids,
+                                          time.perf_counter() - t_start, first_token_s)
+                    yield StreamEvent(result.text, result)
                     return
         finally:
             stop.set()  # consumer gone or done: the worker stops at its next token
 
-    @contextmanager
-    def activated(self, contestant: str) -> Iterator[tuple[Any, Any, ChatTemplate]]:
-        """(model, tokenizer, template) with the contestant's adapter active (or the base alone), holding
-        the base's lock until the block ends: for evaluations that score with the model directly."""
-        from peft import PeftModel
+    def generate_many(
+        self,
+        contestant: str,
+        conversations: Sequence[Sequence[Mapping[str, Any]]],
+        *,
+        preset: Optional[str] = None,
+        overrides: Optional[Mapping[str, Any]] = None,
+        stop_event: Optional[threading.Event] = None,
+    ) -> list[GenerationResult]:
+        """One answer per conversation, all by one contestant with the same parameters: the backend decodes
+        up to `max_batch` of them together (llama.cpp), else one after the other. A stopped call returns the
+        results finished so far (the last ones may be `stopped`)."""
+        c = self.contestant(contestant)
+        stop = stop_event or threading.Event()
+        prepared = [self._prepare(c, m, preset, overrides) for m in conversations]
+        if not prepared:
+            return []
+        base, template, params = prepared[0][:3]
+        rule = self._stop_rule(base, template, stop.is_set)
+        out: list[GenerationResult] = []
+        step = max(1, base.max_batch)
+        for start in range(0, len(prepared), step):
+            chunk = prepared[start:start + step]
+            t0 = time.perf_counter()
+            first: dict[int, float] = {}
+
+            def seen(i: int, _t: int, first=first, t0=t0) -> None:
+                first.setdefault(i, time.perf_counter() - t0)
+
+            with self._active_lock:
+                self.active += 1
+            try:
+                with base.lock:
+                    self._check_adapter(base, c)
+                    outs = base.generate(c.adapter, [p[3] for p in chunk], params, stop=rule, on_token=seen)
+            finally:
+                with self._active_lock:
+                    self.active -= 1
+            wall = time.perf_counter() - t0
+            for i, (p, ids) in enumerate(zip(chunk, outs)):
+                ids, reason = rule.reason(ids, params.max_new_tokens)
+                out.append(self._result(c, base, template, params, p[3], p[4], ids, reason, rule.eos_ids, wall,
+                                        first.get(i)))
+            if stop.is_set():
+                break
+        return out
+
+    @staticmethod
+    def _check_adapter(base: Backend, c: LoadedContestant) -> None:
+        if c.adapter is not None and c.adapter not in base.adapters:
+            raise EsllmError(f"El adaptador {c.adapter} ya no está cargado; pulse «Actualizar».")
+
+    # ---------------------------------------------------------------- scoring
+    def encode(self, contestant: str, text: str) -> list[int]:
+        """Token ids of `text` (no template, no BOS) with the contestant's base tokenizer."""
+        c = self.contestant(contestant)
+        return self.bases[c.model_key].tok.encode(text)
+
+    def next_token_logprobs(self, contestant: str, prompts: Sequence[str], *, chat: bool = True,
+                            batch_size: int = 8) -> tuple[Any, Any]:
+        """(log-probabilities [len(prompts), vocab] of the next token, the base's Tok).
+
+        chat=True: each prompt is one user message rendered with the contestant's template and its
+        generation prompt; chat=False: the raw text, after BOS where the model expects one."""
+        import numpy as np
 
         c = self.contestant(contestant)
         base = self.bases[c.model_key]
         template = c.template or get_template(base.spec.template)
-        with base.lock:
-            model = base.model
-            if c.adapter is None:
-                ctx = model.disable_adapter() if isinstance(model, PeftModel) else nullcontext()
-            else:
-                if c.adapter not in base.adapters:
-                    raise EsllmError(f"El adaptador {c.adapter} ya no está cargado; pulse «Actualizar».")
-                if model.active_adapter != peft_name(c.adapter):  # peft walks every module: skip if set
-                    model.set_adapter(peft_name(c.adapter))
-                ctx = nullcontext()
-            with ctx:
-                yield model, base.tokenizer, template
+        tok = base.tok
+        if chat:
+            ids = [tok.encode(template.render([{"role": "user", "content": p}], bos_token=tok.bos_token,
+                                              eos_token=tok.eos_token)) for p in prompts]
+        else:
+            ids = [self._bos(tok) + tok.encode(p) for p in prompts]
+        rows = []
+        for start in range(0, len(ids), batch_size):  # the lock per batch: chat users wait one batch, not the run
+            with base.lock:
+                self._check_adapter(base, c)
+                rows.append(base.next_logprobs(c.adapter, ids[start:start + batch_size]))
+        return np.concatenate(rows, axis=0), tok
+
+    def loglikelihood(self, contestant: str, pairs: Sequence[tuple[str, str]], *,
+                      add_bos: Optional[bool] = None) -> list[tuple[float, int, bool]]:
+        """lm-evaluation-harness's loglikelihood: for each (context, continuation), the sum of the
+        continuation tokens' log-probabilities, their number, and whether each was the greedy choice.
+
+        No chat template. As lm-eval: trailing spaces of the context move to the continuation, the
+        continuation's tokens are those of context+continuation after the context's; BOS first when
+        `add_bos` (default: when the tokenizer adds one)."""
+        c = self.contestant(contestant)
+        base = self.bases[c.model_key]
+        tok = base.tok
+        bos = self._bos(tok) if add_bos is None else ([tok.bos_token_id] if add_bos and tok.bos_token_id is not None else [])
+        out = []
+        for context, continuation in pairs:
+            n_space = len(context) - len(context.rstrip())
+            if n_space:
+                context, continuation = context[:-n_space], context[-n_space:] + continuation
+            whole = tok.encode(context + continuation)
+            n_ctx = len(tok.encode(context))
+            ids = bos + whole
+            start = len(bos) + n_ctx
+            if start < 1 or start >= len(ids):
+                raise EsllmError("No se puede puntuar: el contexto o la continuación no tienen tokens.")
+            with base.lock:
+                self._check_adapter(base, c)
+                lps, greedy = base.token_logprobs(c.adapter, ids, start)
+            out.append((float(sum(lps)), len(lps), all(greedy)))
+        return out
+
+    @staticmethod
+    def _bos(tok) -> list[int]:
+        return [tok.bos_token_id] if tok.add_bos and tok.bos_token_id is not None else []
 
     def hashes(self, contestant: str) -> dict[str, Any]:
         """What a contestant runs on, for tracing a result: base source, its file sha256 (when known),
-        quantisation, device, adapter name and the sha256 of its weights, template, preset."""
+        backend, quantisation, device, adapter name and the sha256 of its weights, template, preset."""
         c = self.contestant(contestant)
         base = self.bases[c.model_key]
         info = self.adapters.get(c.adapter) if c.adapter else None
         return {"contestant": c.name, "base": base.spec.source, "base_sha256": base.source_sha256,
-                "quantization": base.quantization, "device": base.device, "adapter": c.adapter,
-                "adapter_sha256": info.sha256 if info else None,
-                "template": (c.template or get_template(base.spec.template)).name, "preset": c.preset}
+                "backend": base.name, "quantization": base.quantization, "device": base.device,
+                "adapter": c.adapter, "adapter_sha256": info.sha256 if info else None,
+                "template": (c.template or get_template(base.spec.template)).name, "preset": c.preset,
+                "params": dict(c.overrides)}
 
     def generate(self, contestant: str, messages: Sequence[Mapping[str, Any]], **kw) -> GenerationResult:
         """Non-streaming convenience: the final result."""
@@ -358,3 +444,39 @@ class Engine:
             result = ev.result
         assert result is not None
         return result
+
+
+def open_backend(key: str, spec: ModelSpec, progress: Callable[[str], None],
+                 loader: Callable[..., Any] = load_base) -> Backend:
+    """Load one base with the backend its spec asks for (`backend: auto` picks, see config.ModelSpec)."""
+    from esllm.engine.hf_backend import TransformersBackend
+
+    if backend_for(spec) == "llama.cpp":
+        from esllm.engine.llamacpp_backend import LlamaCppBackend
+
+        return LlamaCppBackend.load(key, spec, progress)
+    return TransformersBackend.load(key, spec, progress, loader=loader)
+
+
+def backend_for(spec: ModelSpec) -> str:
+    """'llama.cpp' or 'transformers' for a model spec (auto: llama.cpp for a GGUF source without CUDA)."""
+    if spec.backend != "auto":
+        return spec.backend
+    src = spec.source.strip()
+    gguf = src.startswith("bundled:") or src.lower().endswith(".gguf")
+    if not gguf or spec.device == "cuda":
+        return "transformers"
+    if spec.device == "auto":
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                return "transformers"
+        except ImportError:
+            pass
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        log.warning("llama-cpp-python is not installed: %s runs on transformers", src)
+        return "transformers"
+    return "llama.cpp"

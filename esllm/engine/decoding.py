@@ -3,9 +3,9 @@
 `decode(model, input_ids, params, ...)` runs greedy / sampling / beam search through
 `model.generate` and contrastive search through our own loop (transformers 5 moved contrastive
 search to a Hub repo, which we cannot download). Every path checks `should_stop()` after each
-token, so a stop button or a closed browser ends the work, and returns the new token ids and why
-decoding ended: "eos", "stop_string", "length" or "stopped". It knows nothing of adapters,
-locks or threads: the caller holds the base model's lock.
+token, so a stop button or a closed browser ends the work, and returns the new token ids. It is the
+transformers backend's decoding (esllm/engine/hf_backend.py) and knows nothing of adapters, locks or
+threads: the caller holds the base model's lock. `visible_text` (stop strings cut) serves every backend.
 """
 
 from __future__ import annotations
@@ -82,21 +82,13 @@ def decode(
     stop_strings: Sequence[str],
     should_stop: Callable[[], bool],
     on_token: OnToken,
-) -> tuple[list[int], str]:
+) -> list[int]:
+    """The new token ids (a final EOS included); why decoding ended is backend.StopRule.reason's job."""
     if params.seed is not None:
         torch.manual_seed(params.seed)
     if params.strategy == "contrastive":
-        ids = _contrastive(model, input_ids, params, eos_ids, should_stop, on_token, tokenizer, stop_strings)
-    else:
-        ids = _hf_generate(model, tokenizer, input_ids, params, eos_ids, stop_strings, should_stop, on_token)
-    if ids and ids[-1] in eos_ids:
-        return ids[:-1], "eos"
-    if should_stop():
-        return ids, "stopped"
-    text = tokenizer.decode(ids, skip_special_tokens=False)
-    if any(s in text for s in stop_strings):
-        return ids, "stop_string"
-    return ids, "length" if len(ids) >= params.max_new_tokens else "stopped"
+        return _contrastive(model, input_ids, params, eos_ids, should_stop, on_token, tokenizer, stop_strings)
+    return _hf_generate(model, tokenizer, input_ids, params, eos_ids, stop_strings, should_stop, on_token)
 
 
 def _hf_generate(model, tokenizer, input_ids, p: GenParams, eos_ids, stop_strings, should_stop, on_token) -> list[int]:

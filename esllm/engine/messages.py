@@ -34,18 +34,19 @@ def check_messages(messages: Sequence[Mapping[str, Any]], lim: Limits) -> list[d
     return clean
 
 
-def prompt_ids(tok, template: ChatTemplate, messages: list[dict[str, str]], cap: int):
-    """Render and tokenize; drop the oldest turns while over `cap` tokens. Returns (ids tensor, turns dropped)."""
+def prompt_ids(tok, template: ChatTemplate, messages: list[dict[str, str]], cap: int) -> tuple[list[int], int]:
+    """Render and tokenize (a backend.Tok); drop the oldest turns while over `cap` tokens.
+
+    Returns (token ids, turns dropped)."""
     system = [m for m in messages if m["role"] == "system"]
     turns = [m for m in messages if m["role"] != "system"]
     dropped = 0
     while True:
-        text = template.render(system + turns, bos_token=tok.bos_token or "", eos_token=tok.eos_token or "")
-        ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
-        if ids.shape[1] <= cap:
+        ids = tok.encode(template.render(system + turns, bos_token=tok.bos_token, eos_token=tok.eos_token))
+        if len(ids) <= cap:
             return ids, dropped
         if len(turns) <= 1:
-            raise EsllmError(f"El mensaje es demasiado largo: {ids.shape[1]} tokens (máximo {cap}). Acórtelo.")
+            raise EsllmError(f"El mensaje es demasiado largo: {len(ids)} tokens (máximo {cap}). Acórtelo.")
         turns = turns[2:] if len(turns) > 2 else turns[-1:]
         dropped += 1
 
@@ -54,8 +55,8 @@ def eos_token_ids(tok, template: ChatTemplate) -> list[int]:
     """The tokenizer's EOS plus the template's end-of-turn tokens that the vocabulary has."""
     ids = [tok.eos_token_id] if tok.eos_token_id is not None else []
     for t in template.end_tokens:
-        tid = tok.convert_tokens_to_ids(t)
-        if isinstance(tid, int) and tid != tok.unk_token_id and tid not in ids:
+        tid = tok.token_id(t)
+        if tid is not None and tid not in ids:
             ids.append(tid)
     return ids
 
@@ -63,4 +64,4 @@ def eos_token_ids(tok, template: ChatTemplate) -> list[int]:
 def visible(tok, ids: list[int], eos_ids: Sequence[int], template: ChatTemplate, final: bool) -> tuple[str, bool]:
     """The text of `ids` as the user sees it (see decoding.visible_text)."""
     ids = [t for t in ids if t not in eos_ids]
-    return visible_text(tok.decode(ids, skip_special_tokens=True), template.stop_strings, final)
+    return visible_text(tok.decode(ids, skip_special=True), template.stop_strings, final)

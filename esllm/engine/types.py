@@ -19,6 +19,7 @@ class LoadedContestant:
     available: bool = False
     reason: str = ""
     auto: bool = False  # found in adapters/ rather than listed in the config
+    overrides: dict[str, Any] = field(default_factory=dict)  # the config's `params:` over the preset
 
 
 @dataclass
@@ -35,6 +36,7 @@ class GenerationResult:
     first_token_s: Optional[float]
     finish_reason: str  # eos | stop_string | length | stopped
     dropped_turns: int = 0
+    backend: str = ""  # which engine decoded it: llama.cpp | transformers
 
     @property
     def ended_on_eos(self) -> bool:

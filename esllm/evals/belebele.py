@@ -154,12 +154,18 @@ def render(item: BelebeleItem, template, tokenizer) -> str:
 
 
 def letter_token_ids(tokenizer) -> dict[str, list[int]]:
-    """For each letter, the ids of its single-token variants among "X" and " X"."""
+    """For each letter, the ids of its single-token variants among "X" and " X" (an engine backend's Tok,
+    or a transformers tokenizer)."""
+    if hasattr(tokenizer, "token_id"):  # esllm.engine.backend.Tok
+        encode = tokenizer.encode
+    else:
+        def encode(text: str) -> list[int]:
+            return tokenizer(text, add_special_tokens=False)["input_ids"]
     out: dict[str, list[int]] = {}
     for letter in LETTERS:
         ids = set()
         for variant in (letter, " " + letter):
-            enc = tokenizer(variant, add_special_tokens=False)["input_ids"]
+            enc = encode(variant)
             if len(enc) == 1:
                 ids.add(int(enc[0]))
         if not ids:
@@ -171,26 +177,9 @@ def letter_token_ids(tokenizer) -> dict[str, list[int]]:
     return out
 
 
-def score_texts(model, tokenizer, texts: Sequence[str], letter_ids: dict[str, list[int]]) -> list[dict[str, float]]:
-    """One batched forward (left padding): each text's log-probability of each letter as the next token."""
-    import torch
-
-    enc = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    width = max(len(e) for e in enc)
-    ids = torch.full((len(enc), width), int(pad), dtype=torch.long)
-    mask = torch.zeros((len(enc), width), dtype=torch.long)
-    for i, e in enumerate(enc):
-        ids[i, width - len(e):] = torch.tensor(e, dtype=torch.long)
-        mask[i, width - len(e):] = 1
-    # Positions count real tokens only, so a padded row sees the same positions as when it runs alone.
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    device = model.device
-    with torch.no_grad():
-        out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                    use_cache=False, logits_to_keep=1)
-        logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1).cpu()
-    return [{L: max(float(row[i]) for i in letter_ids[L]) for L in LETTERS} for row in logp]
+def letter_scores(logp_rows, letter_ids: dict[str, list[int]]) -> list[dict[str, float]]:
+    """Each row's log-probability of each letter: the best of its single-token variants."""
+    return [{L: max(float(row[i]) for i in letter_ids[L]) for L in LETTERS} for row in logp_rows]
 
 
 def accuracy_ci(correct: Sequence[bool], *, seed: int = 0, n_boot: int = 2000) -> tuple[float, float, float]:
@@ -215,7 +204,7 @@ def evaluate(engine, contestant: str, items: Sequence[BelebeleItem], *, batch_si
              progress: Optional[Progress] = None) -> dict[str, Any]:
     """Score every item for one contestant: {"metrics": {...}, "details": [one dict per item]}.
 
-    The base's lock is taken per batch (engine.activated), so chat users wait one batch, not the run."""
+    The base's lock is taken per batch (Engine.next_token_logprobs), so chat users wait one batch, not the run."""
     if batch_size < 1:
         raise EsllmError("El tamaño de lote debe ser al menos 1.")
     if not items:
@@ -225,9 +214,11 @@ def evaluate(engine, contestant: str, items: Sequence[BelebeleItem], *, batch_si
     letter_ids = None
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
-        with engine.activated(contestant) as (model, tok, template):
-            letter_ids = letter_ids or letter_token_ids(tok)
-            scores = score_texts(model, tok, [render(it, template, tok) for it in chunk], letter_ids)
+        # ASSISTANT_PREFIX is empty: the template's generation prompt is where the letter is read.
+        logp, tok = engine.next_token_logprobs(contestant, [format_prompt(it) for it in chunk], chat=True,
+                                               batch_size=batch_size)
+        letter_ids = letter_ids or letter_token_ids(tok)
+        scores = letter_scores(logp, letter_ids)
         for it, sc in zip(chunk, scores):
             # Ties go to the earlier letter. They happen: bf16 logits are coarse, and a small model can give
             # two letters the very same score; `tie` marks them and the metrics count them.
