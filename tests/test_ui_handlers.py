@@ -215,7 +215,7 @@ def test_a_locked_database_is_a_spanish_error_and_nothing_is_written(ctx):
 def test_bind_keeps_what_gradio_injects(ctx):
     bound = bind(ctx, administrar.generate)
     params = list(inspect.signature(bound).parameters)
-    assert params == ["set_name", "names", "attempts", "max_tokens", "request", "progress"]
+    assert params == ["set_name", "names", "attempts", "max_tokens", "request", "progress", "vary"]
     assert get_type_hints(bound)["request"] is gr.Request
     assert isinstance(inspect.signature(bound).parameters["progress"].default, gr.Progress)
     assert not inspect.isgeneratorfunction(bound)

@@ -1,8 +1,10 @@
 """Training recipes: the YAML file that says what to train, on what, and how.
 
-Sections (each commented in the shipped recipes under configs/recipes/): `model` (the base, as in a
-contestants file), `data` (dataset file and format, held-out share, max length), `lora`,
-`training` (optimiser, schedule, epochs, batch, seed, logging), `output` (adapter folder, template).
+Sections (each commented in the shipped recipes under configs/recipes/): `method` (sft, dpo or kto),
+`model` (the base, as in a contestants file), `data` (dataset file and format, held-out share, max length;
+for dpo/kto also a rating session or the chat thumbs in the store), `lora`, `preference` (dpo/kto: beta,
+the adapter to start from), `training` (optimiser, schedule, epochs, batch, seed, logging, early
+stopping), `output` (adapter folder, template).
 Unknown keys are refused and every error names the key and what to fix. Overrides from the command
 line use dotted keys: `training.epochs=1 lora.r=8`.
 """
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from esllm import EsllmError
 from esllm.engine.config import ModelSpec, format_errors, known_template
@@ -28,7 +30,12 @@ class _S(BaseModel):
 
 
 class DataSpec(_S):
-    path: str = Field(description="Alpaca JSON (instruction/input/output) or chat messages JSONL")
+    # sft: Alpaca JSON (instruction/input/output) or chat messages JSONL. dpo: JSONL of prompt/chosen/rejected
+    # (dpo.jsonl as «Resultados» exports it); kto: JSONL of prompt/completion/label (kto.jsonl).
+    path: Optional[str] = None
+    session: Optional[str] = Field(None, description="dpo: pairs from this rating session's scores (name or id)")
+    feedback: bool = Field(False, description="kto: the chat 👍/👎 stored by «Conversar»")
+    min_gap: float = Field(1.0, gt=0, description="dpo from a session: least difference of mean scores for a pair")
     format: Literal["auto", "alpaca", "messages"] = "auto"
     eval_path: Optional[str] = None  # a fixed held-out file; else `eval_fraction` of `path` is held out
     eval_fraction: float = Field(0.1, ge=0.0, lt=1.0)
@@ -41,6 +48,14 @@ class LoraSpec(_S):
     alpha: float = Field(32, gt=0)
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
     target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+class PreferenceSpec(_S):
+    beta: float = Field(0.1, gt=0, description="strength of the pull towards the reference model (TRL's beta)")
+    loss_type: str = Field("", description="TRL loss_type ('' = TRL's default: sigmoid for dpo, kto for kto)")
+    start_from: str = Field("", description="adapter folder to continue (its copy is the reference); '' = a new LoRA on the base")
+    desirable_weight: float = Field(1.0, gt=0, description="kto: weight of 👍 examples")
+    undesirable_weight: float = Field(1.0, gt=0, description="kto: weight of 👎 examples")
 
 
 class TrainingSpec(_S):
@@ -80,11 +95,26 @@ class OutputSpec(_S):
 
 
 class Recipe(_S):
+    method: Literal["sft", "dpo", "kto"] = "sft"
     model: ModelSpec
     data: DataSpec
     lora: LoraSpec = LoraSpec()
+    preference: PreferenceSpec = PreferenceSpec()
     training: TrainingSpec = TrainingSpec()
     output: OutputSpec
+
+    @model_validator(mode="after")
+    def _data_source(self):
+        d = self.data
+        if self.method == "sft" and not d.path:
+            raise ValueError("data.path: required for method sft (an Alpaca JSON or messages JSONL file)")
+        if self.method == "dpo" and bool(d.path) == bool(d.session):
+            raise ValueError("data: method dpo needs exactly one of data.path (dpo.jsonl) or data.session (a rating session)")
+        if self.method == "kto" and bool(d.path) == d.feedback:
+            raise ValueError("data: method kto needs exactly one of data.path (kto.jsonl) or data.feedback: true (chat 👍/👎)")
+        if self.method == "sft" and (d.session or d.feedback):
+            raise ValueError("data.session / data.feedback: only for method dpo / kto")
+        return self
 
 
 def _set_dotted(data: dict, key: str, raw: str) -> None:

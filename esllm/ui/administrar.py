@@ -77,10 +77,11 @@ def _sessions_choice(opened: list[str], value: Any = None):
 
 # ---------------------------------------------------------------------------------------------- answers in batch
 @handler("admin")
-def generate(ctx: AppContext, set_name: Any, names: Any, attempts: Any, max_tokens: Any, vary: Any = "",
-             request: gr.Request = None, progress=gr.Progress()):
+def generate(ctx: AppContext, set_name: Any, names: Any, attempts: Any, max_tokens: Any, request: gr.Request,
+             progress=gr.Progress(), vary: Any = ""):
     """«Generar» (/lote_generar): answers for the set, resumable; (summary markdown, coverage table).
-    `vary`: how attempts 2..N differ in this run (esllm/study/attempts.parse_vary; empty: each contestant's own)."""
+    `vary` (the last input, after Gradio's injected request and progress): how attempts 2..N differ in this run
+    (esllm/study/attempts.parse_vary; empty: each contestant's own)."""
     if not set_name:
         raise EsllmError("Elija un conjunto de prompts.")
     names = [n for n in (names or []) if n]
