@@ -50,13 +50,41 @@ def test_session_tables_judge_and_files(rated):
     assert plain.rows == ["Básicas", "Contextual", "Promedio"] and plain.columns == NAMES
     assert [plain.text("Promedio", n) for n in NAMES] == ["3.00", "4.00", "5.00"]
     assert ci.text("Básicas", "y") == "4.00 [4.00–4.00] n=2"
-    j = r["judge"]
+    j, = r["judges"]
     assert j.rows == plain.rows and j.columns == NAMES and {j.text(row, n) for row in j.rows for n in NAMES} == {"4.00"}
     (name, n, exact, within, _rho, _alpha), = r["agreement"]
     assert name.startswith("juez") and n == 12 and exact == "33.3" and within == "100.0"
     files = _files(r["grids"])
     assert sorted(p.rsplit("esllm-export-", 1)[1] for p in files) == sorted(
-        f"{stem}.{ext}" for stem in ("tabla_estudio", "tabla_estudio_ic", "tabla_juez") for ext in ("csv", "md", "tex"))
+        f"{stem}.{ext}" for stem in ("tabla_estudio", "tabla_estudio_ic", "tabla_juez-juez")
+        for ext in ("csv", "md", "tex"))
+
+
+def test_the_studys_judge_prompt_is_sent_verbatim_and_grades_apart(rated):
+    from esllm.evals.judge_prompt import STUDY_PROMPT
+
+    seen = []
+
+    def reply(name, msgs):
+        seen.append(msgs)
+        return "5" if "I need your help" in msgs[-1]["content"] else "4"
+
+    judge = FakeEngine(NAMES + ["juez"], reply=reply)
+    grade_session(rated, judge, "piloto", "juez")
+    grade_session(rated, judge, "piloto", "juez", prompt="estudio")
+    study = [m for m in seen if len(m) == 1]
+    assert len(study) == 12 and all(m[0]["role"] == "user" for m in study)
+    assert study[0][0]["content"] == STUDY_PROMPT.format(instruction="¿Qué es el RUC?", answer=study[0][0]["content"]
+                                                         .split('the answer obtained was "')[1].split('". In the')[0])
+    assert study[0][0]["content"].startswith("I need your help grading an answer to an instruction given to a Large "
+                                             'Language Model chatbot. The instruction was written in Spanish')
+    with rated() as s:
+        r = study_tables(s, "Sesión", "piloto")
+    assert [j.title for j in r["judges"]] == ["piloto · juez-estudio-juez", "piloto · juez-juez"]
+    assert r["judges"][0].text("Promedio", "x") == "5.00" and r["judges"][1].text("Promedio", "x") == "4.00"
+    assert [row[0] for row in r["agreement"]] == ["juez-estudio-juez", "juez-juez"]
+    with pytest.raises(EsllmError, match="solo pide una calificación general"):
+        grade_session(rated, judge, "piloto", "juez", prompt="estudio", criterion="exactitud")
 
 
 def test_set_scope_and_empty(rated, tmp_path):

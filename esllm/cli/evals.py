@@ -66,6 +66,9 @@ def register(subparsers) -> None:
     j.add_argument("--retries", type=int, default=2, help="new tries for a reply without a grade (default 2)")
     j.add_argument("--seed", type=int, default=0, help="seed of the judge's A/B/C labels and sampled retries")
     j.add_argument("--limit", type=int, default=None, help="grade at most N items now (the rest next time)")
+    j.add_argument("--prompt", choices=["esllm", "estudio"], default="esllm",
+                   help="esllm: our Spanish rubric prompt (default); estudio: the study's GPT-4 prompt, verbatim "
+                        "(general grade only; grades as its own judge user, juez-estudio-…)")
     j.set_defaults(func=cmd_judge)
 
     q = subparsers.add_parser("questions", help="reading-comprehension questions from a Spanish text "
@@ -128,7 +131,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
 
     Session = open_store()
     evaluation = Judge(args.session, criterion=args.criterion, retries=args.retries, seed=args.seed,
-                       limit=args.limit)
+                       limit=args.limit, prompt=args.prompt)
     items = evaluation.load(Session)  # an unknown session fails before any model is loaded
     engine = start_engine(args.config)
     bar, progress = progress_bar("respuesta")

@@ -48,7 +48,17 @@ from sqlalchemy.orm import Session
 from esllm import EsllmError
 from esllm.evals.agreement import NO_AGREEMENT, JudgeAgreement, judge_agreement
 from esllm.evals.base import Evaluation, Progress, failure_message, session_scope
-from esllm.evals.judge_prompt import PROMPT_VERSION, REMINDER, grading_messages, parse_grade, strip_echo, with_reminder  # noqa: F401
+from esllm.evals.judge_prompt import (  # noqa: F401
+    JUDGE_PROMPTS,
+    PROMPT_VERSION,
+    REMINDER,
+    STUDY_PROMPT_VERSION,
+    grading_messages,
+    parse_grade,
+    strip_echo,
+    study_grading_messages,
+    with_reminder,
+)
 from esllm.evals.runs import fail_run, finish_run, latest_runs, start_run
 from esllm.store.models import ASPECTS, CRITERIA, Assignment, EvalRun, Score, User, save_score, utcnow
 
@@ -56,27 +66,29 @@ CRITERION_CHOICES = CRITERIA + ("full",)  # "full": the general score and the fo
 MAX_NEW_TOKENS = 48  # a grade needs a few tokens; room for "Calificación: 4 (bueno)" but not an essay
 MAX_RETRIES = 10
 JUDGE_PREFIX = "juez-"
+STUDY_JUDGE_PREFIX = "juez-estudio-"  # the study's prompt grades as another judge user: its scores never mix with ours
 
 
 # ---------------------------------------------------------------- the judge's user and assignments
 
-def judge_user_name(contestant: str) -> str:
-    """"juez-" + the contestant's name in lower case ASCII ([a-z0-9._-], other characters -> "-"), at most
-    40 characters; a name that had to be changed or cut gets a short hash, so two contestants never
-    share a judge user."""
+def judge_user_name(contestant: str, prompt: str = "esllm") -> str:
+    """"juez-" ("juez-estudio-" with the study's prompt) + the contestant's name in lower case ASCII
+    ([a-z0-9._-], other characters -> "-"), at most 40 characters; a name that had to be changed or cut gets a
+    short hash, so two contestants never share a judge user."""
+    prefix = STUDY_JUDGE_PREFIX if prompt == "estudio" else JUDGE_PREFIX
     ascii_name = unicodedata.normalize("NFKD", contestant).encode("ascii", "ignore").decode().lower()
     clean = re.sub(r"[^a-z0-9._-]+", "-", ascii_name).strip("-._") or "modelo"
-    name = JUDGE_PREFIX + clean
+    name = prefix + clean
     if clean != contestant or len(name) > 40:
         digest = hashlib.sha256(contestant.encode("utf-8")).hexdigest()[:8]
-        name = JUDGE_PREFIX + clean[: 40 - len(JUDGE_PREFIX) - 9].rstrip("-._") + "-" + digest
+        name = prefix + clean[: 40 - len(prefix) - 9].rstrip("-._") + "-" + digest
     return name
 
 
-def judge_user(s: Session, contestant: str) -> User:
+def judge_user(s: Session, contestant: str, prompt: str = "esllm") -> User:
     """The judge's user (created, flushed, if new): role "judge", inactive, password hash "!" (matches no
     password). EsllmError if a person already has that name."""
-    name = judge_user_name(contestant)
+    name = judge_user_name(contestant, prompt)
     user = s.scalars(select(User).where(User.name == name)).first()
     if user is None:
         user = User(name=name, password_hash="!", role="judge", active=False)
@@ -183,9 +195,14 @@ class Judge(Evaluation):
     kind = "judge"
 
     def __init__(self, session: int | str, *, criterion: str = "general", retries: int = 2, seed: int = 0,
-                 limit: Optional[int] = None, stop: Optional[threading.Event] = None):
+                 limit: Optional[int] = None, stop: Optional[threading.Event] = None, prompt: str = "esllm"):
         if criterion not in CRITERION_CHOICES:
             raise EsllmError(f"Criterio desconocido {criterion!r}; use uno de {', '.join(CRITERION_CHOICES)}.")
+        if prompt not in JUDGE_PROMPTS:
+            raise EsllmError(f"Prompt de juez desconocido {prompt!r}; use uno de {', '.join(JUDGE_PROMPTS)}.")
+        if prompt == "estudio" and criterion != "general":
+            raise EsllmError("El prompt del estudio solo pide una calificación general; use el criterio «general».")
+        self.prompt = prompt
         if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
             raise EsllmError(f"Los reintentos deben ser un entero de 0 a {MAX_RETRIES}.")
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -240,16 +257,18 @@ class Judge(Evaluation):
         max_chars = _prompt_limit(engine)
         crits, limit, names, texts = self.criteria, self.limit, items.names, items.texts
         with session_scope(store) as s:
-            user = judge_user(s, judge)
+            user = judge_user(s, judge, self.prompt)
             assignments = _judge_assignments(s, items.session_id, user.id, items.items, list(names),
                                              random.Random(self.seed))
             done_keys = set(s.execute(select(Score.assignment_id, Score.answer_id, Score.criterion).join(
                 Assignment, Score.assignment_id == Assignment.id).where(
                 Assignment.session_id == items.session_id, Assignment.rater_id == user.id)).all())
             config = {"session_id": items.session_id, "session": items.session_name, "judge": judge,
-                      "judge_user": user.name, "criterion": self.criterion, "prompt_version": PROMPT_VERSION,
+                      "judge_user": user.name, "criterion": self.criterion, "prompt": self.prompt,
+                      "prompt_version": STUDY_PROMPT_VERSION if self.prompt == "estudio" else PROMPT_VERSION,
                       "retries": self.retries, "seed": self.seed, "limit": limit, "preset": "greedy",
-                      "max_new_tokens": MAX_NEW_TOKENS, "scope": f"{items.session_id}/{self.criterion}"}
+                      "max_new_tokens": MAX_NEW_TOKENS, "scope": f"{items.session_id}/{self.criterion}"
+                      + ("/estudio" if self.prompt == "estudio" else "")}
             run = start_run(s, self.kind, judge, config=config, hashes=engine.hashes(judge))
             s.commit()
             rep = JudgeReport(run_id=run.id, total=len(items.items) * 3 * len(crits))
@@ -284,7 +303,8 @@ class Judge(Evaluation):
                         context = [(prompt_text[e], texts[e, cid][1]) for e in before]
                         record = {"item": ext, "label": label, "contestant": names[cid], "criterion": crit}
                         try:
-                            msgs = grading_messages(text, answer, crit, context, max_chars)
+                            msgs = (study_grading_messages(text, answer, crit, max_chars) if self.prompt == "estudio"
+                                    else grading_messages(text, answer, crit, context, max_chars))
                             grade, replies = ask_grade(engine, judge, msgs, retries=self.retries,
                                                        seed=(self.seed * 100_003 + answer_id * 16) % 2**30)
                         except EsllmError as e:
@@ -334,12 +354,13 @@ class Judge(Evaluation):
 
 def grade_session(sessionmaker: Callable[[], Session], engine, session: int | str, judge: str, *,
                   criterion: str = "general", retries: int = 2, seed: int = 0, limit: Optional[int] = None,
-                  progress: Optional[Progress] = None, stop: Optional[threading.Event] = None) -> JudgeReport:
+                  progress: Optional[Progress] = None, stop: Optional[threading.Event] = None,
+                  prompt: str = "esllm") -> JudgeReport:
     """Grade a rating session's answers with the contestant `judge` (see the module docstring and `Judge`).
 
     One commit per item (resumable); an unexpected error marks the run failed and is raised again.
     """
-    ev = Judge(session, criterion=criterion, retries=retries, seed=seed, limit=limit, stop=stop)
+    ev = Judge(session, criterion=criterion, retries=retries, seed=seed, limit=limit, stop=stop, prompt=prompt)
     return ev.grade(sessionmaker, engine, judge, ev.load(sessionmaker), progress)
 
 

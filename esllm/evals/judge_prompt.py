@@ -1,7 +1,11 @@
-"""What a judge model is asked and how its reply is read: the Spanish grading prompt (versioned by
-`PROMPT_VERSION`) built from the rating study's rubric (four aspects, a 1-5 scale), and `parse_grade`,
-which reads a 1-5 grade out of a reply or says there is none. Pure functions; esllm/evals/judge.py runs
-them against a model.
+"""What a judge model is asked and how its reply is read: two grading prompts, and `parse_grade`, which reads a
+1-5 grade out of a reply or says there is none. Pure functions; esllm/evals/judge.py runs them against a model.
+
+- "esllm" (ours, `PROMPT_VERSION`): a Spanish system prompt with the study's rubric (four aspects, the 1-5
+  anchors), earlier turns of a contextual series, one criterion at a time;
+- "estudio" (`STUDY_PROMPT_VERSION`): the study's own prompt to GPT-4, in English, verbatim with the
+  instruction and the answer filled in, one user message, no system prompt, no earlier turns, general grade
+  only (`study_grading_messages`).
 """
 
 from __future__ import annotations
@@ -54,6 +58,29 @@ USER_PROMPT = """{context}[Instrucción del usuario]
 [Calificación: {what}, un número del 1 al 5]"""
 
 REMINDER = "Responde solo con un número del 1 al 5."
+
+# The study's judge prompt (GPT-4), verbatim: only the instruction and the answer are filled in.
+STUDY_PROMPT = ('I need your help grading an answer to an instruction given to a Large Language Model chatbot. '
+                'The instruction was written in Spanish and the answer was expected to be in Spanish as well. The '
+                'instruction given was "{instruction}" and the answer obtained was "{answer}". In the grading '
+                'system, a 5 is the best possible answer in your opinion and 1 was the worst possible answer. '
+                'Following that, your grade will be number from 1 to 5.')
+STUDY_PROMPT_VERSION = "estudio-gpt4-v1"
+JUDGE_PROMPTS = {"esllm": f"el nuestro, en español, con la rúbrica ({PROMPT_VERSION})",
+                 "estudio": f"el del estudio (GPT-4, en inglés, literal; {STUDY_PROMPT_VERSION})"}
+
+
+def study_grading_messages(instruction: str, answer: str, criterion: str = "general",
+                           max_chars: int = 4000) -> list[dict[str, str]]:
+    """The study's prompt as one user message; the answer is cut in the middle ("[…]") only if the message
+    would not fit in `max_chars`. The study asked for one general grade: an aspect is refused."""
+    if criterion != "general":
+        raise EsllmError("El prompt del estudio solo pide una calificación general; use el criterio «general».")
+    room = max_chars - len(STUDY_PROMPT.format(instruction=instruction.strip(), answer=""))
+    if room < 200:
+        raise EsllmError(f"El ítem no cabe en el límite de {max_chars} caracteres del juez ni recortado.")
+    text = STUDY_PROMPT.format(instruction=instruction.strip(), answer=_clip(answer, room))
+    return [{"role": "user", "content": text}]
 
 
 # ---------------------------------------------------------------- prompt

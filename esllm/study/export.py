@@ -22,7 +22,8 @@ Files:
                     the set, plain means, two decimals, Promedio = mean of the category means); wide CSV,
                     Markdown and LaTeX (booktabs). esllm/study/tables.py.
 - tabla_estudio_ic.{csv,md,tex}  the same with the 95% bootstrap CI and n per cell.
-- tabla_juez.{csv,md,tex}        the judge model's scores in the same layout (only when a judge graded it).
+- tabla_<juez>.{csv,md,tex}      each judge model's scores in the same layout (tabla_juez-gemma-base.csv, …;
+                    only when a judge graded the session).
 
 CSV files are UTF-8 with a BOM (`utf-8-sig`), so Excel opens accents right; every string cell that starts
 with = + - @ tab or CR gets a leading ' (OWASP's advice against formula injection). JSONL files are
@@ -234,8 +235,8 @@ def write_exports(s: Session, session_id: Union[int, str], out_dir: Union[str, P
         for stem, grid in study_grids(s, rs, df, seed=seed, n_boot=n_boot).items():
             paths.update(tables.write_table(grid, out, stem))
     judges = session_scores_frame(s, rs.id, who="judges")
-    if not judges.empty:
-        paths.update(tables.write_table(plain_grid(s, rs, judges, title="Juez"), out, "tabla_juez"))
+    for name, part in (judges.groupby("rater", observed=True) if not judges.empty else []):
+        paths.update(tables.write_table(plain_grid(s, rs, part, title=str(name)), out, f"tabla_{name}"))
     return paths
 
 

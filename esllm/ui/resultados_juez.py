@@ -17,6 +17,7 @@ import gradio as gr
 
 from esllm import EsllmError
 from esllm.evals.judge import CRITERION_CHOICES, grade_session, latest_judge_runs
+from esllm.evals.judge_prompt import JUDGE_PROMPTS
 from esllm.ui.context import AppContext, bind, handler
 
 HEADERS = ["sesión", "juez", "criterio", "calificadas", "ilegibles", "exacto %", "±1 %", "Spearman", "alfa",
@@ -52,8 +53,9 @@ def _session_names(s) -> list[str]:
 
 @handler("admin")
 def grade_handler(ctx: AppContext, session: Any, judge: Any, criterion: Any, request: gr.Request,
-                  progress=gr.Progress()):
-    """«Calificar con el juez» (/juez_calificar): (summary markdown, table rows)."""
+                  progress=gr.Progress(), prompt: Any = "esllm"):
+    """«Calificar con el juez» (/juez_calificar): (summary markdown, table rows). `prompt` (the last input, after
+    Gradio's injected request and progress): "esllm" or "estudio" (judge_prompt.JUDGE_PROMPTS)."""
     if not isinstance(session, str) or not session.strip():
         raise EsllmError("Elija una sesión de calificación.")
     if not isinstance(judge, str) or judge not in ctx.engine.available():
@@ -66,7 +68,8 @@ def grade_handler(ctx: AppContext, session: Any, judge: Any, criterion: Any, req
         if progress is not None:
             progress((done, total), desc=msg, unit="respuestas")
 
-    rep = grade_session(ctx.sessionmaker, ctx.engine, session.strip(), judge, criterion=criterion, progress=report)
+    rep = grade_session(ctx.sessionmaker, ctx.engine, session.strip(), judge, criterion=criterion, progress=report,
+                        prompt=prompt or "esllm")
     ag = rep.agreement
     md = (f"**Juez {judge} · sesión {session.strip()} · {criterion}:** {rep.graded} calificadas ahora, "
           f"{rep.unparsable} sin número legible (reintentos agotados; no se guardan), {rep.errors} errores, "
@@ -107,6 +110,8 @@ def build_juez(ctx: AppContext):
                                 elem_id="juez-concursante")
             criterion = gr.Dropdown(list(CRITERION_CHOICES), value="general", label="Criterio", scale=1,
                                     elem_id="juez-criterio")
+            prompt = gr.Radio([(label, key) for key, label in JUDGE_PROMPTS.items()], value="esllm",
+                              label="Prompt del juez", scale=2, elem_id="juez-prompt")
         with gr.Row():
             go = gr.Button("Calificar con el juez", variant="primary", elem_id="juez-calificar")
             refresh = gr.Button("Actualizar tabla", elem_id="juez-actualizar")
@@ -114,7 +119,8 @@ def build_juez(ctx: AppContext):
         table = gr.Dataframe(headers=HEADERS, value=None, interactive=False, wrap=True, elem_id="juez-tabla",
                              label="Acuerdo juez–humanos (última ejecución por sesión, juez y criterio)")
 
-        go.click(bind(ctx, grade_handler), [session, judge, criterion], [summary, table], api_name="juez_calificar",
+        go.click(bind(ctx, grade_handler), [session, judge, criterion, prompt], [summary, table],
+                 api_name="juez_calificar",
                  concurrency_limit=1, concurrency_id="juez")
         refresh.click(bind(ctx, table_handler), None, table, api_name="juez_tabla")
     return bind(ctx, load_juez), [session, judge, table]

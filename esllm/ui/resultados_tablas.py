@@ -53,16 +53,16 @@ def study_tables(s, scope: str, which: str) -> dict[str, Any]:
             raise EsllmError(f"La sesión {rs.name!r} aún no tiene puntuaciones.")
         grids = study_grids(s, rs, df)
         judges = session_scores_frame(s, rs.id, who="judges")
-        agreement = []
-        judge = None
+        agreement, judge_grids = [], []
         if not judges.empty:
-            judge = plain_grid(s, rs, judges, title=f"{rs.name} · juez")
-            grids["tabla_juez"] = judge
             for name, part in judges.groupby("rater", observed=True):
+                grid = plain_grid(s, rs, part, title=f"{rs.name} · {name}")
+                judge_grids.append(grid)
+                grids[f"tabla_{name}"] = grid
                 a = judge_agreement(df, part).as_dict()
                 agreement.append([name, a.get("n"), _pct(a.get("exact")), _pct(a.get("within_one")),
                                   _num(a.get("spearman")), _num(a.get("alpha"))])
-        return {"grids": grids, "judge": judge, "agreement": agreement}
+        return {"grids": grids, "judges": judge_grids, "agreement": agreement}
     ps = s.scalars(select(PromptSet).where(PromptSet.name == which)).first()
     if ps is None:
         raise EsllmError(f"No existe el conjunto de prompts {which!r}.")
@@ -73,7 +73,7 @@ def study_tables(s, scope: str, which: str) -> dict[str, Any]:
     grids = {"tabla_conjunto": tables.plain_table(df, labels=labels, order=order, title=which),
              "tabla_conjunto_ic": tables.ci_table(stats.study_table(df, seed=0), labels=labels, order=order,
                                                   title=which)}
-    return {"grids": grids, "judge": None, "agreement": []}
+    return {"grids": grids, "judges": [], "agreement": []}
 
 
 def _pct(x: Any) -> str:  # agreement figures are already percentages
@@ -96,12 +96,12 @@ def tables_handler(ctx: AppContext, scope_value: Any, which_value: Any, request:
         r = study_tables(s, scope_value, which_value.strip())
     grids = r["grids"]
     plain, ci = list(grids.values())[:2]
-    judge = r["judge"]
     md = "#### Tabla (como en la tesis)\n\n" + tables.to_markdown(plain)
-    if judge is not None:
-        md += "\n#### Juez\n\n" + tables.to_markdown(judge)
-    return (plain.frame(), ci.frame(), judge.frame() if judge is not None else pd.DataFrame(), r["agreement"],
-            md, _files(grids))
+    for judge in r["judges"]:
+        md += f"\n#### {judge.title}\n\n" + tables.to_markdown(judge)
+    judges = pd.concat([j.frame().assign(juez=j.title.split(" · ")[-1]) for j in r["judges"]], ignore_index=True) \
+        if r["judges"] else pd.DataFrame()
+    return plain.frame(), ci.frame(), judges, r["agreement"], md, _files(grids)
 
 
 @handler("admin")
