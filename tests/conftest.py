@@ -24,7 +24,19 @@ from typing import Any, NamedTuple, Optional
 import pytest
 
 from tests import tiny as tm
-from tests.helpers import EVALUAR, LIMITS, NAVEGADOR, NAVEGADOR_ROWS, PROMPT, ROWS, make_engine, new_store, rate_app
+from tests.helpers import (
+    EVALUAR,
+    LIMITS,
+    NAVEGADOR,
+    NAVEGADOR_ROWS,
+    PROMPT,
+    ROWS,
+    Backend,
+    PostgresCluster,
+    make_engine,
+    new_store,
+    rate_app,
+)
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry calls from the test app
 
@@ -167,6 +179,94 @@ def store(tmp_path):
 
 
 class CliResult(NamedTuple):
+# ----------------------------------------------------------------------------- PostgreSQL
+@pytest.fixture(scope="session")
+def postgres():
+    """The throwaway PostgreSQL cluster of this run (a `PostgresCluster`): scripts/test.sh starts one and sets
+    $ESLLM_TEST_POSTGRES_URL (postgresql+psycopg://USER@127.0.0.1:PORT/postgres). Without it the PostgreSQL runs
+    are skipped, saying why; with $ESLLM_REQUIRE_POSTGRES=1 (scripts/test.sh, so CI) they fail instead."""
+    url = os.environ.get("ESLLM_TEST_POSTGRES_URL")
+    why = None if url else ("ESLLM_TEST_POSTGRES_URL is not set: bash scripts/test.sh starts a throwaway PostgreSQL "
+                            "and sets it")
+    cluster = None
+    if why is None:
+        try:
+            cluster = PostgresCluster(url)
+            cluster._run("SELECT 1")
+        except Exception as e:  # psycopg missing, server down, wrong URL: said once, in the skip or failure
+            why = f"no PostgreSQL at ESLLM_TEST_POSTGRES_URL ({type(e).__name__}: {e})"
+    if why is not None:
+        if os.environ.get("ESLLM_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"ESLLM_REQUIRE_POSTGRES=1 but {why}", pytrace=False)
+        pytest.skip(why)
+    yield cluster
+    cluster.close()
+
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+def _backend(request, folder: Path) -> Any:
+    """A Backend and its cleanup: SQLite files in `folder`, or databases on the PostgreSQL cluster."""
+    if request.param == "sqlite":
+        count = iter(range(1, 10_000))
+
+        def new_file(at_head: bool = False) -> str:
+            return f"sqlite:///{folder / f'db{next(count)}.sqlite3'}"
+
+        def copy_file(url: str) -> str:
+            src, dest = url.removeprefix("sqlite:///"), new_file().removeprefix("sqlite:///")
+            for suffix in ("", "-wal", "-shm"):
+                if Path(f"{src}{suffix}").exists():
+                    shutil.copyfile(f"{src}{suffix}", f"{dest}{suffix}")
+            return f"sqlite:///{dest}"
+
+        return Backend("sqlite", new_file, copy_file), None
+    cluster = request.getfixturevalue("postgres")
+    made: list[tuple[str, bool]] = []  # (url, from head_database)
+
+    def new_url(at_head: bool = False) -> str:
+        made.append((cluster.head_database() if at_head else cluster.create(), at_head))
+        return made[-1][0]
+
+    def copy(url: str) -> str:
+        made.append((cluster.create(template=url), False))
+        return made[-1][0]
+
+    def cleanup() -> None:
+        for url, at_head in reversed(made):
+            cluster.release(url) if at_head else cluster.drop(url)
+
+    return Backend("postgresql", new_url, copy), cleanup
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, tmp_path):
+    """Run the test on SQLite and on PostgreSQL: a `Backend` whose `new_url()` gives a fresh database (dropped
+    after the test). The PostgreSQL run is marked `postgres`."""
+    b, cleanup = _backend(request, tmp_path)
+    yield b
+    if cleanup:
+        cleanup()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_backend(request, tmp_path_factory):
+    """`backend` for module-scoped fixtures (a database built once per module and backend)."""
+    b, cleanup = _backend(request, tmp_path_factory.mktemp("backend"))
+    yield b
+    if cleanup:
+        cleanup()
+
+
+@pytest.fixture
+def any_store(backend):
+    """`store` on each backend: a fresh store upgraded to head, (url, Session)."""
+    st = new_store(backend.new_url(at_head=True))
+    yield st
+    st.dispose()
+
+
     returncode: int
     stdout: str
     stderr: str

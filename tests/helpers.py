@@ -5,7 +5,9 @@
 - constants: REPO, LIMITS, PROMPT, ROWS (the four-prompt set «mini»), ARTIFACTS (screenshots);
 - `make_engine`: a started Engine over a tiny config;
 - `FakeEngine`: an engine without a model, with canned replies, that records every request;
-- `new_store`: a fresh SQLite store upgraded to head (accounts and prompt sets added);
+- `new_store`: a fresh SQLite store upgraded to head (accounts and prompt sets added), or one at any URL;
+- PostgreSQL: `PostgresCluster` (throwaway databases on the test cluster) and `Backend` (what the `backend`
+  fixture hands a test that runs on both SQLite and PostgreSQL);
 - `free_port`, `serve`, `launch_app`, `running_app`: the app (or any built Blocks) served on loopback
   exactly as `app.main()` launches it;
 - the apps with disguised names (EVALUAR, NAVEGADOR): `disguised_config`, `rate_app`, `login`,
@@ -158,7 +160,8 @@ class FakeEngine:
 
 # ----------------------------------------------------------------------------- the store
 class Store(NamedTuple):
-    """A SQLite store: its URL and its session factory (`url, Session = store`)."""
+    """A store (SQLite, or PostgreSQL in the `backend` runs): its URL and its session factory
+    (`url, Session = store`)."""
 
     url: str
     Session: Any
@@ -167,14 +170,15 @@ class Store(NamedTuple):
         self.Session.kw["bind"].dispose()
 
 
-def new_store(path: Path, *, accounts: Optional[dict[str, str]] = None, password: str = "contraseña-segura",
+def new_store(path: Path | str, *, accounts: Optional[dict[str, str]] = None, password: str = "contraseña-segura",
               prompt_sets: Optional[dict[str, str]] = None) -> Store:
-    """The SQLite file `path` upgraded to head as the app does it (db.open_store), with `accounts`
-    ({name: role}, in that order, all with `password`) and `prompt_sets` ({name: JSONL text}) added."""
+    """The SQLite file `path` (or the database at URL `path`, e.g. a `backend.new_url()`) upgraded to head as the
+    app does it (db.open_store), with `accounts` ({name: role}, in that order, all with `password`) and
+    `prompt_sets` ({name: JSONL text}) added."""
     from esllm.store import db, users
     from esllm.study.prompts import import_prompt_set, parse_prompts
 
-    url = f"sqlite:///{path}"
+    url = path if isinstance(path, str) and "://" in path else f"sqlite:///{path}"
     Session = db.open_store(url)
     if accounts or prompt_sets:
         with Session() as s:
@@ -186,16 +190,144 @@ def new_store(path: Path, *, accounts: Optional[dict[str, str]] = None, password
     return Store(url, Session)
 
 
-def store_at(path: Path) -> Store:
-    """A store over an existing SQLite file already at head (a copy of a built one): no upgrade."""
+def store_at(path: Path | str) -> Store:
+    """A store over an existing SQLite file (or database URL) already at head (a copy of a built one): no upgrade."""
     from esllm.store import db
 
-    url = f"sqlite:///{path}"
+    url = path if isinstance(path, str) and "://" in path else f"sqlite:///{path}"
     return Store(url, db.make_sessionmaker(db.make_engine(url)))
 
 
 # ----------------------------------------------------------------------------- the app on loopback
 HOST = "127.0.0.1"
+
+# ----------------------------------------------------------------------------- PostgreSQL
+class PostgresCluster:
+    """Throwaway databases on a running PostgreSQL server (the cluster scripts/test.sh starts; `url` names its
+    maintenance database and a role allowed to create databases).
+
+    `create()` makes an empty database, or a copy of a template; `drop(url)` removes one, closing what is still
+    connected to it. `head_database()` gives an empty database at head: a copy of a template upgraded once per run
+    (a copy costs 0.1–1 s, an upgrade more), or one an earlier test gave back with `release(url)`: emptied with
+    TRUNCATE … RESTART IDENTITY (milliseconds) and reused while its schema is still exactly head's."""
+
+    def __init__(self, url: str):
+        from sqlalchemy import create_engine
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.pool import NullPool
+
+        self.url = make_url(url)
+        self.admin = create_engine(self.url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+        self._count = 0
+        self._head: Optional[str] = None
+        self._head_schema: Optional[str] = None
+        self._free: list[str] = []
+
+    def _run(self, sql: str, url: Optional[str] = None) -> Any:
+        from sqlalchemy import create_engine
+        from sqlalchemy.pool import NullPool
+
+        engine = self.admin if url is None else create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+        try:
+            with engine.connect() as conn:
+                result = conn.exec_driver_sql(sql)
+                return result.scalar() if result.returns_rows else None
+        finally:
+            if url is not None:
+                engine.dispose()
+
+    def create(self, template: Optional[str] = None) -> str:
+        """The URL of a new database: empty (from template0), or a copy of the database at URL `template`, which
+        must have no open connection (dispose its engines first)."""
+        import os
+
+        from sqlalchemy.engine import make_url
+
+        self._count += 1
+        name = f"esllm_test_{os.getpid()}_{self._count}"
+        source = make_url(template).database if template else "template0"
+        if template:  # a backend of a connection just closed may still be exiting: the copy would be refused
+            self.disconnect(template)
+        self._run(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
+        return self.url.set(database=name).render_as_string(hide_password=False)
+
+    def disconnect(self, url: str) -> None:
+        """End every connection to the database at `url` and wait until they are gone."""
+        from sqlalchemy.engine import make_url
+
+        name = make_url(url).database
+        self._run(f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{name}'")
+        wait_until(lambda: not self._run(f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{name}'"),
+                   timeout=10, message=f"connections to {name} did not end")
+
+    def drop(self, url: str) -> None:
+        from sqlalchemy.engine import make_url
+
+        self._run(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+
+    # what a test may have changed in a database's schema (tables, columns, constraints, indexes, the revision)
+    _SCHEMA = """SELECT md5(string_agg(x, ';' ORDER BY x)) FROM (
+        SELECT table_name || '.' || column_name || ' ' || data_type || ' ' || is_nullable
+          FROM information_schema.columns WHERE table_schema = 'public'
+        UNION ALL SELECT conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid)
+          FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+        UNION ALL SELECT indexdef FROM pg_indexes WHERE schemaname = 'public'
+        UNION ALL SELECT version_num FROM alembic_version) AS t(x)"""
+
+    def head(self) -> str:
+        """The URL of the template at head, upgraded once per test run (never connect to it and leave)."""
+        if self._head is None:
+            from esllm.store import db
+
+            url = self.create()
+            db.upgrade(url)  # disposes its engine: nothing stays connected
+            self._head_schema = self._run(self._SCHEMA, url)
+            self._head = url
+        return self._head
+
+    def head_database(self) -> str:
+        """An empty database at head, for one test; give it back with `release`."""
+        return self._free.pop() if self._free else self.create(self.head())
+
+    def release(self, url: str) -> None:
+        """Close what is still connected to `url`; empty it for the next test if its schema is still head's, else
+        drop it."""
+        from sqlalchemy import create_engine
+        from sqlalchemy.pool import NullPool
+
+        self.disconnect(url)  # TRUNCATE would wait for a session a test left open
+        engine = create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+        try:
+            with engine.connect() as conn:
+                same = conn.exec_driver_sql(self._SCHEMA).scalar() == self._head_schema
+                if same:
+                    tables = conn.exec_driver_sql(
+                        "SELECT string_agg(quote_ident(tablename), ', ') FROM pg_tables "
+                        "WHERE schemaname = 'public' AND tablename <> 'alembic_version'").scalar()
+                    conn.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+        finally:
+            engine.dispose()
+        if same:
+            self._free.append(url)
+        else:
+            self.drop(url)
+
+    def close(self) -> None:
+        for url in self._free + ([self._head] if self._head else []):
+            self.drop(url)
+        self.admin.dispose()
+
+
+@dataclass
+class Backend:
+    """The database a test runs on (the `backend` fixture): `name` is "sqlite" or "postgresql"; `new_url()` gives
+    a new database each call, empty or (`at_head=True`) already upgraded to head; `copy(url)` a new database
+    holding a copy of the one at `url` (close its connections first: dispose its engines)."""
+
+    name: str
+    new_url: Callable[..., str]
+    copy: Callable[[str], str]
+
 
 
 def free_port() -> int:

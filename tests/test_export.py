@@ -1,5 +1,6 @@
 """Exports of a rating session (esllm/study/export.py, esllm/study/results.py): raw scores, tables, answers, DPO/KTO,
-CSV injection, atomic writes and the `python -m esllm export` command, over a real SQLite file."""
+CSV injection, atomic writes and the `python -m esllm export` command, over a real SQLite file and a real PostgreSQL
+database (the `module_backend` fixture)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import errno
 import json
 import os
 import random
-import shutil
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
@@ -75,9 +75,9 @@ def rate_everything(S, sid: int, seed: int = 11) -> dict:
 
 
 @pytest.fixture(scope="module")
-def study_file(tmp_path_factory):
-    """A rated session in a SQLite file, built once; each test gets a copy (see `study`)."""
-    path = tmp_path_factory.mktemp("study") / "e.sqlite3"
+def study_file(module_backend):
+    """A rated session in a SQLite file or a PostgreSQL database, built once; each test gets a copy (see `study`)."""
+    path = module_backend.new_url(at_head=True)
     store = new_store(path, accounts=dict.fromkeys(("ana", "beto", "carla"), "rater"), prompt_sets={"mini": ROWS})
     S = store.Session
     generate_answers(S, FormulaEngine(NAMES), "mini", NAMES, attempts=2)
@@ -88,18 +88,15 @@ def study_file(tmp_path_factory):
                              raters=["ana", "beto", "carla"], k=2, rng=random.Random(3)).id
         s.commit()
     expected = rate_everything(S, sid)
-    store.dispose()  # the last connection closed: the WAL is folded into the file
+    store.dispose()  # the last connection closed: the WAL is folded into the file (PostgreSQL: a template may be copied)
     return path, sid, expected
 
 
 @pytest.fixture()
-def study(study_file, tmp_path):
+def study(study_file, module_backend):
     """(sessionmaker, url, session id, {(rater, item, contestant, criterion): value}) over a fresh copy."""
     src, sid, expected = study_file
-    for suffix in ("", "-wal", "-shm"):
-        if Path(f"{src}{suffix}").exists():
-            shutil.copyfile(f"{src}{suffix}", tmp_path / f"e.sqlite3{suffix}")
-    copy = store_at(tmp_path / "e.sqlite3")
+    copy = store_at(module_backend.copy(src))
     yield copy.Session, copy.url, sid, expected
     copy.dispose()
 

@@ -2,8 +2,9 @@
 
     .venv/bin/python -m pytest tests/test_store.py -q
 
-Every test uses its own SQLite file under tmp_path (the `store` fixture), upgraded by Alembic exactly as the app
-does it. The users CLI runs in-process (the `cli` fixture).
+Every test that touches a database runs twice, on SQLite and on PostgreSQL (the `backend` fixture; the PostgreSQL
+run needs the cluster scripts/test.sh starts), each time on its own new database upgraded by Alembic exactly as
+the app does it. The users CLI runs in-process (the `cli` fixture).
 """
 
 from __future__ import annotations
@@ -40,10 +41,14 @@ from esllm.store.models import (
 from esllm.store.users import add_user, authenticate, count_users, hash_password, list_users, verify_password
 from tests.helpers import REPO
 
+# IntegrityError texts: SQLite's, then PostgreSQL's (a CHECK's name appears in both)
+UNIQUE = "UNIQUE constraint failed|violates unique constraint"
+FOREIGN_KEY = "FOREIGN KEY constraint failed|violates foreign key constraint"
+
 
 @pytest.fixture
-def url(store) -> str:
-    return store.url
+def url(any_store) -> str:
+    return any_store.url
 
 
 @pytest.fixture
@@ -106,7 +111,7 @@ def test_upgrade_empty_db_to_head_matches_models(url, engine):
 
 
 def _schema_details(e) -> dict:
-    """What compare_metadata leaves out on SQLite: CHECK constraints, ON DELETE actions, partial indexes."""
+    """What compare_metadata leaves out: CHECK constraints, ON DELETE actions, partial indexes."""
     insp = inspect(e)
     out = {}
     for table in sorted(insp.get_table_names()):
@@ -116,19 +121,21 @@ def _schema_details(e) -> dict:
         fks = sorted((tuple(f["constrained_columns"]), f["referred_table"], f["options"].get("ondelete"))
                      for f in insp.get_foreign_keys(table))
         idx = sorted((i["name"], tuple(i["column_names"]), bool(i["unique"]),
-                      str(i.get("dialect_options", {}).get("sqlite_where"))) for i in insp.get_indexes(table))
+                      str(i.get("dialect_options", {}).get(f"{e.dialect.name}_where"))) for i in insp.get_indexes(table))
         out[table] = (checks, fks, idx)
     return out
 
 
-def test_migration_has_the_models_checks_cascades_and_partial_index(engine, tmp_path):
-    direct = db.make_engine(f"sqlite:///{tmp_path / 'create_all.sqlite3'}")
+def test_migration_has_the_models_checks_cascades_and_partial_index(engine, backend):
+    direct = db.make_engine(backend.new_url())  # the same backend, schema made by create_all from the models
     Base.metadata.create_all(direct)
     want, got = _schema_details(direct), _schema_details(engine)
     direct.dispose()
     assert set(got) == {t.name for t in Base.metadata.sorted_tables}
     assert got == want
     assert ("value_range" in str(got["score"][0])) and ("CASCADE" in str(got["score"][1]))
+    partial = [i for i in got["answer"][2] if i[0] == "uq_answer_selected"]
+    assert partial and partial[0][2] and "selected" in partial[0][3], got["answer"][2]
 
 
 def test_downgrade_to_base_and_upgrade_again(url, engine):
@@ -157,7 +164,8 @@ def test_import_has_no_side_effects(tmp_path):
 
 # ---------------------------------------------------------------- SQLite settings
 
-def test_sqlite_wal_foreign_keys_busy_timeout_on_every_connection(engine):
+def test_sqlite_wal_foreign_keys_busy_timeout_on_every_connection(store):
+    engine = store.Session.kw["bind"]
     with engine.connect() as c1, engine.connect() as c2:  # two pooled connections, each set up on connect
         for conn in (c1, c2):
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
@@ -168,6 +176,17 @@ def test_sqlite_wal_foreign_keys_busy_timeout_on_every_connection(engine):
 def test_bad_database_url_is_a_clear_error():
     with pytest.raises(EsllmError, match="ESLLM_DATABASE_URL"):
         db.make_engine("no es una url")
+
+
+def test_a_postgresql_url_uses_psycopg_3_and_no_sqlite_pragma():
+    """`postgresql://…` alone would make SQLAlchemy load psycopg2, which is not installed (nothing connects here)."""
+    from sqlalchemy import event
+
+    for url in ("postgresql://ana:x@127.0.0.1:1/esllm", "postgresql+psycopg://ana:x@127.0.0.1:1/esllm"):
+        e = db.make_engine(url)
+        assert (e.dialect.name, e.dialect.driver) == ("postgresql", "psycopg")
+        assert not event.contains(e, "connect", db._sqlite_pragmas) and e.pool._pre_ping
+        e.dispose()
 
 
 # ---------------------------------------------------------------- integrity
@@ -200,7 +219,7 @@ def test_second_score_for_same_answer_and_criterion_is_an_integrity_error(Sessio
                     criterion="exactitud"))
         s.flush()
         s.add(Score(assignment_id=ids["assignment"], answer_id=ids["answers"][0], label="A", value=4))
-        with pytest.raises(IntegrityError, match="UNIQUE"):
+        with pytest.raises(IntegrityError, match=UNIQUE):
             s.flush()
 
 
@@ -248,7 +267,7 @@ def test_check_constraints_reject_bad_values(Session, sql, constraint):
 def test_foreign_keys_are_enforced(Session):
     with Session() as s:
         s.add(Prompt(set_id=999, external_id="x", category="c", text="t"))
-        with pytest.raises(IntegrityError, match="FOREIGN KEY"):
+        with pytest.raises(IntegrityError, match=FOREIGN_KEY):
             s.flush()
 
 
@@ -257,7 +276,7 @@ def test_scored_answer_cannot_be_deleted_but_a_session_deletes_its_assignments_a
         ids = _seed(s)
         save_score(s, assignment_id=ids["assignment"], answer_id=ids["answers"][0], label="B", value=3)
     with Session() as s:
-        with pytest.raises(IntegrityError, match="FOREIGN KEY"):
+        with pytest.raises(IntegrityError, match=FOREIGN_KEY):
             s.execute(delete(Answer).where(Answer.id == ids["answers"][0]))
     with Session.begin() as s:
         s.execute(delete(RatingSession).where(RatingSession.id == ids["session"]))
@@ -288,7 +307,7 @@ def test_only_one_selected_attempt_per_prompt_and_contestant(Session):
         s.add(Answer(attempt=2, selected=False, **kw))
         s.flush()  # unselected attempts are fine
         s.add(Answer(attempt=3, selected=True, **kw))
-        with pytest.raises(IntegrityError, match="UNIQUE"):
+        with pytest.raises(IntegrityError, match=UNIQUE):
             s.flush()
 
 
@@ -304,7 +323,7 @@ def test_contestant_snapshot_is_reused_and_any_change_makes_a_new_one(Session):
     with Session() as s:
         assert s.scalar(select(func.count()).select_from(ContestantSnapshot)) == 3
         s.add(ContestantSnapshot(key=a.key, **fields))  # the same snapshot written by hand still collides
-        with pytest.raises(IntegrityError, match="UNIQUE"):
+        with pytest.raises(IntegrityError, match=UNIQUE):
             s.flush()
 
 
@@ -315,7 +334,10 @@ def test_timestamps_come_back_as_utc(Session):
         created = s.scalars(select(PromptSet.created_at)).one()
         assert created.tzinfo is not None and created.utcoffset().total_seconds() == 0
         raw = s.execute(text("SELECT created_at FROM prompt_set")).scalar()
-        assert "+" not in str(raw)  # stored as naive UTC text on SQLite
+        if s.bind.dialect.name == "sqlite":
+            assert "+" not in str(raw)  # stored as naive UTC text on SQLite
+        else:  # timestamptz on PostgreSQL: the same instant, whatever the server's time zone
+            assert raw.tzinfo is not None and raw == created
 
 
 # ---------------------------------------------------------------- users
@@ -380,9 +402,9 @@ def _cli(cli):
     return lambda args, db_url, stdin="": cli("users", *args, db_url=db_url, stdin=stdin)
 
 
-def test_users_cli_add_and_list_on_a_new_database(tmp_path, _cli):
-    path = tmp_path / "nueva" / "cli.sqlite3"  # not there yet: the CLI creates it
-    url = f"sqlite:///{path}"
+def test_users_cli_add_and_list_on_a_new_database(tmp_path, backend, _cli):
+    # SQLite: a file not there yet, in a folder not there yet (the CLI creates both); PostgreSQL: an empty database
+    url = f"sqlite:///{tmp_path / 'nueva' / 'cli.sqlite3'}" if backend.name == "sqlite" else backend.new_url()
     empty = _cli(["list"], url)
     assert empty.returncode == 0 and "No hay usuarios" in empty.stdout
     added = _cli(["add", "Marta", "--role", "admin", "--password-stdin"], url, stdin="una clave segura\n")

@@ -124,3 +124,29 @@ def test_resume_after_the_best_step_keeps_the_same_best(tiny, dataset, tmp_path,
     second = train(rec, resume=True, say=lambda m: None, progress=False)
     assert second.steps == K + 2 and second.stopped_early and second.exported_step == K
     assert same(exported_weights(out), step_k)
+
+
+def test_eos_weight_counts_the_eos_token_that_many_times(tiny):
+    import torch
+
+    from esllm.engine.templates import get_template
+    from esllm.train.data import IGNORE, Example, collate, tokenize
+    from esllm.train.trainer import answer_loss
+    from tests.tiny import load_plain
+
+    model, tok = load_plain(tiny("llama").model_dir)
+    model = model.float()
+    batch = collate([tokenize(Example([{"role": "user", "content": e["instruction"]}], e["output"]), tok,
+                              get_template("alpaca-es")) for e in EXAMPLES[:3]], tok.pad_token_id)
+    with torch.no_grad():
+        plain, n = answer_loss(model, batch)
+        same, _ = answer_loss(model, batch, tok.eos_token_id, 1.0)
+        heavy, n2 = answer_loss(model, batch, tok.eos_token_id, 5.0)
+        logits = model(**{k: batch[k] for k in ("input_ids", "attention_mask")}).logits[:, :-1].float()
+    labels = batch["labels"][:, 1:]
+    keep = labels != IGNORE
+    ce = torch.nn.functional.cross_entropy(logits[keep], labels[keep], reduction="none")
+    eos = labels[keep] == tok.eos_token_id
+    assert int(eos.sum()) == 3 and n == n2
+    assert float(same) == pytest.approx(float(plain))
+    assert float(heavy) == pytest.approx(float(ce.sum() + 4 * ce[eos].sum()), rel=1e-4)

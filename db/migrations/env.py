@@ -3,6 +3,9 @@
 The connection (or the URL) comes in `config.attributes`; there is no alembic.ini and no logging setup.
 On SQLite, migrations run in batch mode (tables are copied and recreated to alter them) with foreign keys
 switched off while they run, then `PRAGMA foreign_key_check` must come back clean.
+On PostgreSQL the whole upgrade is one transaction (DDL is transactional) that first takes an advisory lock:
+processes starting together on one database (the app, a CLI command) upgrade it one after the other, and the
+later ones find it at head instead of failing on "relation already exists".
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from esllm.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata
+UPGRADE_LOCK = 0x65736C6C6D  # "esllm": the advisory lock key of schema upgrades on PostgreSQL
 
 
 def _run(connection) -> None:
@@ -25,6 +29,8 @@ def _run(connection) -> None:
                       render_as_batch=sqlite, compare_type=True)
     try:
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":  # held until this transaction ends; then read the revision
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({UPGRADE_LOCK})")
             context.run_migrations()
         if sqlite:
             broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()

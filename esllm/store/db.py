@@ -9,7 +9,9 @@
 
 On SQLite every new connection gets WAL (readers never block the writer), a 5 s busy timeout (a second
 writer waits instead of failing at once) and foreign keys on (SQLite leaves them off by default).
-Any other SQLAlchemy URL (e.g. postgresql+psycopg://…) is used as is.
+PostgreSQL runs through psycopg 3: `postgresql://user:password@host/db` means `postgresql+psycopg://…` (SQLAlchemy
+would pick psycopg2, not installed); pooled connections are checked before use (a restarted server costs one
+reconnect, not an error page). Any other SQLAlchemy URL is used as is.
 Migrations live in db/migrations (revisions in versions/; batch mode on SQLite). A new revision:
     .venv/bin/python -c "from esllm.store.db import alembic_config; from alembic import command; \
         command.revision(alembic_config(), 'what changed', autogenerate=True)"
@@ -51,7 +53,8 @@ def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
 
 
 def make_engine(url: Optional[str] = None, **kwargs) -> Engine:
-    """An engine for `url` (default `database_url()`); SQLite gets WAL, busy timeout and foreign keys."""
+    """An engine for `url` (default `database_url()`); SQLite gets WAL, busy timeout and foreign keys,
+    `postgresql://` the psycopg 3 driver."""
     url = url or database_url()
     try:
         parsed = make_url(url)
@@ -60,6 +63,10 @@ def make_engine(url: Optional[str] = None, **kwargs) -> Engine:
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         if not parsed.database.startswith("file:"):
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() != "sqlite":
+        kwargs.setdefault("pool_pre_ping", True)
     engine = create_engine(parsed, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)

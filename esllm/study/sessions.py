@@ -232,6 +232,8 @@ def submit(s: Session, *, rater_id: int, assignment_id: int, scores: Any, commen
         clean[label] = {c: _value(got[c], f"{label}/{c}") for c in crit}
     if comment is not None and (not isinstance(comment, str) or len(comment) > COMMENT_MAX):
         raise EsllmError(f"El comentario debe ser texto de hasta {COMMENT_MAX} caracteres.")
+    if comment is not None and "\x00" in comment:  # PostgreSQL's text cannot hold it; SQLite would: refuse on both
+        raise EsllmError("El comentario tiene un carácter nulo (\\x00); quítelo y vuelva a guardar.")
     comment = (comment or "").strip() or None
     perm = a.permutation
     answers = selected_answers(s, [a.prompt_id], perm.values(), MISSING_FOR_RATER)

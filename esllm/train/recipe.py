@@ -79,6 +79,8 @@ class TrainingSpec(_S):
     patience: Optional[int] = Field(None, ge=1, description="evaluations without improvement before stopping (none: never stop early)")
     min_delta: float = Field(0.0, ge=0.0, description="an eval loss must fall by more than this to count as better")
     export: Literal["best", "last"] = Field("best", description="write the weights with the best eval loss, or the last step's")
+    # sft: the answer-ending EOS counts this many times in the training loss (the held-out loss stays unweighted).
+    eos_weight: float = Field(1.0, ge=1.0, description="weight of the EOS token in the sft training loss")
     threads: Optional[int] = Field(None, ge=1, description="torch CPU threads")
 
 

@@ -125,8 +125,12 @@ class BestKeeper:
         return f"mejor pérdida de validación ({self.loss:.4f}) en el paso {self.step}; {tail}"
 
 
-def answer_loss(model, batch: dict) -> tuple[torch.Tensor, int]:
+def answer_loss(model, batch: dict, eos_id: Optional[int] = None, eos_weight: float = 1.0) -> tuple[torch.Tensor, int]:
     """(summed cross-entropy, token count) over the answer tokens only.
+
+    `eos_weight` > 1 counts the answer-ending EOS that many times (training only; evaluation is unweighted):
+    a small model learns *when* to stop much later than *what* to say, and an adapter that never stops is
+    useless in the app, while more epochs to teach it overfit the content.
 
     The LM head runs on the answer positions alone: with Gemma's 262k-token vocabulary the full
     logits tensor would dominate time and memory on a CPU. Equivalent to `model(..., labels=)`.
@@ -141,7 +145,12 @@ def answer_loss(model, batch: dict) -> tuple[torch.Tensor, int]:
     if cap:
         logits = torch.tanh(logits / cap) * cap
     n = int(keep.sum())
-    return torch.nn.functional.cross_entropy(logits, labels[keep], reduction="sum"), n
+    target = labels[keep]
+    if eos_id is None or eos_weight == 1.0:
+        return torch.nn.functional.cross_entropy(logits, target, reduction="sum"), n
+    ce = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+    w = torch.where(target == eos_id, torch.tensor(eos_weight, dtype=ce.dtype, device=ce.device), torch.ones_like(ce))
+    return (ce * w).sum(), n
 
 
 @torch.no_grad()
@@ -313,7 +322,7 @@ def train(recipe: Recipe, *, root: Path = Path("."), resume: bool = False,
             acc_loss = 0.0
             for mb in micro:  # loss = mean over every answer token of the whole optimizer step
                 batch = {k: v.to(model.device) for k, v in D.collate(mb, tok.pad_token_id).items()}
-                loss_sum, _ = answer_loss(model, batch)
+                loss_sum, _ = answer_loss(model, batch, tok.eos_token_id, t.eos_weight)
                 (loss_sum / n_tokens).backward()
                 acc_loss += float(loss_sum.detach()) / n_tokens
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], t.max_grad_norm)
