@@ -178,7 +178,6 @@ def store(tmp_path):
     st.dispose()
 
 
-class CliResult(NamedTuple):
 # ----------------------------------------------------------------------------- PostgreSQL
 @pytest.fixture(scope="session")
 def postgres():
@@ -267,6 +266,7 @@ def any_store(backend):
     st.dispose()
 
 
+class CliResult(NamedTuple):
     returncode: int
     stdout: str
     stderr: str

@@ -198,9 +198,6 @@ def store_at(path: Path | str) -> Store:
     return Store(url, db.make_sessionmaker(db.make_engine(url)))
 
 
-# ----------------------------------------------------------------------------- the app on loopback
-HOST = "127.0.0.1"
-
 # ----------------------------------------------------------------------------- PostgreSQL
 class PostgresCluster:
     """Throwaway databases on a running PostgreSQL server (the cluster scripts/test.sh starts; `url` names its
@@ -334,6 +331,9 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
+
+# ----------------------------------------------------------------------------- the app on loopback
+HOST = "127.0.0.1"
 
 
 def serve(demo, ctx) -> str:
