@@ -54,6 +54,10 @@ def register(subparsers) -> None:
     b.add_argument("--contestants", nargs="*", default=None, help="default: every available contestant")
     b.add_argument("--limit", type=_positive, default=None, help="only the first N questions")
     b.add_argument("--batch-size", type=_positive, default=8, help="questions per forward pass (left padding)")
+    b.add_argument("--mode", choices=["chat", "lm-eval"], default="chat",
+                   help="chat: the question through each contestant's chat template, letter read next (default); "
+                        "lm-eval: lm-evaluation-harness's belebele prompt, no template, log-likelihoods of ' A'..' D' "
+                        "(acc, acc_norm; comparable with published numbers)")
     b.set_defaults(func=cmd_belebele)
 
     j = subparsers.add_parser("judge", help="grade a rating session's answers with a judge model "
@@ -111,11 +115,11 @@ def cmd_belebele(args: argparse.Namespace) -> int:
     from esllm.evals.belebele import TABLE_HEADER, Belebele
 
     Session = open_store()
-    evaluation = Belebele(args.file, batch_size=args.batch_size, limit=args.limit)
+    evaluation = Belebele(args.file, batch_size=args.batch_size, limit=args.limit, mode=args.mode)
     items = evaluation.load()  # a bad file fails before the model loads
     engine = start_engine(args.config)
     runs = _run_all(evaluation, Session, engine, pick_contestants(engine, args.contestants), items, "pregunta")
-    print(f"Belebele · {display_path(args.file)} · {len(items)} preguntas · azar 25 %")
+    print(f"Belebele · modo {args.mode} · {display_path(args.file)} · {len(items)} preguntas · azar 25 %")
     print("\n".join([TABLE_HEADER] + [evaluation.summary(r) for r in runs]))
     return 0 if all(r.status == "done" for r in runs) else 1
 

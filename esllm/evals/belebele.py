@@ -14,6 +14,10 @@ tokenizers write a letter after a space and after a newline with different token
 the best of the four (an exact tie goes to the earlier letter and is counted in `ties`); no sampling.
 Accuracy has a 95% percentile-bootstrap CI over questions; chance is 25%.
 
+That is the "chat" mode. The "lm-eval" mode (esllm/evals/belebele_lmeval.py) scores as lm-evaluation-harness
+does (no template, its English prompt, continuations " A".." D", acc and acc_norm), so its numbers compare with
+published ones; every run stores its `mode` in the config, and tables never mix modes.
+
 As an `Evaluation` (esllm/evals/base.py): the items are the file's questions (the first `limit`), the
 config is the file, its sha256, the prompt version and the batch size, `evaluate` scores one contestant,
 `summary` is its row of the command line's table. This module does not know Gradio; the «Resultados»
@@ -36,6 +40,7 @@ SAMPLE = DATA_DIR / "muestra-es.jsonl"
 KIND = "belebele"
 LETTERS = ("A", "B", "C", "D")
 CHANCE = 0.25
+MODES = ("chat", "lm-eval")  # chat: this module's protocol; lm-eval: esllm/evals/belebele_lmeval.py
 TEXT_FIELDS = ("link", "flores_passage", "question", "mc_answer1", "mc_answer2", "mc_answer3", "mc_answer4",
                "dialect")
 MAX_PROBLEMS = 20  # problems listed in a rejection message; the count says how many more there are
@@ -244,7 +249,11 @@ class Belebele(Evaluation):
 
     kind = KIND
 
-    def __init__(self, file: str | Path = SAMPLE, *, batch_size: int = 8, limit: Optional[int] = None):
+    def __init__(self, file: str | Path = SAMPLE, *, batch_size: int = 8, limit: Optional[int] = None,
+                 mode: str = "chat"):
+        if mode not in MODES:
+            raise EsllmError(f"Modo de Belebele desconocido {mode!r}; use uno de {', '.join(MODES)}.")
+        self.mode = mode
         if limit is not None and limit < 1:
             raise EsllmError("El límite de preguntas debe ser al menos 1.")
         if batch_size < 1:
@@ -256,12 +265,21 @@ class Belebele(Evaluation):
         return items[:self.limit] if self.limit else items
 
     def config(self, items: Sequence[BelebeleItem]) -> dict[str, Any]:
+        from esllm.evals import belebele_lmeval
+
+        version = belebele_lmeval.PROMPT_VERSION if self.mode == "lm-eval" else PROMPT_VERSION
         return {"file": display_path(self.file), "file_sha256": file_sha256(self.file), "n_items": len(items),
-                "limit": self.limit, "prompt_version": PROMPT_VERSION, "batch_size": self.batch_size,
+                "limit": self.limit, "mode": self.mode, "prompt_version": version, "batch_size": self.batch_size,
                 "dialects": sorted({it.dialect for it in items})}
 
     def evaluate(self, engine, contestant: str, items: Sequence[BelebeleItem],
                  progress: Optional[Progress] = None) -> Outcome:
+        if self.mode == "lm-eval":
+            from esllm.evals import belebele_lmeval
+
+            return Outcome(**belebele_lmeval.evaluate_lmeval(engine, contestant, items,
+                                                             belebele_lmeval.raw_rows(self.file),
+                                                             batch_size=self.batch_size, progress=progress))
         return Outcome(**evaluate(engine, contestant, items, batch_size=self.batch_size, progress=progress))
 
     def summary(self, run) -> str:
@@ -270,14 +288,15 @@ class Belebele(Evaluation):
             return f"{run.contestant:28s} FALLÓ: {run.error}"
         m = run.metrics
         ci = f"[{m['ci_low']:.1%}, {m['ci_high']:.1%}]"
-        return f"{run.contestant:28s} {m['accuracy']:>9.1%}  {ci:15s} {m['n']:>5d}   {CHANCE:.0%}"
+        norm = f"   acc_norm {m['acc_norm']:.1%}" if "acc_norm" in m else ""
+        return f"{run.contestant:28s} {m['accuracy']:>9.1%}  {ci:15s} {m['n']:>5d}   {CHANCE:.0%}{norm}"
 
 
 TABLE_HEADER = f"{'concursante':28s} {'exactitud':>9s}  {'IC 95 %':15s} {'n':>5s}   azar"
 
 
 def run_belebele(Session, engine, contestants: Sequence[str], file: str | Path, *, batch_size: int = 8,
-                 limit: Optional[int] = None, progress: Optional[Progress] = None) -> list:
+                 limit: Optional[int] = None, progress: Optional[Progress] = None, mode: str = "chat") -> list:
     """Evaluate each contestant on `file` and store one EvalRun per contestant (running → done | failed).
 
     Checks the file and every contestant before any run starts; a contestant whose run fails is stored
@@ -285,5 +304,5 @@ def run_belebele(Session, engine, contestants: Sequence[str], file: str | Path, 
     names = list(contestants)
     if not names:
         raise EsllmError("Elija al menos un concursante.")
-    return run_contestants(Belebele(file, batch_size=batch_size, limit=limit), Session, engine, names,
+    return run_contestants(Belebele(file, batch_size=batch_size, limit=limit, mode=mode), Session, engine, names,
                            progress=progress)

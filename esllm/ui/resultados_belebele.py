@@ -16,10 +16,12 @@ import gradio as gr
 
 from esllm import EsllmError
 from esllm.evals.belebele import CHANCE, DATA_DIR, KIND, run_belebele
+from esllm.evals.belebele_table import MODE_LABELS, MODES
 from esllm.paths import ROOT, display_path
 from esllm.ui.context import AppContext, bind, handler
 
-HEADERS = ["concursante", "archivo", "exactitud", "IC 95 %", "n", "fecha (UTC)", "base sha256", "adaptador sha256"]
+HEADERS = ["concursante", "archivo", "exactitud", "IC 95 %", "n", "fecha (UTC)", "base sha256", "adaptador sha256",
+           "modo"]
 CHANCE_NOTE = (f"Azar: {CHANCE:.0%} (cuatro opciones). Puntuación por la probabilidad de la letra de cada opción, "
                "sin muestreo; IC 95 % bootstrap sobre preguntas.")
 
@@ -44,16 +46,23 @@ def resolve_file(value: Any, data_dir: Path = DATA_DIR) -> Path:
 
 
 def runs_table(s) -> list[list[Any]]:
-    from esllm.evals.runs import latest_runs
+    from sqlalchemy import select
 
-    rows = []
-    for r in latest_runs(s, KIND, config_key="file"):
+    from esllm.evals.belebele_table import run_mode
+    from esllm.store.models import EvalRun
+
+    rows, seen = [], set()
+    for r in s.scalars(select(EvalRun).where(EvalRun.kind == KIND, EvalRun.status == "done")
+                       .order_by(EvalRun.id.desc())):  # the newest run per contestant, file and mode
+        if (key := (r.contestant, r.config.get("file"), run_mode(r))) in seen:
+            continue
+        seen.add(key)
         m, h = r.metrics, r.hashes
         rows.append([r.contestant, r.config.get("file"), f"{m['accuracy']:.1%}",
                      f"[{m['ci_low']:.1%}, {m['ci_high']:.1%}]", m["n"],
                      f"{r.finished_at:%Y-%m-%d %H:%M}" if r.finished_at else "",
-                     (h.get("base_sha256") or "—")[:12], (h.get("adapter_sha256") or "—")[:12]])
-    return sorted(rows, key=lambda row: (row[1], row[0]))
+                     (h.get("base_sha256") or "—")[:12], (h.get("adapter_sha256") or "—")[:12], run_mode(r)])
+    return sorted(rows, key=lambda row: (row[1], row[8], row[0]))
 
 
 def _table(ctx: AppContext) -> list[list[Any]]:
@@ -63,8 +72,11 @@ def _table(ctx: AppContext) -> list[list[Any]]:
 
 @handler("admin")
 def evaluate(ctx: AppContext, data_dir: Path, file_value: Any, names: Any, limit_value: Any, request: gr.Request,
-             progress=gr.Progress()):
-    """«Evaluar» (/belebele_evaluar): (summary markdown, latest-runs table)."""
+             progress=gr.Progress(), mode: Any = "chat"):
+    """«Evaluar» (/belebele_evaluar): (summary markdown, latest-runs table). `mode` (the last input): "chat" or
+    "lm-eval" (esllm/evals/belebele_lmeval.py)."""
+    if mode not in MODES:
+        raise EsllmError(f"Elija un modo: {', '.join(MODES)}.")
     path = resolve_file(file_value, data_dir)
     names = [n for n in (names or []) if isinstance(n, str) and n]
     if not names:
@@ -76,13 +88,15 @@ def evaluate(ctx: AppContext, data_dir: Path, file_value: Any, names: Any, limit
     def report(done: int, total: int, msg: str) -> None:
         progress((done, total), desc=msg, unit="preguntas")
 
-    runs = run_belebele(ctx.sessionmaker, ctx.engine, names, path, limit=n_limit or None, progress=report)
-    lines = [f"**Belebele · {display_path(path)} · {runs[0].config['n_items']} preguntas.** {CHANCE_NOTE}"]
+    runs = run_belebele(ctx.sessionmaker, ctx.engine, names, path, limit=n_limit or None, progress=report, mode=mode)
+    lines = [f"**Belebele · modo {MODE_LABELS[mode]} · {display_path(path)} · {runs[0].config['n_items']} "
+             f"preguntas.** {CHANCE_NOTE}"]
     for r in runs:
         if r.status == "done":
             m = r.metrics
+            norm = f", acc_norm {m['acc_norm']:.1%}" if "acc_norm" in m else ""
             lines.append(f"- {r.contestant}: {m['accuracy']:.1%} [IC 95 % {m['ci_low']:.1%}–{m['ci_high']:.1%}],"
-                         f" {m['correct']}/{m['n']}")
+                         f" {m['correct']}/{m['n']}{norm}")
         else:
             lines.append(f"- {r.contestant}: **falló**: {r.error}")
     return "\n".join(lines), _table(ctx)
@@ -118,6 +132,8 @@ def build_belebele(ctx: AppContext, *, data_dir: Optional[Path] = None):
                               elem_id="belebele-concursantes")
             # no minimum: Gradio's refusal is in English; `evaluate` refuses a negative limit in Spanish
             limit = gr.Number(value=0, precision=0, label="Límite de preguntas (0 = todas)", scale=1)
+            mode = gr.Radio([(MODE_LABELS[m], m) for m in MODES], value="chat", label="Modo", scale=2,
+                            elem_id="belebele-modo")
         with gr.Row():
             go = gr.Button("Evaluar", variant="primary", elem_id="belebele-evaluar")
             refresh = gr.Button("Actualizar tabla", elem_id="belebele-actualizar")
@@ -125,7 +141,7 @@ def build_belebele(ctx: AppContext, *, data_dir: Optional[Path] = None):
         table = gr.Dataframe(headers=HEADERS, value=None, interactive=False, wrap=True, elem_id="belebele-tabla",
                              label=f"Última evaluación por concursante y archivo · azar = {CHANCE:.0%}")
 
-        go.click(bind(ctx, evaluate, data_dir), [file, who, limit], [summary, table], api_name="belebele_evaluar",
+        go.click(bind(ctx, evaluate, data_dir), [file, who, limit, mode], [summary, table], api_name="belebele_evaluar",
                  concurrency_limit=1, concurrency_id="belebele")
         refresh.click(bind(ctx, refresh_table), None, table, api_name="belebele_tabla")
     return bind(ctx, load_belebele, data_dir), [file, who, table]
