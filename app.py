@@ -36,8 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # message that names it, while no one can fill the disk or memory with one request.
 MAX_UPLOAD = "5mb"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-AUTH_MESSAGE = ("esllm: inicie sesión con su cuenta. Tras varios intentos fallidos seguidos hay que esperar antes "
-                "de volver a intentarlo (de unos segundos a unos minutos); mientras tanto el botón no responde.")
+AUTH_MESSAGE = ("Inicie sesión con su cuenta de esllm. Tras varios intentos fallidos seguidos hay que esperar antes "
+                "de volver a intentarlo (de unos segundos a unos minutos); la página dice cuánto.")
 
 
 def create(config_path: str, progress=print, db_url: str | None = None):
@@ -64,12 +64,17 @@ def create(config_path: str, progress=print, db_url: str | None = None):
 def launch_kwargs(ctx, host: str) -> dict:
     """How to launch: a login in front of everything when accounts exist; local mode only on loopback; no upload
     over MAX_UPLOAD. Export files (downloads of «Resultados») are refused to anyone but an admin, link or not.
-    Failed logins are throttled (growing waits per user and per client address)."""
+    Failed logins are throttled (growing waits per user and per client address), and a logged-out browser gets
+    the Spanish login page (esllm/ui/login.py) instead of Gradio's."""
+    from starlette.middleware import Middleware
+
     from esllm import EsllmError
     from esllm.ui.downloads import guard_middleware
+    from esllm.ui.login import LoginPage
     from esllm.ui.throttle import login_middleware, threaded_login
 
-    guard = {"app_kwargs": {"middleware": guard_middleware(ctx)}, "max_file_size": MAX_UPLOAD}
+    guard = {"app_kwargs": {"middleware": [*guard_middleware(ctx), Middleware(LoginPage, login=False)]},
+             "max_file_size": MAX_UPLOAD}
 
     if ctx.local_mode:
         if host not in LOOPBACK:
@@ -78,7 +83,8 @@ def launch_kwargs(ctx, host: str) -> dict:
                 "administrador. Cree un administrador con `python -m esllm users add NOMBRE --role admin` y vuelva a iniciar.")
         return guard
     # Logins: the password check runs off the event loop, and failed attempts are throttled (esllm/ui/throttle.py).
-    guard["app_kwargs"]["middleware"] = [*guard["app_kwargs"]["middleware"], *login_middleware(ctx)]
+    guard["app_kwargs"]["middleware"] = [*guard_middleware(ctx), *login_middleware(ctx),
+                                         Middleware(LoginPage, message=AUTH_MESSAGE)]
     return {"auth": threaded_login(ctx), "auth_message": AUTH_MESSAGE, **guard}
 
 

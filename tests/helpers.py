@@ -515,14 +515,14 @@ def new_browser_page(p, height: int = 1000, timeout_ms: int = WAIT_MS):
 
 
 def browser_login(page, url: str, name: str, password: str) -> None:
-    """Fill Gradio's login form (a text box, a password box, a submit button; success reloads the page)."""
+    """Fill the login form (esllm/ui/login.py: a text box, a password box, «Entrar»; success reloads the page)."""
     page.goto(url, wait_until="load")  # Gradio pages never reach networkidle: wait for elements instead
     box = page.locator("input[type=password]")
     box.wait_for()
     page.locator("input[type=text], input:not([type])").first.fill(name)
     box.fill(password)
     with page.expect_navigation(wait_until="load"):
-        page.locator("button").filter(has_text="Login").click()
+        page.locator("button").filter(has_text="Entrar").click()
 
 
 def open_tab(page, name: str) -> None:

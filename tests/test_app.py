@@ -194,7 +194,10 @@ def test_regenerate_replaces_last_answer(client):
     job = client.submit(history, "llama-base", "greedy", "", *(8, 1.0, 0, 1.0, 1, 0.0, 1.0, None), api_name="/regenerar")
     job.result()
     new_history, _, meta = job.outputs()[-1]
-    assert len(new_history) == 2 and answer_text(new_history) != "respuesta vieja"
+    from esllm.ui.conversar import is_note
+
+    kept = [m for m in new_history if not is_note(m)]  # the note above the answer names its contestant
+    assert len(kept) == 2 and answer_text(new_history) != "respuesta vieja"
     assert meta["new_tokens"] >= 1
 
 
@@ -207,7 +210,8 @@ def test_malformed_history_is_refused_with_a_reason(client):
 
 
 def test_describe_panel_shows_base_adapter_quantisation_device_memory(client):
-    info, preset, card, plot = client.predict("llama-a1", api_name="/describir")
+    info, preset, card, plot, text = client.predict("llama-a1", api_name="/describir")
+    assert "Adaptador" in text and "a1" in text  # the card as text
     assert info["adaptador"] == "a1" and info["cuantización"] == "none" and info["dispositivo"] == "cpu"
     assert info["memoria_MiB"] > 0 and info["modelo"] == "llama"
 

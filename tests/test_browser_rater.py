@@ -12,6 +12,8 @@ Needs /usr/bin/chromium (`scripts/test.sh` installs it).
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import select
 
 from tests.helpers import ARTIFACTS, NAVEGADOR, WAIT_MS, browser_login, new_browser_page, open_tab, watch_queue
@@ -45,7 +47,7 @@ def log_in(page, url: str, name: str = "ana") -> None:
     browser_login(page, url, name, PW)
     open_tab(page, "Evaluar")
     expect(page.locator("#evaluador")).to_contain_text(name, timeout=WAIT)
-    expect(page.locator("#sesion input")).to_have_value(SESSION, timeout=WAIT)
+    expect(page.locator("#sesion input")).to_have_value(re.compile(f"^{SESSION} · "), timeout=WAIT)
 
 
 def test_rater_logs_in_rates_logs_out_and_resumes(rater_app):
@@ -197,7 +199,7 @@ def test_rater_sees_every_answer_and_earlier_turn_exactly_as_stored(rater_app):
                     expect(box).to_contain_text(answers[label].split("[")[-1], timeout=WAIT)  # this item's
                     assert box.inner_text() == answers[label], (n, label)
                     assert box.text_content() == answers[label], (n, label)
-                    expect(page.locator(f"#respuesta-{label}")).to_contain_text(f"Modelo {label}")  # the label
+                    expect(page.locator(f"#titulo-{label}")).to_contain_text(f"Respuesta {label}")  # the heading
                 turns = page.locator("#contexto .esllm-verbatim")
                 expect(turns).to_have_count(len(context))
                 assert turns.all_inner_texts() == context, n
@@ -211,7 +213,7 @@ def test_rater_sees_every_answer_and_earlier_turn_exactly_as_stored(rater_app):
                     page.keyboard.press(key)
                 expect(page.locator("#nota-C input[value='5']")).to_be_checked()
                 page.keyboard.press("Control+Enter")
-            expect(page.locator("#progreso")).to_contain_text("Terminó", timeout=WAIT)
+            expect(page.locator("#progreso")).to_contain_text("Sesión terminada", timeout=WAIT)
             assert page.evaluate("typeof window.__xss") == "undefined", "a script in an answer ran"
             browser.close()
     finally:

@@ -443,14 +443,14 @@ def test_thumbs_on_a_chat_answer_store_one_row(cmp_app):
     job.result()
     history, _, meta = job.outputs()[-1]
     note = c.predict(api_name="/pulgar_arriba")
-    assert "👍" in note
+    assert "«buena»" in note
     with Session() as s:
         rows = s.scalars(select(ChatFeedback).order_by(ChatFeedback.id)).all()[before:]
         assert len(rows) == 1
         row = rows[0]
         assert (row.contestant, row.prompt, row.thumbs) == (CONTESTANTS[2], "¿Qué es el RUC?", "up")
         assert row.answer == text_of(history[-1]["content"]) and row.params == meta["params"]
-    assert "👎" in c.predict(api_name="/pulgar_abajo")  # change of mind: same row
+    assert "«mala»" in c.predict(api_name="/pulgar_abajo")  # change of mind: same row
     with Session() as s:
         assert count(Session, ChatFeedback) == before + 1
         assert s.get(ChatFeedback, row.id).thumbs == "down"

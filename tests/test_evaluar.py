@@ -164,7 +164,7 @@ def test_full_rubric_over_http_stores_aspects_and_clears_the_form_for_the_next_i
     gen, asp = ["1", "2", "3"], [str(1 + i % 5) for i in range(12)]
     out = c.predict("muy bien", *gen, *asp, api_name="/evaluar_guardar")
     assert "Ítem 2 / 4" in out[0] and out[3] == ""
-    assert all(v is None for v in out[7:]), out[7:]
+    assert all(v is None for v in out[7:22]), out[7:22]
     with Session() as s:
         a = s.scalars(select(Assignment).where(Assignment.session_id == fid, Assignment.order_index == 0)).one()
         rows = s.scalars(select(Score).where(Score.assignment_id == a.id)).all()

@@ -71,11 +71,11 @@ def study(ctx, tmp_path):
     f = tmp_path / "mini.jsonl"
     f.write_text(BASICAS + "\n", encoding="utf-8")
     msg, *sets = administrar.import_prompts(ctx, str(f), "mini", ADMIN)
-    assert msg.startswith("✅ Conjunto **mini**") and "2 nuevos" in msg and "mini" in sets[0]["choices"]
+    assert msg.startswith("Conjunto **mini** importado") and "2 nuevos" in msg and "mini" in sets[0]["choices"]
     summary, coverage = administrar.generate(ctx, "mini", list(NAMES), 1, 0, ADMIN)
     assert summary.startswith("**6 generadas, 0 ya estaban, 0 errores**") and len(coverage) == 3
     msg, table, opened = administrar.create(ctx, "piloto", "mini", list(NAMES), ["ana", "beto"], 2, "general", ADMIN)
-    assert msg == "✅ Sesión **piloto** creada." and [r[0] for r in table] == ["piloto"]
+    assert msg == "Sesión **piloto** creada." and [r[0] for r in table] == ["piloto"]
     assert opened["value"] == "piloto"
     with ctx.sessionmaker() as s:
         return s.scalars(select(RatingSession.id).where(RatingSession.name == "piloto")).one()
@@ -170,7 +170,7 @@ def test_idle_returns_at_once_for_an_empty_first_input_even_for_a_non_admin(ctx)
     assert who["choices"] == [] and prompts["choices"] == [] and rows == []
     assert administrar.attempts_table(ctx, None, None, ANA) == []
     assert administrar.session_contestants(ctx, "", ANA)["choices"] == []
-    assert conversar.describe(ctx, "", ANA)[2:] == ({}, None)
+    assert conversar.describe(ctx, "", ANA)[2:] == ({}, None, "")
     with pytest.raises(gr.Error, match="No tiene permiso"):
         administrar.session_contestants(ctx, "mini", ANA)
 
@@ -277,7 +277,7 @@ def test_conversar_streams_for_admins_only_and_engine_errors_are_toasts(ctx):
     from esllm.store.models import ChatFeedback
 
     rated, note = conversar.rate_up(ctx, rated, ADMIN)
-    assert note == "Valoración guardada: 👍 para la última respuesta." and rated["feedback_id"]
+    assert note == "Valoración guardada: «buena» para la última respuesta." and rated["feedback_id"]
     rated, _ = conversar.rate_down(ctx, rated, ADMIN)
     assert count(ctx, ChatFeedback) == 1
     with pytest.raises(gr.Error, match="ninguna respuesta terminada"):
@@ -342,7 +342,7 @@ def test_administrar_import_shows_a_bad_file_inline_and_writes_nothing(ctx, tmp_
     bad = tmp_path / "malo.jsonl"
     bad.write_text('{"id": "a", "category": "x", "text": ""}\n{no es json\n', encoding="utf-8")
     msg, *dropdowns = administrar.import_prompts(ctx, str(bad), "malo", ADMIN)
-    assert msg.startswith("❌") and "línea 1" in msg and "línea 2" in msg
+    assert msg.startswith("Archivo rechazado") and "línea 1" in msg and "línea 2" in msg
     assert dropdowns == [gr.skip()] * 3, "the set dropdowns stay as they are"
     from esllm.store.models import PromptSet
 
@@ -374,7 +374,7 @@ def test_administrar_import_over_the_caps_is_shown_inline_and_writes_nothing(ctx
     heavy.write_text("id,category,text\n" + "p1,basicas,hola\n" * (MAX_FILE_BYTES // 16 + 1), encoding="utf-8")
     for path, expected in ((many, f"más de {MAX_ROWS} prompts"), (heavy, "el máximo es 2.097.152 bytes")):
         msg, *dropdowns = administrar.import_prompts(ctx, str(path), "grande", ADMIN)
-        assert msg.startswith("❌ Archivo rechazado, no se importó nada") and expected in msg, msg
+        assert msg.startswith("Archivo rechazado, no se importó nada") and expected in msg, msg
         assert dropdowns == [gr.skip()] * 3
     assert count(ctx, PromptSet) == count(ctx, Prompt) == 0
 
@@ -415,8 +415,11 @@ def test_evaluar_save_refuses_a_bad_score_and_writes_nothing(ctx, study):
     assert state[0] == study and item[1].startswith("**Ítem 1 / 2**")
     with pytest.raises(gr.Error, match="Puntuación inválida"):
         evaluar.save(ctx, state, "", *_scores(("4", "9", "5")), ANA)
-    with pytest.raises(gr.Error, match="Puntuación inválida"):
-        evaluar.save(ctx, state, "", *_scores(("4", None, "5")), ANA)
+    # a missing score: answered in the message area and under column B, every other output left as it is
+    out = evaluar.save(ctx, state, "", *_scores(("4", None, "5")), ANA)
+    assert "respuesta B" in out[evaluar.N_ITEM] and out[evaluar.N_ITEM + 2] == "Falta: nota general."
+    assert out[evaluar.N_ITEM + 1] == out[evaluar.N_ITEM + 3] == ""
+    assert all(isinstance(v, type(gr.skip())) for v in out[:evaluar.N_ITEM])
     assert count(ctx, Score) == 0
     with pytest.raises(gr.Error, match="no existe o no es suyo"):  # beto cannot save ana's item
         evaluar.save(ctx, state, "", *_scores(), BETO)
@@ -429,9 +432,11 @@ def test_evaluar_save_refuses_a_bad_score_and_writes_nothing(ctx, study):
         evaluar.start(ctx, None, ANA)
     with pytest.raises(gr.Error, match="No participa"):
         evaluar.start(ctx, study + 99, ANA)
-    sessions, who = evaluar.load_evaluar(ctx, ANA)
-    assert sessions["choices"] == [("piloto", study)] and "**ana**" in who
-    assert evaluar.load_evaluar(ctx, ADMIN)[0]["choices"] == []
+    loaded = evaluar.load_evaluar(ctx, ANA)  # (who, item view…, session list): the page opens on the item
+    who, sessions = loaded[0], loaded[-1]
+    assert sessions["choices"] == [("piloto · 1/2 hechos", study)] and sessions["value"] == study
+    assert "**ana**" in who and loaded[2].startswith("**Ítem 2 / 2**")
+    assert evaluar.load_evaluar(ctx, ADMIN)[-1]["choices"] == []
 
 
 # ------------------------------------------------------------------------- «Resultados» and its sections

@@ -60,7 +60,7 @@ def _set_updates(s, keep: Any = None) -> list:
 def _attempts_rows(s, contestant_id: int, prompt_id: int) -> list[list[Any]]:
     answers = admin.attempts(s, prompt_id, contestant_id)
     same = admin.identical_to(answers)
-    return [[a.attempt, "✓" if a.selected else "", a.new_tokens, round(a.latency_s, 2),
+    return [[a.attempt, "sí" if a.selected else "", a.new_tokens, round(a.latency_s, 2),
              "sí" if a.ended_on_eos else "no", a.text, same.get(a.attempt, ""), _params_text(a.params)]
             for a in answers]
 
@@ -161,7 +161,7 @@ def create(ctx: AppContext, name: Any, set_name: Any, names: Any, raters: Any, k
         rs = admin.create_named_session(s, name=name or "", set_name=set_name or "", contestants=list(names or []),
                                         raters=list(raters or []), k=_ids(k, "k"), mode=mode or "general",
                                         created_by=caller.id)
-        out = (f"✅ Sesión **{rs.name}** creada.", _sessions_table(s), _sessions_choice(_open_sessions(s), rs.name))
+        out = (f"Sesión **{rs.name}** creada.", _sessions_table(s), _sessions_choice(_open_sessions(s), rs.name))
     return out
 
 
@@ -192,8 +192,8 @@ def import_prompts(ctx: AppContext, path: Any, set_name: Any, request: gr.Reques
             done = admin.import_prompts(s, set_name, path, description="importado desde «Administrar»")
             updates = _set_updates(s, keep=done.set_name)
     except EsllmError as e:  # shown inline under the button (a file's errors are a list of lines), not as a toast
-        return (f"❌ {e}".replace("\n", "\n\n"), *[gr.skip()] * N_SET_DROPDOWNS)
-    return (f"✅ Conjunto **{done.set_name}**: {done.rows} prompts en el archivo, {done.new} nuevos.", *updates)
+        return (str(e).replace("\n", "\n\n"), *[gr.skip()] * N_SET_DROPDOWNS)
+    return (f"Conjunto **{done.set_name}** importado: {done.rows} prompts en el archivo, {done.new} nuevos.", *updates)
 
 
 # ---------------------------------------------------------------------------------------------- page load
@@ -219,7 +219,7 @@ def build_administrar(ctx: AppContext):
     """Build the tab; returns (load function, outputs) like the other tabs."""
     # Numbers carry no minimum/maximum (Gradio would refuse with its own English message); the handlers and the
     # services check every value in Spanish. Name boxes stop typing at the server's caps (which stay the check).
-    with gr.Tab("Administrar", id="administrar"):
+    with gr.Tab("Administrar", id="administrar") as tab:
         notice = gr.Markdown("", elem_id="admin-aviso")
         with gr.Accordion("Respuestas en lote", open=True):
             with gr.Row():
@@ -293,6 +293,7 @@ def build_administrar(ctx: AppContext):
         ses_create.click(bind(ctx, create), [ses_name, ses_set, ses_who, ses_raters, ses_k, ses_mode],
                          [ses_msg, ses_table, ses_close_name], api_name="sesion_crear")
         ses_refresh.click(bind(ctx, list_sessions), None, [ses_table, ses_close_name], api_name="sesiones_listar")
+        tab.select(bind(ctx, list_sessions), None, [ses_table, ses_close_name], api_name=False)  # fresh on open
         ses_close.click(bind(ctx, close), ses_close_name, [ses_msg, ses_table, ses_close_name], api_name="sesion_cerrar")
 
         imp_go.click(bind(ctx, import_prompts), [imp_file, imp_name], [imp_msg, *set_dropdowns],

@@ -141,8 +141,9 @@ def build_comparar(ctx: AppContext):
         chosen = gr.Dropdown([], value=[], multiselect=True, max_choices=3, allow_custom_value=True,
                              label="Concursantes que compiten (tres; el orden A/B/C se sortea en cada mensaje)",
                              elem_id="comparar-concursantes")
-        prompt = gr.Textbox(label="Mensaje", lines=2, max_lines=8, elem_id="comparar-mensaje",
-                            placeholder="Escriba su mensaje en español y pulse «Comparar»…")
+        # lines=1: Enter compares, Shift+Enter adds a line (the box grows up to max_lines)
+        prompt = gr.Textbox(label="Mensaje", lines=1, max_lines=8, elem_id="comparar-mensaje",
+                            placeholder="Escriba su mensaje en español. Enter compara; Mayús+Enter, nueva línea.")
         with gr.Row():
             go = gr.Button("Comparar", variant="primary", elem_id="comparar-enviar")
             stop = gr.Button("Detener", variant="stop", elem_id="comparar-detener")
@@ -151,9 +152,12 @@ def build_comparar(ctx: AppContext):
             answers = []
             for label in LABELS:
                 with gr.Column():
+                    # A heading of its own: a gr.HTML's label is not drawn.
+                    gr.HTML(f"<h3 class='esllm-titulo'>Modelo {label}</h3>", elem_id=f"comparar-titulo-{label}",
+                            js_on_load=None)
                     # gr.HTML, not gr.Markdown: the answer as generated (esllm/ui/verbatim.py)
-                    answers.append(gr.HTML("", label=f"Modelo {label}", container=True, show_label=True,
-                                           padding=True, js_on_load=None, elem_id=f"comparar-{label}"))
+                    answers.append(gr.HTML("", label=f"Modelo {label}", container=True, padding=True,
+                                           js_on_load=None, elem_id=f"comparar-{label}"))
         with gr.Row():
             buttons = {choice: gr.Button(text, elem_id=f"votar-{choice}") for choice, text in CHOICE_NAMES.items()}
         reveal = gr.Markdown("", elem_id="comparar-revelacion")

@@ -5,8 +5,13 @@ reveals which model answers what: with accounts only admins may, raters rate bli
 into engine calls (esllm/engine/core.py), and `handler` turns engine errors into `gr.Error`, whose message the
 browser shows. `build_conversar` only lays out the tab and wires the events. A stop flag per browser session
 backs the «Detener» button; a generator closed by Gradio (browser gone, event cancelled) also stops the engine.
-👍/👎 rate the last answer: what it answered (contestant, prompt, text, params) is kept in server-side
-state when it ends, and esllm/study/feedback.py stores it in `chat_feedback`.
+«Buena respuesta» / «Mala respuesta» rate the last answer: what it answered (contestant, prompt, text, params)
+is kept in server-side state when it ends, and esllm/study/feedback.py stores it in `chat_feedback`.
+
+Each answer is preceded in the chat by a small note (a message with Gradio `metadata`, which the engine never
+sees: `to_engine_messages` skips it) that names the contestant that wrote it and, once it ends, «N tokens ·
+X tok/s · Y s · terminó en EOS/límite»; unfolded, it lists the generation parameters. The contestant the chat
+starts with is the config's `chat_default` (an instruction-following one), else the first available.
 """
 
 from __future__ import annotations
@@ -34,20 +39,59 @@ def text_of(content: Any) -> str:
     return ""
 
 
+def is_note(m: Any) -> bool:
+    """A chat message that is our note about an answer (contestant, tokens), not part of the conversation."""
+    return isinstance(m, dict) and isinstance(m.get("metadata"), dict) and bool(m["metadata"].get("title"))
+
+
 def to_engine_messages(history: list[dict], system: str) -> list[dict[str, str]]:
     msgs = [{"role": "system", "content": system.strip()}] if system and system.strip() else []
     for m in history or []:
-        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
+        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant") or is_note(m):
             continue
         msgs.append({"role": m["role"], "content": text_of(m.get("content"))})
     return msgs
+
+
+FINISH = {"eos": "EOS", "stop_string": "texto de parada", "length": "límite", "stopped": "detenida"}
+
+
+def _num(x: float, digits: int = 1) -> str:
+    return f"{x:.{digits}f}".replace(".", ",")
+
+
+def metrics_line(result: Any) -> str:
+    """«N tokens · X tok/s · Y s · terminó en EOS/límite» for a GenerationResult."""
+    rate = result.new_tokens / result.latency_s if result.latency_s else 0.0
+    return (f"{result.new_tokens} tokens · {_num(rate)} tok/s · {_num(result.latency_s)} s · "
+            f"terminó en {FINISH.get(result.finish_reason, result.finish_reason)}")
+
+
+def note_message(name: str, result: Any = None) -> dict:
+    """The note shown above an answer: who writes it, then (`result`) its metrics; unfolded, the parameters."""
+    if result is None:
+        return {"role": "assistant", "content": "", "metadata": {"title": f"{name} · escribiendo…", "status": "pending"}}
+    params = ", ".join(f"{k}={v}" for k, v in result.params.items() if v is not None)
+    body = (f"Parámetros: {params}\n\nTokens del prompt: {result.prompt_tokens}"
+            + (f" · primer token en {_num(result.first_token_s, 2)} s" if result.first_token_s else "")
+            + (f" · turnos antiguos quitados: {result.dropped_turns}" if result.dropped_turns else ""))
+    return {"role": "assistant", "content": body,
+            "metadata": {"title": f"{result.contestant} · {metrics_line(result)}", "status": "done"}}
+
+
+def details(result: Any) -> dict:
+    """«Detalles de la última respuesta»: everything but the text (already in the chat), metrics first."""
+    d = result.as_dict()
+    d.pop("text", None)
+    rate = result.new_tokens / result.latency_s if result.latency_s else 0.0
+    return {"contestant": d.pop("contestant"), "tokens_per_s": round(rate, 2), **d}
 
 
 def status_markdown(ctx: AppContext) -> str:
     eng = ctx.engine
     lines = ["| concursante | modelo | adaptador | estado |", "|---|---|---|---|"]
     for c in eng.contestants.values():
-        state = "✅ disponible" if c.available else f"⚠️ no disponible: {c.reason}"
+        state = "disponible" if c.available else f"**no disponible**: {c.reason}"
         lines.append(f"| {c.name} | {c.model_key} | {c.adapter or '—'} | {state} |")
     bad = {n: r for n, r in eng.adapter_errors.items()}
     if bad:
@@ -73,6 +117,53 @@ def _card(ctx: AppContext, name) -> tuple[dict, Any]:
         return meta, im.copy()
 
 
+CARD_LABELS = {"description": "Descripción", "base_source": "Modelo base", "examples_used": "Ejemplos usados",
+               "examples_dropped": "Ejemplos descartados (demasiado largos)", "eval_examples": "Ejemplos de validación",
+               "steps": "Pasos", "epochs_done": "Épocas", "final_train_loss": "Pérdida final (entrenamiento)",
+               "final_eval_loss": "Pérdida final (validación)", "base_eval_loss": "Pérdida del modelo base (validación)",
+               "wall_seconds": "Duración (s)", "device": "Dispositivo", "optimizer": "Optimizador",
+               "dataset_sha256": "sha256 del conjunto de datos", "finished_at": "Terminado (UTC)", "limits": "Límites",
+               "lora": "LoRA"}
+INFO_LABELS = {"modelo": "Modelo", "motor": "Motor", "origen": "Origen", "cuantización": "Cuantización", "dispositivo": "Dispositivo",
+               "memoria_MiB": "Memoria (MiB)", "carga_s": "Carga (s)", "adaptador": "Adaptador",
+               "adaptador_r": "Rango LoRA (r)", "adaptador_sha256": "sha256 del adaptador",
+               "adaptador_MiB": "Tamaño del adaptador (MiB)", "plantilla": "Plantilla de chat",
+               "preset": "Preset de generación", "motivo": "Motivo"}
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, dict):
+        return ", ".join(f"{k}: {_value(x)}" for k, x in v.items())
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_value(x) for x in v)
+    if isinstance(v, float):
+        return f"{v:.4g}".replace(".", ",")
+    text = str(v).replace("\n", " ")
+    return text if text else "—"
+
+
+def _table(rows: dict, labels: dict) -> str:
+    """One line per field: «**Label**: value» (a list, not a table: no empty header row)."""
+    return "\n".join(f"- **{labels.get(k, k.replace('_', ' ').capitalize())}**: {_value(v)}"
+                     for k, v in rows.items() if v is not None)
+
+
+def card_markdown(info: dict, meta: dict) -> str:
+    """The contestant card as text: what it is, then its adapter's training card (not raw JSON)."""
+    if not info:
+        return ""
+    state = "disponible" if info.get("disponible") else "**no disponible**"
+    head = f"### {info.get('concursante', '')}\n\n{state}\n\n"
+    rest = {k: v for k, v in info.items() if k not in ("concursante", "disponible")}
+    out = head + _table(rest, INFO_LABELS)
+    train = {k: v for k, v in (meta or {}).items() if k != "adaptador"}
+    if train:
+        out += "\n\n#### Ficha del adaptador (entrenamiento)\n\n" + _table(train, CARD_LABELS)
+    elif info.get("adaptador") and "ninguno" not in str(info.get("adaptador")):
+        out += "\n\nEl adaptador no trae ficha de entrenamiento (esllm_adapter.json)."
+    return out
+
+
 def _overrides(values: tuple) -> dict[str, Any]:
     out = dict(zip(ADVANCED, values))
     if out.get("seed") in (None, "", -1):
@@ -88,22 +179,23 @@ def _answer(ctx: AppContext, messages: list[dict], shown: list[dict], name: str,
         raise EsllmError("Elija un concursante antes de enviar (la lista se llena al cargar la página).")
     stop_ev = ctx.new_stop(request.session_hash or "anon")
     stream = ctx.engine.stream(name, messages, preset=preset_name, overrides=_overrides(values), stop_event=stop_ev)
+    note = note_message(name)
     try:
         ev = next(stream)
         answer = {"role": "assistant", "content": ev.text}
-        yield shown + [answer], "", gr.skip(), None
+        yield shown + [note, answer], "", gr.skip(), None
         for ev in stream:
             answer["content"] = ev.text
-            yield shown + [answer], gr.skip(), gr.skip(), gr.skip()
+            yield shown + [note, answer], gr.skip(), gr.skip(), gr.skip()
     finally:
         stream.close()
     result = ev.result
     if result is None:
-        yield shown + [answer], gr.skip(), gr.skip(), gr.skip()
+        yield shown + [note, answer], gr.skip(), gr.skip(), gr.skip()
         return
     rated = {"contestant": result.contestant, "prompt": messages[-1]["content"], "answer": result.text,
              "params": result.params, "feedback_id": None}
-    yield shown + [answer], gr.skip(), result.as_dict(), rated
+    yield shown + [note_message(name, result), answer], gr.skip(), details(result), rated
 
 
 @handler("admin")
@@ -150,8 +242,8 @@ def _rate(ctx: AppContext, thumbs: str, rated: Any) -> tuple[dict, str]:
         row = save_feedback(s, contestant=rated["contestant"], prompt=rated["prompt"], answer=rated["answer"],
                             thumbs=thumbs, params=rated["params"], feedback_id=rated["feedback_id"])
         row_id = row.id  # flushed: the id is known before the commit
-    mark = "👍" if thumbs == "up" else "👎"
-    return {**rated, "feedback_id": row_id}, f"Valoración guardada: {mark} para la última respuesta."
+    mark = "buena" if thumbs == "up" else "mala"
+    return {**rated, "feedback_id": row_id}, f"Valoración guardada: «{mark}» para la última respuesta."
 
 
 @handler("admin")
@@ -164,13 +256,13 @@ def rate_down(ctx: AppContext, rated: Any, request: gr.Request) -> tuple[dict, s
     return _rate(ctx, "down", rated)
 
 
-@handler("admin", idle=lambda: (gr.skip(), gr.skip(), {}, None))  # a non-admin's page loads the list empty
+@handler("admin", idle=lambda: (gr.skip(), gr.skip(), {}, None, ""))  # a non-admin's page loads the list empty
 def describe(ctx: AppContext, name: str, request: gr.Request):
-    """The chosen contestant: (info, its preset, adapter card, loss plot)."""
+    """The chosen contestant: (info, its preset, adapter card, loss plot, the card as text)."""
     d = ctx.engine.describe(name)
     c = ctx.engine.contestants[name]
     meta, img = _card(ctx, name)
-    return d, c.preset, meta, img
+    return d, c.preset, meta, gr.update(value=img, visible=img is not None), card_markdown(d, meta)
 
 
 def preset_values(preset_name: str):
@@ -207,7 +299,8 @@ def load_conversar(ctx: AppContext, request: gr.Request):
         return (gr.update(choices=[], value=None), {"aviso": "«Conversar» es solo para administradores."},
                 gr.skip(), "")
     names = ctx.engine.available()
-    first = names[0] if names else None
+    default = getattr(ctx.config, "chat_default", None)
+    first = default if default in names else (names[0] if names else None)
     return (gr.update(choices=names, value=first), ctx.engine.describe(first) if first else {},
             ctx.engine.contestants[first].preset if first else gr.skip(), status_markdown(ctx))
 
@@ -233,42 +326,46 @@ def build_conversar(ctx: AppContext):
         with gr.Row():
             with gr.Column(scale=3):
                 chatbot = gr.Chatbot(label="Conversación", height=440, elem_id="chat", placeholder="Escriba un mensaje para empezar.")
-                msg = gr.Textbox(label="Mensaje", placeholder="Escriba su mensaje en español y pulse Enter…",
-                                 lines=2, max_lines=8, elem_id="mensaje")
+                # lines=1: Enter sends (Gradio submits a one-line box on Enter), Shift+Enter adds a line; the
+                # box grows up to max_lines as the text does.
+                msg = gr.Textbox(label="Mensaje", lines=1, max_lines=8, elem_id="mensaje",
+                                 placeholder="Escriba su mensaje en español. Enter envía; Mayús+Enter, nueva línea.")
                 with gr.Row():
                     send = gr.Button("Enviar", variant="primary", elem_id="enviar")
                     stop = gr.Button("Detener", variant="stop", elem_id="detener")
                     regen = gr.Button("Regenerar", elem_id="regenerar")
                     clear = gr.Button("Borrar", elem_id="borrar")
                 with gr.Row():
-                    thumbs_up = gr.Button("👍 Buena respuesta", size="sm", elem_id="pulgar-arriba")
-                    thumbs_down = gr.Button("👎 Mala respuesta", size="sm", elem_id="pulgar-abajo")
+                    thumbs_up = gr.Button("Buena respuesta", size="sm", elem_id="pulgar-arriba")
+                    thumbs_down = gr.Button("Mala respuesta", size="sm", elem_id="pulgar-abajo")
                     thumbs_note = gr.Markdown("", elem_id="valoracion")
                 # server-side: the last finished answer {contestant, prompt, answer, params, feedback_id}
                 answered = gr.State(None)
             with gr.Column(scale=2):
-                info = gr.JSON(value={}, label="Concursante elegido", elem_id="info")
-                last = gr.JSON(value={}, label="Última respuesta (parámetros, tokens, latencia, EOS)", elem_id="ultima")
+                # The card as text (filled by `describe`); the same data as JSON for API clients stays hidden.
+                card_md = gr.Markdown("", elem_id="tarjeta")
+                plot = gr.Image(value=None, label="Curva de pérdida del adaptador", type="pil", elem_id="perdida",
+                                interactive=False, buttons=[], visible=False)
+                info = gr.JSON(value={}, label="Concursante elegido", elem_id="info", visible=False)
+                card = gr.JSON(value={}, label="Metadatos del entrenamiento", elem_id="ficha", visible=False)
+                with gr.Accordion("Detalles de la última respuesta", open=False):
+                    last = gr.JSON(value={}, label="Parámetros, tokens, latencia y final", elem_id="ultima")
         with gr.Accordion("Parámetros avanzados", open=False):
             system = gr.Textbox(label="Mensaje de sistema", lines=2, placeholder="Opcional: instrucciones para el modelo")
             with gr.Row():
                 adv = [
-                    gr.Slider(1, cap, value=min(256, cap), step=1, label="max_new_tokens"),
-                    gr.Slider(0.01, 2.0, value=pv.get("temperature", 1.0), step=0.01, label="temperature"),
-                    gr.Slider(0, 200, value=pv.get("top_k", 0), step=1, label="top_k"),
-                    gr.Slider(0.01, 1.0, value=pv.get("top_p", 1.0), step=0.01, label="top_p"),
+                    gr.Slider(1, cap, value=min(256, cap), step=1, label="Máx. tokens nuevos"),
+                    gr.Slider(0.01, 2.0, value=pv.get("temperature", 1.0), step=0.01, label="Temperatura"),
+                    gr.Slider(0, 200, value=pv.get("top_k", 0), step=1, label="top-k (0 = sin límite)"),
+                    gr.Slider(0.01, 1.0, value=pv.get("top_p", 1.0), step=0.01, label="top-p"),
                 ]
             with gr.Row():
                 adv += [
-                    gr.Slider(1, 8, value=pv.get("num_beams", 1), step=1, label="num_beams"),
-                    gr.Slider(0.0, 1.0, value=pv.get("penalty_alpha", 0.0), step=0.05, label="penalty_alpha"),
-                    gr.Slider(1.0, 2.0, value=1.0, step=0.05, label="repetition_penalty"),
-                    gr.Number(value=None, precision=0, label="seed (vacío = aleatoria)"),
+                    gr.Slider(1, 8, value=pv.get("num_beams", 1), step=1, label="Haces (búsqueda en haz)"),
+                    gr.Slider(0.0, 1.0, value=pv.get("penalty_alpha", 0.0), step=0.05, label="Penalización α (búsqueda contrastiva)"),
+                    gr.Slider(1.0, 2.0, value=1.0, step=0.05, label="Penalización por repetición"),
+                    gr.Number(value=None, precision=0, label="Semilla (vacía = aleatoria)"),
                 ]
-        with gr.Accordion("Ficha del adaptador (entrenamiento y curva de pérdida)", open=False):
-            with gr.Row():
-                card = gr.JSON(value={}, label="Metadatos del entrenamiento", elem_id="ficha")
-                plot = gr.Image(value=None, label="Pérdida", type="pil", elem_id="perdida", interactive=False)
         with gr.Accordion("Modelos y adaptadores", open=False):
             status = gr.Markdown("", elem_id="estado")
 
@@ -289,7 +386,7 @@ def build_conversar(ctx: AppContext):
                         concurrency_id="pulgar", concurrency_limit=1)
         thumbs_down.click(bind(ctx, rate_down), answered, [answered, thumbs_note], api_name="pulgar_abajo",
                           concurrency_id="pulgar", concurrency_limit=1)
-        contestant.change(bind(ctx, describe), contestant, [info, preset, card, plot], api_name="describir")
+        contestant.change(bind(ctx, describe), contestant, [info, preset, card, plot, card_md], api_name="describir")
         preset.change(preset_values, preset, adv[1:6], api_name=False)
         refresh.click(bind(ctx, refresh_adapters), contestant, [contestant, status], api_name="actualizar_adaptadores")
 

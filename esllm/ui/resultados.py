@@ -105,6 +105,16 @@ def _choices_for(ctx: AppContext, scope_value: str):
     return gr.update(choices=opts, value=opts[-1][1] if opts else None)
 
 
+def refresh_choices(ctx: AppContext, scope_value: Any, current: Any, request: gr.Request):
+    """The tab was opened: the sessions or sets again (one created meanwhile appears), the chosen one kept."""
+    if not ctx.is_admin(request):
+        return gr.update()
+    update = _choices_for(ctx, scope_value)
+    if current in [v for _, v in update["choices"]]:
+        update["value"] = current
+    return update
+
+
 def scope_choices(ctx: AppContext, scope_value: Any, request: gr.Request):
     """The scope radio changed: the sessions or the prompt sets, for admins (others: no change, no error)."""
     if not ctx.is_admin(request):
@@ -189,7 +199,7 @@ def load_resultados(ctx: AppContext, sections: list, request: gr.Request) -> tup
 
 def build_resultados(ctx: AppContext):
     """Build the tab; returns (load function, outputs), the automatic sections' included."""
-    with gr.Tab("Resultados", id="resultados"):
+    with gr.Tab("Resultados", id="resultados") as tab:
         notice = gr.Markdown("", elem_id="resultados-aviso")
         with gr.Row():
             scope = gr.Radio(SCOPES, value=SCOPES[0], label="Ver resultados de", scale=1)
@@ -218,6 +228,7 @@ def build_resultados(ctx: AppContext):
             bt_chart = gr.Plot(label="Bradley–Terry con IC 95 %")
 
         scope.change(bind(ctx, scope_choices), scope, which, api_name=False)
+        tab.select(bind(ctx, refresh_choices), [scope, which], which, api_name=False)  # fresh when opened
         go.click(bind(ctx, compute_handler), [scope, which], [summary, table, chart, aspects, alpha, progress],
                  api_name="resultados_calcular")
         dl_go.click(bind(ctx, download), [scope, which], files, api_name="resultados_descargar")
