@@ -1,5 +1,5 @@
 """The rating study from the command line: `generate` (answers in batch), `prompts import`,
-`sessions create|list|close` and `export` (esllm/study/). One database session per command; the writes
+`sessions create|list|close`, `export` and `check-overlap` (esllm/study/). One database session per command; the writes
 are the same functions «Administrar» calls (esllm/study/admin.py)."""
 
 from __future__ import annotations
@@ -47,6 +47,16 @@ def register(sub) -> None:
     scl = sesub.add_parser("close", help="close a session (raters can no longer score it)")
     scl.add_argument("name")
     scl.set_defaults(func=cmd_sessions_close)
+
+    ov = sub.add_parser("check-overlap", help="rating prompts that appear (exactly or nearly) in an adapter's "
+                                             "training data; exit 1 if any (esllm/study/overlap.py)")
+    ov.add_argument("--prompts", nargs="+", default=None, metavar="FILE",
+                    help="prompt files (.jsonl/.csv; default: the bundled sets, data/prompts/*.jsonl)")
+    ov.add_argument("--data", nargs="+", default=None, metavar="FILE",
+                    help="training files to check instead of those of the adapters and recipes")
+    ov.add_argument("--adapters-dir", default=None, help="adapter folders (default: adapters/)")
+    ov.add_argument("--threshold", type=float, default=None, help="word-trigram Jaccard of a near duplicate (0.6)")
+    ov.set_defaults(func=cmd_check_overlap)
 
     ex = sub.add_parser("export", help="write a session's results as CSV and JSONL files, and the study's tables as "
                                        "wide CSV, Markdown and LaTeX (upgrades the database schema first)")
@@ -177,3 +187,26 @@ def set_grid(s, set_name: str):
     ps = s.scalars(select(PromptSet).where(PromptSet.name == set_name)).one()
     labels, order = set_labels_and_order(s, ps.id)
     return tables.plain_table(df, labels=labels, order=order, title=set_name)
+
+
+def cmd_check_overlap(args) -> int:
+    from esllm.paths import CONFIGS_DIR, PROMPTS_DIR, ROOT, display_path
+    from esllm.study import overlap
+
+    prompts = [Path(p) for p in args.prompts] if args.prompts else sorted(PROMPTS_DIR.glob("*.jsonl"))
+    if args.data:
+        sources = {Path(p).resolve(): ["(--data)"] for p in args.data}
+    else:
+        sources = overlap.training_sources(Path(args.adapters_dir or ROOT / "adapters"), CONFIGS_DIR / "recipes")
+    rep = overlap.check_overlap(prompts, sources, threshold=args.threshold or overlap.THRESHOLD)
+    print(f"{rep.prompts} prompts ({', '.join(display_path(p) for p in prompts)}) frente a {rep.examples} ejemplos "
+          "de entrenamiento:")
+    for data_file, adapters in rep.sources.items():
+        print(f"  {data_file} → {', '.join(adapters)}")
+    if not rep.findings:
+        print("Sin coincidencias: ningún prompt aparece en los datos de entrenamiento.")
+        return 0
+    print(f"{len(rep.findings)} coincidencia(s); reescriba esos prompts o quite esos ejemplos y reentrene:")
+    for f in rep.findings:
+        print("  - " + f.line())
+    return 1
