@@ -22,6 +22,7 @@ from esllm.study.attempts import parse_vary
 from esllm.study.prompts import MAX_FILE_BYTES, MAX_ROWS, ensure_bundled_sets
 from esllm.study.sessions import SESSION_NAME_MAX
 from esllm.ui.context import AppContext, Caller, bind, handler
+from esllm.ui.entrenar import build_entrenar
 
 SESSION_HEADERS = ["sesión", "conjunto", "modo", "k", "estado", "concursantes", "progreso (hechos/total)"]
 ATTEMPT_HEADERS = ["intento", "elegido", "tokens", "latencia (s)", "EOS", "texto", "idéntico a", "parámetros"]
@@ -276,6 +277,7 @@ def build_administrar(ctx: AppContext):
                 imp_name = gr.Textbox(label="Nombre del conjunto", max_lines=1, max_length=admin.SET_NAME_MAX)
             imp_go = gr.Button("Importar", variant="primary")
             imp_msg = gr.Markdown("")
+        build_entrenar(ctx)  # «Entrenar un adaptador» (esllm/ui/entrenar.py)
 
         set_dropdowns = [gen_set, att_set, ses_set]
         generated = gen_go.click(bind(ctx, generate), [gen_set, gen_who, gen_attempts, gen_tokens, gen_vary],
