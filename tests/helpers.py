@@ -383,11 +383,13 @@ class App:
 
 @contextmanager
 def running_app(config: dict | Path, folder: Path, *, accounts: Optional[dict[str, str]] = None,
-                password: str = "contraseña-segura", prompt_sets: Optional[dict[str, str]] = None) -> Iterator[App]:
-    """The app served until the block ends, over a fresh store in `folder` (see new_store).
+                password: str = "contraseña-segura", prompt_sets: Optional[dict[str, str]] = None,
+                db_url: Optional[str] = None) -> Iterator[App]:
+    """The app served until the block ends, over a fresh store in `folder` (see new_store), or on the empty
+    database at `db_url` (e.g. a PostgreSQL one).
 
     `config`: a dict (written to folder/config.yaml) or the path of a config file."""
-    store = new_store(folder / "app.sqlite3", accounts=accounts, password=password, prompt_sets=prompt_sets)
+    store = new_store(db_url or folder / "app.sqlite3", accounts=accounts, password=password, prompt_sets=prompt_sets)
     try:
         path = write_config(config, folder) if isinstance(config, dict) else config
         ctx, demo, url = launch_app(path, store.url, accounts=bool(accounts))
@@ -450,10 +452,10 @@ def disguised_config(tiny_model, folder: Path, model_key: str, contestants: list
 
 @contextmanager
 def rate_app(tiny_model, folder: Path, cast: Disguise, *, accounts: dict[str, str], prompt_set: str, rows: str,
-             raters: list[str], k: int, seed: int) -> Iterator[tuple[App, int]]:
+             raters: list[str], k: int, seed: int, db_url: Optional[str] = None) -> Iterator[tuple[App, int]]:
     """An app with accounts whose contestants wear `cast`'s names, their answers to `rows` generated
     (one attempt, at most 8 new tokens) and an open rating session `cast.session` for `raters`:
-    yields (app, session id)."""
+    yields (app, session id). `db_url`: its store (see running_app)."""
     import random
 
     from sqlalchemy import select
@@ -467,7 +469,7 @@ def rate_app(tiny_model, folder: Path, cast: Disguise, *, accounts: dict[str, st
                               list(zip(cast.contestants, (None, a1, a2))), {a1: "a1", a2: "a2"},
                               {"max_new_tokens": 8})
     with running_app(config, folder, accounts=accounts, password=cast.password,
-                     prompt_sets={prompt_set: rows}) as a:
+                     prompt_sets={prompt_set: rows}, db_url=db_url) as a:
         generate_answers(a.Session, a.ctx.engine, prompt_set, cast.contestants, attempts=1)
         with a.Session() as s:
             ids = [s.scalars(select(ContestantSnapshot.id).where(ContestantSnapshot.name == n)).one()

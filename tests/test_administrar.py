@@ -231,7 +231,8 @@ def test_an_upload_over_the_cap_is_refused_before_any_handler(admin_app):
     assert httpx.post(upload, files={"files": ("mini.jsonl", ROWS.encode())}, timeout=60).status_code == 401
 
 
-def test_a_name_resolves_to_its_latest_snapshot_with_every_answer_selected(store):
+def test_a_name_resolves_to_its_latest_snapshot_with_every_answer_selected(any_store):
+    store = any_store  # on SQLite and on PostgreSQL
     from esllm import EsllmError
     from esllm.store.models import Answer, Prompt, get_or_create_contestant
     from esllm.study.admin import resolve_contestants
@@ -262,8 +263,9 @@ def test_a_name_resolves_to_its_latest_snapshot_with_every_answer_selected(store
 
 # ------------------------------------------------------------------------------------------- CLI
 
-def test_cli_import_generate_sessions_create_list_close(tiny, tmp_path, store, monkeypatch, cli):
-    """`python -m esllm` in-process (the `cli` fixture) on a fresh store."""
+def test_cli_import_generate_sessions_create_list_close(tiny, tmp_path, any_store, monkeypatch, cli):
+    """`python -m esllm` in-process (the `cli` fixture) on a fresh store, SQLite and PostgreSQL."""
+    store = any_store
     from esllm.store import users
     from esllm.store.models import Assignment, RatingSession
 

@@ -186,10 +186,11 @@ HUMAN_VALUE = {"modelo-uno": 4, "modelo-dos": 3, "modelo-tres": 2}
 
 
 @pytest.fixture()
-def rated(tmp_path):
+def rated(backend):
     """(sessionmaker, session id, {answer text: (item, contestant)}): a session over the 4 mini items (one
-    series of two turns), k = 2, every human rater done (value by contestant; beto gives one more point)."""
-    S = new_store(tmp_path / "j.sqlite3", accounts={"ana": "rater", "beto": "rater", "carla": "rater", "jefa": "admin"},
+    series of two turns), k = 2, every human rater done (value by contestant; beto gives one more point).
+    On SQLite and on PostgreSQL (the `backend` fixture)."""
+    S = new_store(backend.new_url(at_head=True), accounts={"ana": "rater", "beto": "rater", "carla": "rater", "jefa": "admin"},
                   prompt_sets={"mini": ROWS}).Session
     generate_answers(S, FakeEngine(NAMES), "mini", NAMES, attempts=1)
     with S() as s:

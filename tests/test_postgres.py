@@ -27,7 +27,7 @@ from esllm.store import db
 from esllm.store.models import Assignment, Base, ContestantSnapshot, Score, User
 from esllm.study.answers import generate_answers
 from esllm.study.sessions import create_session, submit
-from tests.helpers import REPO, FakeEngine, new_store
+from tests.helpers import EVALUAR, REPO, ROWS, FakeEngine, login, new_store, open_session, rate_app, save
 
 pytestmark = pytest.mark.postgres
 
@@ -181,4 +181,54 @@ def test_concurrent_raters_lose_nothing_and_duplicate_nothing(postgres):
                     assert "ya se guardó" in outcome and shown in outcome, (outcome, kept)
     finally:
         store.dispose()
+        postgres.release(url)
+
+
+def test_raters_save_over_http_on_an_app_whose_store_is_postgresql(tiny, tmp_path, postgres):
+    """The real app (logins, «Evaluar» over HTTP) with ESLLM_DATABASE_URL on PostgreSQL: three raters save every
+    item at once; each score is stored once, under the contestant its label hid, with the value sent."""
+    from esllm.store.models import Answer, Prompt
+
+    url = postgres.head_database()
+    accounts = {"admin": "admin", **dict.fromkeys(("ana", "beto", "carla"), "rater")}
+    try:
+        with rate_app(tiny("llama"), tmp_path, EVALUAR, accounts=accounts, prompt_set="mini", rows=ROWS,
+                      raters=["ana", "beto", "carla"], k=2, seed=3, db_url=url) as (app, sid):
+            assert app.ctx.sessionmaker.kw["bind"].dialect.name == "postgresql"  # the app's own store
+            sent: dict[str, Counter] = {}
+            errors: list[str] = []
+
+            def work(name: str, seed: int) -> None:
+                try:
+                    rng, mine = random.Random(seed), Counter()
+                    c = login(app.url, name, EVALUAR.password)
+                    out = open_session(c, sid)
+                    while out[2]:  # the prompt is empty once the rater is done
+                        vals = [str(rng.randint(1, 5)) for _ in range(3)]
+                        prompt = out[2].split("\n\n", 1)[1]
+                        mine.update((prompt, label, int(v)) for label, v in zip("ABC", vals))
+                        out = save(c, vals)
+                    sent[name] = mine
+                except Exception as e:  # reported below
+                    errors.append(f"{name}: {type(e).__name__}: {e}")
+
+            threads = [threading.Thread(target=work, args=(n, i)) for i, n in enumerate(("ana", "beto", "carla"))]
+            [t.start() for t in threads]
+            [t.join(300) for t in threads]
+            assert errors == []
+            with app.Session() as s:
+                rows = s.execute(select(Score, Assignment, Prompt, Answer, User)
+                                 .join(Assignment, Score.assignment_id == Assignment.id)
+                                 .join(Prompt, Assignment.prompt_id == Prompt.id)
+                                 .join(Answer, Score.answer_id == Answer.id).join(User, User.id == Assignment.rater_id)
+                                 .where(Assignment.session_id == sid)).all()
+                n_assign = s.scalar(select(func.count()).select_from(Assignment).where(Assignment.session_id == sid))
+            assert len(rows) == 3 * n_assign == 3 * 4 * 2  # 4 items, k = 2
+            assert set(Counter((sc.assignment_id, sc.answer_id, sc.criterion) for sc, *_ in rows).values()) == {1}
+            stored: dict[str, Counter] = {}
+            for sc, a, p, ans, u in rows:
+                assert ans.contestant_id == a.permutation[sc.label] and a.finished_at is not None
+                stored.setdefault(u.name, Counter())[(p.text, sc.label, sc.value)] += 1
+            assert stored == sent
+    finally:
         postgres.release(url)
