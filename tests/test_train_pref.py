@@ -146,3 +146,79 @@ def test_recipe_needs_one_preference_source(tiny, tmp_path):
     with pytest.raises(RecipeError, match="data.feedback"):
         parse_recipe({**base, "method": "kto", "data": {}})
     assert parse_recipe({**base, "method": "dpo", "data": {"session": "piloto"}}).data.min_gap == 1.0
+
+
+# ---------------------------------------------------------------------------------------- from the store
+SCORE = {0: 5, 1: 4, 2: 2}  # contestant position -> the "general" score every rater gives it
+
+
+def rated_store(tmp_path):
+    from sqlalchemy import select
+
+    from esllm.store.models import Assignment, ContestantSnapshot, User
+    from esllm.study.answers import generate_answers
+    from esllm.study.sessions import create_session, next_item, submit
+    from tests.helpers import ROWS, FakeEngine, new_store
+
+    names = ["uno", "dos", "tres"]
+    store = new_store(tmp_path / "p.sqlite3", accounts={"ana": "rater", "beto": "rater"}, prompt_sets={"mini": ROWS})
+    S = store.Session
+    generate_answers(S, FakeEngine(names, lambda n, m: f"{n} responde a: {m[-1]['content']}"), "mini", names, attempts=1)
+    with S() as s:
+        ids = [c.id for c in s.scalars(select(ContestantSnapshot).order_by(ContestantSnapshot.id))]
+        pos = {cid: i for i, cid in enumerate(ids)}
+        sid = create_session(s, name="piloto", prompt_set="mini", contestant_ids=ids, raters=["ana", "beto"], k=2,
+                             rng=random.Random(1)).id
+        empty = create_session(s, name="vacia", prompt_set="mini", contestant_ids=ids, raters=["ana"], k=1,
+                               rng=random.Random(2)).id
+        s.commit()
+        for rater in ("ana", "beto"):
+            rid = s.scalar(select(User.id).where(User.name == rater))
+            while (item := next_item(s, sid, rid)) is not None:
+                perm = s.get(Assignment, item.assignment_id).permutation
+                scores = {lab: {c: SCORE[pos[perm[lab]]] for c in item.criteria} for lab in "ABC"}
+                submit(s, rater_id=rid, assignment_id=item.assignment_id, scores=scores, comment="", seconds_spent=3)
+                s.commit()
+    return store, sid, empty
+
+
+def test_session_pairs_respect_the_gap_and_carry_history(tmp_path):
+    from esllm import EsllmError
+    from esllm.study.preferences import session_pairs
+
+    store, sid, empty = rated_store(tmp_path)
+    with store.Session() as s:
+        pairs, prov = session_pairs(s, "piloto", min_gap=1.0)
+        # per item: uno(5) > dos(4) (gap 1), uno > tres (3), dos > tres (2): 3 pairs x 4 items
+        assert len(pairs) == 12 and prov["pairs"] == 12 and prov["session"] == "piloto" and prov["raters"] == 2
+        wide, _ = session_pairs(s, "piloto", min_gap=2.0)
+        assert {(p["contestant_chosen"], p["contestant_rejected"]) for p in wide} == {("uno", "tres"), ("dos", "tres")}
+        c2 = next(p for p in pairs if p["item"] == "c2" and p["contestant_chosen"] == "dos")
+        assert c2["prompt"][0] == {"role": "user", "content": "Dame dos ideas."}
+        assert c2["prompt"][1] == {"role": "assistant", "content": "dos responde a: Dame dos ideas."}
+        assert c2["prompt"][-1]["content"] == "¿Y el segundo?"
+        with pytest.raises(EsllmError, match="no tiene puntuaciones"):
+            session_pairs(s, "vacia")
+        with pytest.raises(EsllmError, match="no tiene pares utilizables"):
+            session_pairs(s, "piloto", min_gap=3.5)
+    store.dispose()
+
+
+def test_cli_trains_dpo_from_a_session_in_the_store(tiny, tmp_path, cli):
+    import yaml
+
+    store, _, _ = rated_store(tmp_path)
+    url = str(store.url)
+    store.dispose()
+    rec = pref_recipe(tiny("llama"), "dpo", "x", tmp_path / "adapters" / "desde-sesion",
+                      training={"max_steps": 2}).model_dump(mode="json")
+    rec["data"]["path"], rec["data"]["session"] = None, "piloto"
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(rec, allow_unicode=True))
+    p = cli("train", tmp_path / "r.yaml", db_url=url)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = tmp_path / "adapters" / "desde-sesion"
+    meta = json.loads((out / "esllm_adapter.json").read_text())
+    assert meta["data"]["session"] == "piloto" and meta["data"]["pairs"] == 12 and len(meta["data"]["answer_ids"]) == 12
+    assert (out / "datos_preferencia.jsonl").is_file()
+    bad = cli("train", tmp_path / "r.yaml", "data.session=vacia", db_url=url)
+    assert bad.returncode == 2 and "no tiene puntuaciones" in bad.stderr
