@@ -326,14 +326,14 @@ class Backend:
     copy: Callable[[str], str]
 
 
+# ----------------------------------------------------------------------------- the app on loopback
+HOST = "127.0.0.1"
+
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
-
-# ----------------------------------------------------------------------------- the app on loopback
-HOST = "127.0.0.1"
 
 
 def serve(demo, ctx) -> str:
