@@ -8,6 +8,10 @@ build their own engine with `tests.helpers.make_engine`. `reference(family, adap
 computed with plain transformers/peft, which the engine's answers must equal. Plain functions and
 constants (the app launcher, FakeEngine, new_store, ROWS, …) are in tests/helpers.py.
 
+A test that takes `backend` (or `any_store`, or `module_backend` for module fixtures) runs twice: on SQLite and
+on PostgreSQL, the throwaway cluster of `postgres` (scripts/test.sh starts it and sets ESLLM_TEST_POSTGRES_URL;
+without it the PostgreSQL run is skipped, saying why; `-m "not postgres"` leaves it out).
+
     .venv/bin/python -m pytest                  # everything (the slow tests load the real gemma-3-270m)
     .venv/bin/python -m pytest -m "not slow"    # the quick suite
 """
