@@ -26,6 +26,7 @@ from esllm.store.models import (
     Answer,
     Assignment,
     Base,
+    ChatFeedback,
     ContestantSnapshot,
     Prompt,
     PromptSet,
@@ -325,6 +326,23 @@ def test_contestant_snapshot_is_reused_and_any_change_makes_a_new_one(Session):
         s.add(ContestantSnapshot(key=a.key, **fields))  # the same snapshot written by hand still collides
         with pytest.raises(IntegrityError, match=UNIQUE):
             s.flush()
+
+
+def test_a_nul_character_in_stored_text_becomes_u_fffd_on_every_backend(Session):
+    """PostgreSQL's text cannot hold U+0000 (psycopg would refuse the whole INSERT, losing the batch's answer); a
+    model can generate one (a byte-fallback token): every text column stores U+FFFD instead, SQLite alike."""
+    with Session.begin() as s:
+        ids = _seed(s)
+        kw = dict(prompt_id=ids["prompt"], contestant_id=ids["contestants"][0], params={}, new_tokens=3,
+                  latency_s=0.1, ended_on_eos=False, finish_reason="length", selected=False)
+        s.add(Answer(attempt=2, text="Hola\x00mundo\x00", **kw))
+        s.add(ChatFeedback(contestant="c0", prompt="¿\x00?", answer="\x00", thumbs="up", params={"x": "\x00"}))
+        s.add(PromptSet(name="con-nul", description="a\x00b"))
+    with Session() as s:
+        assert s.scalar(select(Answer.text).where(Answer.attempt == 2)) == "Hola\ufffdmundo\ufffd"
+        fb = s.scalars(select(ChatFeedback)).one()
+        assert (fb.prompt, fb.answer, fb.params) == ("¿\ufffd?", "\ufffd", {"x": "\x00"})  # JSON escapes it
+        assert s.scalar(select(PromptSet.description).where(PromptSet.name == "con-nul")) == "a\ufffdb"
 
 
 def test_timestamps_come_back_as_utc(Session):

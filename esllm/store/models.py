@@ -86,6 +86,18 @@ class UTCDateTime(TypeDecorator):
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
+class PlainText(TypeDecorator):
+    """Text without U+0000, stored as U+FFFD on every backend: PostgreSQL's text cannot hold a NUL (psycopg refuses
+    the whole statement) and no reader wants one, but a model can generate it (a byte-fallback token) and a file
+    can carry it. The DDL is plain TEXT. (Where a person types the text, it is refused first: sessions.submit.)"""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Optional[str], dialect) -> Optional[str]:
+        return value.replace("\x00", "\ufffd") if isinstance(value, str) and "\x00" in value else value
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
@@ -101,7 +113,7 @@ class PromptSet(Base):
     __tablename__ = "prompt_set"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
-    description: Mapped[str] = mapped_column(Text, default="")
+    description: Mapped[str] = mapped_column(PlainText, default="")
     created_at: Mapped[datetime] = _created()
 
 
@@ -121,8 +133,8 @@ class Prompt(Base):
     category: Mapped[str] = mapped_column(String(100))
     series: Mapped[Optional[str]] = mapped_column(String(100))
     turn: Mapped[Optional[int]]
-    text: Mapped[str] = mapped_column(Text)
-    reference: Mapped[Optional[str]] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(PlainText)
+    reference: Mapped[Optional[str]] = mapped_column(PlainText)
 
 
 class ContestantSnapshot(Base):
@@ -170,7 +182,7 @@ class Answer(Base):
     prompt_id: Mapped[int] = mapped_column(ForeignKey("prompt.id", ondelete="CASCADE"))
     contestant_id: Mapped[int] = mapped_column(ForeignKey("contestant.id", ondelete="RESTRICT"), index=True)
     attempt: Mapped[int]
-    text: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(PlainText)
     selected: Mapped[bool] = mapped_column(default=False)
     params: Mapped[dict[str, Any]]  # the exact kwargs used (seed included)
     new_tokens: Mapped[int]
@@ -268,7 +280,7 @@ class Score(Base):
     label: Mapped[str] = mapped_column(String(1))  # as shown to the rater
     criterion: Mapped[str] = mapped_column(String(20), default="general")
     value: Mapped[int]
-    comment: Mapped[Optional[str]] = mapped_column(Text)
+    comment: Mapped[Optional[str]] = mapped_column(PlainText)
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -281,7 +293,7 @@ class Vote(Base):
     __tablename__ = "vote"
     __table_args__ = (CheckConstraint(_in("choice", VOTE_CHOICES), name="choice"),)
     id: Mapped[int] = mapped_column(primary_key=True)
-    prompt: Mapped[str] = mapped_column(Text)
+    prompt: Mapped[str] = mapped_column(PlainText)
     shown: Mapped[list[Any]]
     choice: Mapped[str] = mapped_column(String(10))
     user_id: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
@@ -296,8 +308,8 @@ class ChatFeedback(Base):
     __table_args__ = (CheckConstraint(_in("thumbs", THUMBS), name="thumbs"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     contestant: Mapped[str] = mapped_column(String(100))
-    prompt: Mapped[str] = mapped_column(Text)
-    answer: Mapped[str] = mapped_column(Text)
+    prompt: Mapped[str] = mapped_column(PlainText)
+    answer: Mapped[str] = mapped_column(PlainText)
     thumbs: Mapped[str] = mapped_column(String(4))
     params: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = _created()
@@ -386,6 +398,6 @@ class EvalRun(Base):
     status: Mapped[str] = mapped_column(String(10), default="running")
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     details: Mapped[list[Any]] = mapped_column(default=list)
-    error: Mapped[Optional[str]] = mapped_column(Text)
+    error: Mapped[Optional[str]] = mapped_column(PlainText)
     started_at: Mapped[datetime] = _created()
     finished_at: Mapped[Optional[datetime]]
