@@ -102,7 +102,7 @@ def test_admin_generates_selects_creates_and_a_rater_rates(admin_app):
     assert sorted(v for _, v in prompts["choices"]) == sorted(pids) and prompts["value"] in pids
     for pid in pids:  # the second attempt becomes the shown answer of NAMES[1] everywhere
         table = rows(admin.predict(cid, pid, 2, api_name="/intentos_elegir"))
-        assert [(r[0], r[1]) for r in table] == [(1, ""), (2, "✓")], table
+        assert [(r[0], r[1]) for r in table] == [(1, ""), (2, "sí")], table
         assert all(r[4] in ("sí", "no") and r[2] <= 4 for r in table)
     with S() as s:
         sel = s.scalars(select(Answer).where(Answer.contestant_id == cid, Answer.selected)).all()

@@ -87,8 +87,12 @@ def test_invalid_scores_over_http_write_nothing(rated_app, bad):
         before = len(s.scalars(select(Score)).all())
     c = client(url, "ana")
     open_session(c, sid)
-    with pytest.raises(AppError, match="list of choices|1 a 5"):  # Gradio's radio check, then ours
-        c.predict("", "3", bad, "3", *[None] * 12, api_name="/evaluar_guardar")
+    if bad is None:  # a missing score: said in the message area (the last outputs), nothing else changes
+        out = c.predict("", "3", bad, "3", *[None] * 12, api_name="/evaluar_guardar")
+        assert "falta calificar la respuesta B" in out[22] and out[24] == "Falta: nota general."
+    else:
+        with pytest.raises(AppError, match="list of choices|1 a 5"):  # Gradio's radio check, then ours
+            c.predict("", "3", bad, "3", *[None] * 12, api_name="/evaluar_guardar")
     with Session() as s:
         assert len(s.scalars(select(Score)).all()) == before
 

@@ -332,7 +332,7 @@ def test_administrar_creates_a_session_and_a_bad_one_writes_nothing(ctx, study):
     who, prompts, _ = administrar.attempt_set(ctx, "mini", ADMIN)
     cid, pid = who["value"], prompts["value"]
     rows = administrar.choose_attempt(ctx, cid, pid, 1, ADMIN)
-    assert [r[:2] for r in rows] == [[1, "✓"]]
+    assert [r[:2] for r in rows] == [[1, "sí"]]
     with pytest.raises(gr.Error, match="Elija un intento"):
         administrar.choose_attempt(ctx, cid, pid, None, ADMIN)
     assert count(ctx, Answer, Answer.selected) == 6
