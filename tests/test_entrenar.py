@@ -97,3 +97,23 @@ def test_the_accordion_builds_and_stop_without_job_is_a_spanish_error(setup):
         entrenar.stop(ctx, ADMIN)
     with pytest.raises(gr.Error, match="Elija la sesión"):
         entrenar.start(ctx, "dpo", None, None, "", "pref", None, ADMIN)
+
+
+def test_dpo_job_reads_the_session_and_starts_from_the_base_or_an_adapter(setup, monkeypatch):
+    from esllm.train.recipe import load_recipe
+    from esllm.ui import entrenar as E
+
+    ctx, _, adapters = setup
+    launched = []
+    monkeypatch.setattr(E, "_launch", lambda ctx, job, resume: launched.append(job) or job)
+    monkeypatch.setattr(E, "session_and_set", lambda ctx, name: (name, "mini"))
+    monkeypatch.setattr(E, "status", lambda ctx, request: ("ok", None))
+    E.start(ctx, "dpo", None, "piloto", "", "desde-base", None, ADMIN)
+    E.start(ctx, "dpo", None, "piloto", "a1", "desde-a1", 2, ADMIN)
+    base_job, child_job = launched
+    assert base_job["set"] == "mini" and base_job["session"] == "piloto"
+    r = load_recipe(E.ROOT / base_job["recipe"], base_job["overrides"])
+    assert (r.method, r.data.path, r.data.session, r.preference.start_from) == ("dpo", None, "piloto", "")
+    assert r.output.dir == str(adapters / "desde-base")
+    r = load_recipe(E.ROOT / child_job["recipe"], child_job["overrides"])
+    assert r.preference.start_from == str(adapters / "a1") and r.training.epochs == 2

@@ -108,6 +108,13 @@ def _launch(ctx: AppContext, job: dict, resume: bool) -> dict:
     return job
 
 
+def session_and_set(ctx: AppContext, session: str) -> tuple[str, str]:
+    """(the session's name, its prompt set's name), or EsllmError for an unknown session."""
+    with ctx.sessionmaker() as s:
+        rs = find_session(s, session)
+        return rs.name, s.get(PromptSet, rs.prompt_set_id).name
+
+
 @handler("admin")
 def start(ctx: AppContext, kind: Any, recipe: Any, session: Any, parent: Any, name: Any, epochs: Any,
           request: gr.Request):
@@ -127,12 +134,10 @@ def start(ctx: AppContext, kind: Any, recipe: Any, session: Any, parent: Any, na
     if kind == "dpo":
         if not session:
             raise EsllmError("Elija la sesión de calificación de la que salen los pares.")
-        with ctx.sessionmaker() as s:
-            rs = find_session(s, session)
-            set_name = s.get(PromptSet, rs.prompt_set_id).name
+        session, set_name = session_and_set(ctx, session)
         recipe_path = DPO_RECIPE
-        overrides += ["data.path=null", f"data.session={rs.name}",
-                      f"preference.start_from={ctx.engine.adapters_dir / parent if parent else ''}"]
+        overrides += ["data.path=null", f"data.session={session}",
+                      f"preference.start_from={ctx.engine.adapters_dir / parent if parent else chr(39) * 2}"]  # '' = base
     else:
         if recipe not in recipes():
             raise EsllmError("Elija una receta de configs/recipes/.")
