@@ -7,8 +7,8 @@ For the base alone and for every adapter, on the held-out prompts of `data/<set>
   * held-out loss: cross-entropy per answer token (EOS included), the trainer's measure (esllm.train.trainer.eval_loss),
   * the share of greedy answers that end on EOS within --max-new-tokens tokens (batched, left padding),
   * mean new tokens.
-The base is loaded once (bundled gemma-3-270m, `--quantization none` = bf16 as in training, or nf4 as in the
-app); adapters are switched with set_adapter / disable_adapter. Prompts are rendered with each adapter's
+The base is loaded once (bundled gemma-3-270m, `--quantization none` = float32 as the trainer uses on CPU, or
+nf4 as in the app); adapters are switched with set_adapter / disable_adapter. Prompts are rendered with each adapter's
 template (alpaca-es for the shipped ones) exactly as the app renders them.
 """
 
@@ -54,6 +54,8 @@ def main() -> None:
     base = load_base("base", ModelSpec(source="bundled:gemma-3-270m", quantization=args.quantization, device="cpu"),
                      lambda m: None)
     tok, model = base.tokenizer, base.model
+    if args.quantization == "none":
+        model = model.float()  # bf16 matmuls are emulated (slow) on CPUs without AVX512-BF16/AMX
     adapters = [a.split("=", 1) for a in args.adapter]
     for i, (name, folder) in enumerate(adapters):
         if i == 0:

@@ -30,7 +30,7 @@ from esllm.train import output as O
 from esllm.train import portable as P
 from esllm.train import pref_data as PD
 from esllm.train.recipe import Recipe
-from esllm.train.trainer import CKPT_DIR, TrainResult, base_fingerprint
+from esllm.train.trainer import CKPT_DIR, TrainResult, base_fingerprint, train_dtype
 
 ADAPTER = "adapter_model.safetensors"
 
@@ -126,6 +126,7 @@ def train_preference(recipe: Recipe, *, root: Path = Path("."), resume: bool = F
 
     base = load_base("entrenamiento", recipe.model, say)
     model, tok = base.model, base.tokenizer
+    model = train_dtype(model, recipe, base.device, say)
     train_rows, dropped = PD.too_long(PD.render(train_rec, tok, template, recipe.data.system_prompt), tok, recipe.data.max_seq_len)
     eval_rows, eval_dropped = PD.too_long(PD.render(eval_rec, tok, template, recipe.data.system_prompt), tok, recipe.data.max_seq_len)
     if not train_rows:

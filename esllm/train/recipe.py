@@ -82,6 +82,9 @@ class TrainingSpec(_S):
     # sft: the answer-ending EOS counts this many times in the training loss (the held-out loss stays unweighted).
     eos_weight: float = Field(1.0, ge=1.0, description="weight of the EOS token in the sft training loss")
     threads: Optional[int] = Field(None, ge=1, description="torch CPU threads")
+    # Weights of an unquantized base while training: auto = float32 on CPU (bf16 matmuls are emulated, and
+    # tens of times slower, on CPUs without AVX512-BF16/AMX), bf16 on CUDA.
+    dtype: Literal["auto", "bf16", "fp32"] = "auto"
 
 
 class OutputSpec(_S):

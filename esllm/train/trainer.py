@@ -125,6 +125,15 @@ class BestKeeper:
         return f"mejor pérdida de validación ({self.loss:.4f}) en el paso {self.step}; {tail}"
 
 
+def train_dtype(model, recipe: Recipe, device: str, say: Callable[[str], None]):
+    """The base in float32 on CPU (see TrainingSpec.dtype); quantized bases are left as they are."""
+    want = recipe.training.dtype
+    if recipe.model.quantization == "none" and (want == "fp32" or (want == "auto" and device == "cpu")):
+        model = model.float()
+        say("Pesos del modelo base en float32 para entrenar (bf16 es lento en CPU)")
+    return model
+
+
 def answer_loss(model, batch: dict, eos_id: Optional[int] = None, eos_weight: float = 1.0) -> tuple[torch.Tensor, int]:
     """(summed cross-entropy, token count) over the answer tokens only.
 
@@ -230,6 +239,7 @@ def train(recipe: Recipe, *, root: Path = Path("."), resume: bool = False,
     base = load_base("entrenamiento", recipe.model, say)
     model, tok = base.model, base.tokenizer
     device = base.device
+    model = train_dtype(model, recipe, device, say)
     train_tok, dropped = D.tokenize_all(train_ex, tok, template, recipe.data.max_seq_len, recipe.data.system_prompt)
     eval_tok, eval_dropped = D.tokenize_all(eval_ex, tok, template, recipe.data.max_seq_len, recipe.data.system_prompt)
     if not train_tok:
