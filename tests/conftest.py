@@ -147,6 +147,7 @@ def reference(tiny):
     The model is loaded fresh (plain transformers, plus peft for an adapter), never through the engine.
     """
 
+    from esllm.engine.backend import HFTok
     from esllm.engine.messages import visible
     from esllm.engine.templates import get_template
 
@@ -166,7 +167,7 @@ def reference(tiny):
             prompt = template.render(messages, bos_token=tok.bos_token, eos_token=tok.eos_token)
             eos_ids = [tok.eos_token_id] + [tok.convert_tokens_to_ids(x) for x in template.end_tokens]
             ids = tm.greedy_ids(model, tok, prompt, max_new_tokens, eos_ids)
-            text, _ = visible(tok, ids, eos_ids, template, final=True)
+            text, _ = visible(HFTok(tok), ids, eos_ids, template, final=True)
             results[key] = Reference(text, len(ids), bool(ids) and ids[-1] in eos_ids)
         return results[key]
 

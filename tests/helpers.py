@@ -150,6 +150,9 @@ class FakeEngine:
     def generate(self, name, messages, preset=None, overrides=None):
         return self._answer(name, messages, preset, overrides)
 
+    def generate_many(self, name, conversations, preset=None, overrides=None, stop_event=None):
+        return [self._answer(name, m, preset, overrides) for m in conversations]
+
     def stream(self, name, messages, preset=None, overrides=None, stop_event=None):
         from esllm.engine.types import StreamEvent
 

@@ -66,6 +66,26 @@ def test_changed_prompt_on_reimport_is_refused(Session):
         import_prompt_set(s, "mini", parse_prompts(changed, "jsonl"))
 
 
+def test_corrected_bundled_prompt_replaces_an_unused_one_and_keeps_an_answered_one(Session):
+    """A newer esllm may correct its own prompt files: an unanswered prompt takes the new text on the next start;
+    one that already has answers keeps the text they answered."""
+    generate_answers(Session, FakeEngine(["x"]), "mini", ["x"], attempts=1)
+    changed = ROWS.replace("¿Qué es el RUC?", "¿Qué es el SRI?").replace("Dame dos ideas.", "Dame tres ideas.")
+    with Session() as s:
+        c1 = s.scalars(select(Prompt).where(Prompt.external_id == "c1")).one()
+        for a in s.scalars(select(Answer).where(Answer.prompt_id != c1.id)):
+            s.delete(a)
+        s.commit()
+        with pytest.raises(EsllmError, match="otro contenido"):  # a user's own set: still refused
+            import_prompt_set(s, "mini", parse_prompts(changed, "jsonl"))
+        s.rollback()
+        import_prompt_set(s, "mini", parse_prompts(changed, "jsonl"), bundled=True)
+        s.commit()
+        texts = {p.external_id: p.text for p in s.scalars(select(Prompt))}
+    assert texts["p1"] == "¿Qué es el SRI?"
+    assert texts["c1"] == "Dame dos ideas."  # answered: kept
+
+
 def test_real_tiny_engine_answers_are_stored(Session, engine):
     eng = engine("llama")
     rep = generate_answers(Session, eng, "mini", ["llama-base", "llama-a1"], attempts=1, max_new_tokens=8)

@@ -45,8 +45,8 @@ DANGER = ("=", "+", "-", "@", "\t", "\r")
 class FormulaEngine(FakeEngine):
     """FakeEngine whose answers start with = + - @ in turn."""
 
-    def generate(self, name, messages, preset=None, overrides=None):
-        res = super().generate(name, messages, preset, overrides)
+    def _answer(self, name, messages, preset, overrides):
+        res = super()._answer(name, messages, preset, overrides)
         res.text = "=+-@"[len(self.calls) % 4] + res.text
         return res
 

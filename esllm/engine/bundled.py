@@ -47,6 +47,26 @@ def gguf_path(name: str) -> Path:
         raise _disk_error(e, target.parent) from None
 
 
+def gguf_sha256(path: Path) -> str:
+    """sha256 of a GGUF file, remembered beside it (keyed by size and mtime): hashing 250 MB on every start
+    would cost a second of the warm start."""
+    st = path.stat()
+    key = f"{st.st_size}:{st.st_mtime_ns}"
+    memo = path.with_name(path.name + ".sha256")
+    try:
+        k, sha = memo.read_text(encoding="utf-8").split()
+        if k == key and len(sha) == 64:
+            return sha
+    except (OSError, ValueError):
+        pass
+    sha = file_sha256(path)
+    try:
+        memo.write_text(f"{key} {sha}\n", encoding="utf-8")
+    except OSError:
+        pass  # a read-only folder: hash again next time
+    return sha
+
+
 def _disk_error(e: OSError, where: Path) -> EsllmError:
     if e.errno == errno.ENOSPC:
         return EsllmError(f"Disco lleno: no se pudo escribir en {where}. Libere espacio o defina ESLLM_CACHE en otro disco.")

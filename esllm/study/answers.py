@@ -70,6 +70,9 @@ def plan_for(engine, name: str, attempts: int, vary: Optional[Sequence[Setting]]
         raise EsllmError(f"{name}: {e}") from None
 
 
+BATCH = 8  # answers asked of the engine at once (it decodes up to its backend's max_batch together)
+
+
 @dataclass
 class BatchReport:
     generated: int = 0
@@ -109,37 +112,67 @@ def generate_answers(
         for plan in plans[name]:
             attempt = plan.attempt
             history: dict[str, list[dict[str, str]]] = {}  # series -> this contestant's conversation so far
-            for pid, series, _turn, text in prompt_ids:
+            pending = list(prompt_ids)
+            while pending:
+                # One wave: every single prompt and the next turn of each series. Their answers do not depend
+                # on each other, so the engine decodes them together (llama.cpp batches them).
+                wave, later, taken = [], [], set()
+                for item in pending:
+                    series = item[1]
+                    if series and series in taken:
+                        later.append(item)
+                        continue
+                    if series:
+                        taken.add(series)
+                    wave.append(item)
+                pending = later
+                todo: list[tuple[int, Optional[str], list[dict[str, str]]]] = []
+                with sessionmaker() as s:
+                    stored = {a.prompt_id: a.text for a in s.scalars(select(Answer).where(
+                        Answer.prompt_id.in_([w[0] for w in wave]), Answer.contestant_id == cid,
+                        Answer.attempt == attempt))}
+                for pid, series, _turn, text in wave:
+                    msgs = (history.get(series, []) if series else []) + [{"role": "user", "content": text}]
+                    if pid in stored:
+                        rep.skipped += 1
+                        done += 1
+                        if series:
+                            history[series] = msgs + [{"role": "assistant", "content": stored[pid]}]
+                        progress(done, rep.total, f"{name} · intento {attempt}")
+                    else:
+                        todo.append((pid, series, msgs))
                 if stop is not None and stop.is_set():
                     return rep
-                with sessionmaker() as s:
-                    existing = s.scalars(select(Answer).where(
-                        Answer.prompt_id == pid, Answer.contestant_id == cid, Answer.attempt == attempt)).first()
-                    prior = history.get(series, []) if series else []
-                    msgs = prior + [{"role": "user", "content": text}]
-                    if existing is not None:
-                        rep.skipped += 1
-                        answer_text = existing.text
-                    else:
-                        try:
-                            res = engine.generate(name, msgs, preset=plan.preset, overrides=dict(plan.overrides))
-                        except EsllmError as e:
-                            rep.errors.append(f"{name} / prompt {pid} / intento {attempt}: {e}")
-                            done += 1
-                            continue
-                        first = s.scalars(select(Answer).where(Answer.prompt_id == pid, Answer.contestant_id == cid,
-                                                               Answer.selected)).first()
-                        s.add(Answer(prompt_id=pid, contestant_id=cid, attempt=attempt, text=res.text,
-                                     selected=first is None and attempt == 1, params=res.params,
-                                     new_tokens=res.new_tokens, latency_s=res.latency_s,
-                                     ended_on_eos=res.ended_on_eos, finish_reason=res.finish_reason))
+                for start in range(0, len(todo), BATCH):
+                    chunk = todo[start:start + BATCH]
+                    try:
+                        results = engine.generate_many(name, [m for _, _, m in chunk], preset=plan.preset,
+                                                       overrides=dict(plan.overrides), stop_event=stop)
+                    except EsllmError as e:
+                        rep.errors.extend(f"{name} / prompt {pid} / intento {attempt}: {e}" for pid, _, _ in chunk)
+                        done += len(chunk)
+                        for _pid, series, _ in chunk:  # a later turn of that series cannot be generated either
+                            if series:
+                                pending = [x for x in pending if x[1] != series]
+                        continue
+                    if stop is not None and stop.is_set():
+                        return rep  # a stopped batch's answers are cut short: none is stored
+                    with sessionmaker() as s:
+                        for (pid, _series, _msgs), res in zip(chunk, results):
+                            first = s.scalars(select(Answer).where(Answer.prompt_id == pid, Answer.contestant_id == cid,
+                                                                   Answer.selected)).first()
+                            s.add(Answer(prompt_id=pid, contestant_id=cid, attempt=attempt, text=res.text,
+                                         selected=first is None and attempt == 1, params=res.params,
+                                         new_tokens=res.new_tokens, latency_s=res.latency_s,
+                                         ended_on_eos=res.ended_on_eos, finish_reason=res.finish_reason))
+                            s.flush()
                         s.commit()
+                    for (_pid, series, msgs), res in zip(chunk, results):
                         rep.generated += 1
-                        answer_text = res.text
-                    if series:
-                        history[series] = msgs + [{"role": "assistant", "content": answer_text}]
-                done += 1
-                progress(done, rep.total, f"{name} · intento {attempt}")
+                        done += 1
+                        if series:
+                            history[series] = msgs + [{"role": "assistant", "content": res.text}]
+                    progress(done, rep.total, f"{name} · intento {attempt}")
     return rep
 
 

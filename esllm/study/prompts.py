@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from sqlalchemy.orm import Session
 from esllm import EsllmError
 from esllm.paths import PROMPTS_DIR as BUNDLED_DIR
 from esllm.paths import jsonl_lines
-from esllm.store.models import Prompt, PromptSet
+from esllm.store.models import Answer, Assignment, Prompt, PromptSet
 
 MAX_TEXT = 8000
 # One import (and one set) at most: the bundled sets are 50 and 30 prompts (~14 KB); a study of thousands of
@@ -32,6 +33,7 @@ MAX_FILE_BYTES = 2 * 1024 * 1024
 MAX_ROWS = 5000
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # fullmatch: no trailing newline slips through
 CATEGORY_RE = re.compile(r"[a-z0-9_áéíóúñ]{1,40}")
+log = logging.getLogger(__name__)
 REJECTED = "Archivo rechazado, no se importó nada"
 
 CATEGORY_LABELS = {
@@ -218,8 +220,14 @@ def bundled_sets() -> dict[str, Path]:
 
 
 # ------------------------------------------------------------ prompt sets in the store
-def import_prompt_set(session: Session, name: str, rows: Sequence[PromptRow], description: str = "") -> PromptSet:
-    """Create a prompt set, or add the rows it lacks (by external id); a changed row is an error."""
+def import_prompt_set(session: Session, name: str, rows: Sequence[PromptRow], description: str = "",
+                      bundled: bool = False) -> PromptSet:
+    """Create a prompt set, or add the rows it lacks (by external id); a changed row is an error.
+
+    `bundled`: the set is one of esllm's own files, which a newer version may have corrected. A changed row
+    then replaces the stored one if nothing refers to it yet (no answer, no assignment); otherwise the stored
+    row stays (what was answered and rated keeps its text) and a warning is logged.
+    """
     ps = session.scalars(select(PromptSet).where(PromptSet.name == name)).first()
     have = {} if ps is None else {p.external_id: p for p in session.scalars(select(Prompt).where(Prompt.set_id == ps.id))}
     total = len(have) + len({r.id for r in rows} - set(have))
@@ -236,16 +244,30 @@ def import_prompt_set(session: Session, name: str, rows: Sequence[PromptRow], de
             session.add(Prompt(set_id=ps.id, external_id=r.id, category=r.category, series=r.series, turn=r.turn,
                                text=r.text, reference=r.reference))
         elif (old.category, old.series, old.turn, old.text) != (r.category, r.series, r.turn, r.text):
+            if bundled:
+                _update_bundled(session, name, old, r)
+                continue
             raise EsllmError(f"El conjunto {name!r} ya tiene el prompt {r.id!r} con otro contenido; "
                              "importe con otro nombre de conjunto.")
     session.flush()
     return ps
 
 
+def _update_bundled(session: Session, name: str, old: Prompt, r: PromptRow) -> None:
+    used = (session.scalars(select(Answer.id).where(Answer.prompt_id == old.id).limit(1)).first() is not None
+            or session.scalars(select(Assignment.id).where(Assignment.prompt_id == old.id).limit(1)).first() is not None)
+    if used:
+        log.warning("El conjunto incluido %r cambió el prompt %r, pero la base ya tiene respuestas o asignaciones "
+                    "para él: se conserva el texto guardado.", name, r.id)
+        return
+    old.category, old.series, old.turn, old.text, old.reference = r.category, r.series, r.turn, r.text, r.reference
+
+
 def ensure_bundled_sets(session: Session) -> list[str]:
     names = []
     for name, path in bundled_sets().items():
-        import_prompt_set(session, name, parse_prompt_file(path), description=f"incluido: data/prompts/{path.name}")
+        import_prompt_set(session, name, parse_prompt_file(path), description=f"incluido: data/prompts/{path.name}",
+                          bundled=True)
         names.append(name)
     return names
 

@@ -1,0 +1,560 @@
+"""The llama.cpp backend (llama-cpp-python's low-level API): the GGUF file as shipped, no conversion, with
+LoRA adapters switched per call on the one loaded model.
+
+    backend = LlamaCppBackend.load("gemma-3-270m", spec)          # mmaps the GGUF, one context
+    backend.load_adapter(info)        # peft folder -> GGUF LoRA once (esllm/engine/gguf_lora.py), then loaded
+    backend.generate("instrucciones-es", [ids], params, stop=rule, on_token=cb)
+
+One context with a unified KV cache holds several sequences: batch jobs decode up to `max_batch` prompts
+together; contrastive search scores its top-k candidates as k extra sequences that share the context's
+cells (`llama_memory_seq_cp`), reading each candidate's final hidden state (`embeddings`, no pooling)
+and logits from one decode; beam search keeps its beams the same way. The cache is reused between calls
+only for the same adapter and a shared token prefix; any other adapter (or none) clears it first, so no
+state computed under one adapter ever serves another. Sampling (repetition penalty, temperature, top-k,
+top-p, seed) is done here on the logits with numpy, with the semantics of transformers' processors.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from esllm import EsllmError
+from esllm.engine.adapters import AdapterInfo
+from esllm.engine.backend import Backend, OnToken, StopRule
+from esllm.engine.config import ModelSpec
+from esllm.engine.presets import GenParams
+
+log = logging.getLogger(__name__)
+
+N_CTX = 8192  # cells of the unified KV cache, shared by every sequence of a call
+N_BATCH = 512  # tokens per llama_decode
+PREFILL_OUTPUTS = 64  # prompt tokens per decode when every one's hidden state is needed (contrastive)
+MAX_BATCH = 4  # prompts of a batch job decoded together (2 cores: more only adds latency per answer)
+_init_lock = threading.Lock()
+_initialised = False
+
+
+def _lib():
+    global _initialised
+    import llama_cpp
+
+    with _init_lock:
+        if not _initialised:
+            from llama_cpp import _logger
+
+            _logger.set_verbose(False)  # llama.cpp's own log: errors only (its INFO lines flood the terminal)
+            llama_cpp.llama_backend_init()
+            _initialised = True
+    return llama_cpp
+
+
+class LlamaTok:
+    """`backend.Tok` over the GGUF's own vocabulary (llama.cpp's tokenizer)."""
+
+    def __init__(self, model):
+        self.m = model  # llama_cpp._internals.LlamaModel
+        self.bos_token_id = model.token_bos() if model.token_bos() >= 0 else None
+        self.eos_token_id = model.token_eos() if model.token_eos() >= 0 else None
+        self.bos_token = model.token_get_text(self.bos_token_id) if self.bos_token_id is not None else ""
+        self.eos_token = model.token_get_text(self.eos_token_id) if self.eos_token_id is not None else ""
+        self.add_bos = bool(model.add_bos_token())
+
+    def encode(self, text: str) -> list[int]:
+        if not text:
+            return []
+        return list(self.m.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
+        return self.m.detokenize(list(ids), special=not skip_special).decode("utf-8", errors="replace")
+
+    def token_id(self, piece: str) -> Optional[int]:
+        ids = self.encode(piece)
+        return ids[0] if len(ids) == 1 else None
+
+
+@dataclass
+class LlamaCppBackend(Backend):
+    model: Any = None  # llama_cpp._internals.LlamaModel
+    ctx: Any = None  # llama_cpp._internals.LlamaContext
+    n_threads: int = 1
+    lora: dict[str, Any] = field(default_factory=dict)  # adapter name -> llama_adapter_lora_p
+    lora_files: dict[str, Path] = field(default_factory=dict)
+    name = "llama.cpp"
+    max_batch = MAX_BATCH
+
+    def __post_init__(self):
+        self._active: Optional[str] = "\0none-set"
+        self._cached: tuple[Optional[str], list[int]] = (None, [])  # (adapter, tokens of sequence 0 in the cache)
+        self._batch = None
+        self._batch_size = 0
+        self.arch = self.model.metadata().get("general.architecture", "?") if self.model else "?"
+        self.switch_seconds: list[float] = []
+
+    # ------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, key: str, spec: ModelSpec, progress: Optional[Callable[[str], None]] = None,
+             gguf: Optional[Path] = None) -> "LlamaCppBackend":
+        from llama_cpp import _internals
+
+        llama_cpp = _lib()
+        say = progress or log.info
+        t0 = time.perf_counter()
+        path, sha = gguf_source(spec) if gguf is None else (Path(gguf), None)
+        say(f"Cargando {key} con llama.cpp desde {path}…")
+        mparams = llama_cpp.llama_model_default_params()
+        try:
+            model = _internals.LlamaModel(path_model=str(path), params=mparams, verbose=False)
+        except (ValueError, OSError) as e:
+            raise EsllmError(f"llama.cpp no pudo abrir {path}: {e}") from None
+        n_threads = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = N_CTX
+        cparams.n_batch = N_BATCH
+        cparams.n_ubatch = N_BATCH
+        cparams.n_seq_max = 64
+        cparams.n_threads = n_threads
+        cparams.n_threads_batch = n_threads
+        cparams.embeddings = False  # switched on for contrastive search only
+        cparams.kv_unified = True  # sequences share cells: copying a context to a candidate costs nothing
+        cparams.swa_full = True  # keep every position of sliding-window layers, so sequences can be cut anywhere
+        cparams.no_perf = True
+        cparams.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_NONE
+        try:
+            ctx = _internals.LlamaContext(model=model, params=cparams, verbose=False)
+        except ValueError as e:
+            raise EsllmError(f"llama.cpp no pudo crear el contexto de {key}: {e}") from None
+        backend = cls(key=key, spec=spec, tok=LlamaTok(model), device="cpu", quantization=_file_type(model),
+                      path=str(path), source_sha256=sha, load_seconds=0.0, model=model, ctx=ctx, n_threads=n_threads)
+        backend.load_seconds = time.perf_counter() - t0
+        say(f"{key} listo en {backend.load_seconds:.1f} s (llama.cpp, {backend.quantization}, {n_threads} hilos).")
+        return backend
+
+    @property
+    def footprint_bytes(self) -> int:
+        return int(self.model.size())
+
+    @property
+    def n_vocab(self) -> int:
+        return int(self.model.n_vocab())
+
+    # ------------------------------------------------------------ adapters
+    def load_adapter(self, info: AdapterInfo) -> None:
+        from esllm.engine.gguf_lora import convert_adapter
+
+        llama_cpp = _lib()
+        out = convert_adapter(info, Path(self.path), self.model.metadata())
+        ptr = llama_cpp.llama_adapter_lora_init(self.model.model, str(out).encode("utf-8"))
+        if not ptr:
+            raise EsllmError(f"llama.cpp no pudo cargar el adaptador {info.name} convertido ({out}).")
+        self.lora[info.name] = ptr
+        self.lora_files[info.name] = out
+        self.adapters[info.name] = info
+
+    def unload_adapter(self, name: str) -> None:
+        llama_cpp = _lib()
+        self.adapters.pop(name, None)
+        ptr = self.lora.pop(name, None)
+        self.lora_files.pop(name, None)
+        if ptr is not None:
+            if self._active == name:
+                self._set_adapter(None)
+            llama_cpp.llama_adapter_lora_free(ptr)
+        if self._cached[0] == name:
+            self._forget()
+
+    def _set_adapter(self, adapter: Optional[str]) -> None:
+        """Make `adapter` (None: the base alone) the context's; a change empties the KV cache."""
+        if adapter == self._active:
+            return
+        llama_cpp = _lib()
+        t0 = time.perf_counter()
+        if adapter is None:
+            rc = llama_cpp.llama_set_adapters_lora(self.ctx.ctx, None, 0, None)
+        else:
+            if adapter not in self.lora:
+                raise EsllmError(f"El adaptador {adapter} ya no está cargado; pulse «Actualizar».")
+            arr = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self.lora[adapter])
+            scales = (ctypes.c_float * 1)(1.0)
+            rc = llama_cpp.llama_set_adapters_lora(self.ctx.ctx, arr, 1, scales)
+        if rc != 0:
+            raise EsllmError(f"llama.cpp no pudo activar el adaptador {adapter} (código {rc}).")
+        self._active = adapter
+        self._forget()
+        self.switch_seconds.append(time.perf_counter() - t0)
+
+    def _forget(self) -> None:
+        self.ctx.kv_cache_clear()
+        self._cached = (None, [])
+
+    # ------------------------------------------------------------ decoding primitives
+    def _batch_for(self, n: int):
+        llama_cpp = _lib()
+        if self._batch is None or self._batch_size < n:
+            if self._batch is not None:
+                llama_cpp.llama_batch_free(self._batch)
+            self._batch_size = max(n, N_BATCH)
+            self._batch = llama_cpp.llama_batch_init(self._batch_size, 0, 1)
+        return self._batch
+
+    def _decode(self, items: Sequence[tuple[int, int, int, bool]]) -> None:
+        """One llama_decode of (token, position, sequence, output?) items."""
+        llama_cpp = _lib()
+        b = self._batch_for(len(items))
+        for i, (tok, pos, seq, out) in enumerate(items):
+            b.token[i] = tok
+            b.pos[i] = pos
+            b.n_seq_id[i] = 1
+            b.seq_id[i][0] = seq
+            b.logits[i] = out
+        b.n_tokens = len(items)
+        rc = llama_cpp.llama_decode(self.ctx.ctx, b)
+        if rc != 0:
+            self._forget()
+            if rc == 1:
+                raise EsllmError("llama.cpp se quedó sin espacio en la caché KV: acorte el mensaje o la conversación.")
+            raise EsllmError(f"llama.cpp falló al decodificar (código {rc}).")
+
+    def _logits(self, i: int) -> np.ndarray:
+        llama_cpp = _lib()
+        ptr = llama_cpp.llama_get_logits_ith(self.ctx.ctx, i)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float32, copy=True)
+
+    def _hidden(self, i: int) -> np.ndarray:
+        llama_cpp = _lib()
+        ptr = llama_cpp.llama_get_embeddings_ith(self.ctx.ctx, i)
+        if not ptr:
+            raise EsllmError("llama.cpp no devolvió el estado oculto pedido.")
+        return np.ctypeslib.as_array(ptr, shape=(int(self.model.n_embd()),)).astype(np.float32, copy=True)
+
+    def _mem(self):
+        return _lib().llama_get_memory(self.ctx.ctx)
+
+    def _seq_rm(self, seq: int, p0: int = -1, p1: int = -1) -> None:
+        _lib().llama_memory_seq_rm(self._mem(), seq, p0, p1)
+
+    def _seq_cp(self, src: int, dst: int, p0: int = -1, p1: int = -1) -> None:
+        _lib().llama_memory_seq_cp(self._mem(), src, dst, p0, p1)
+
+    def _prefill(self, adapter: Optional[str], prompts: Sequence[Sequence[int]], *, all_outputs: bool = False,
+                 first_output: int = -1) -> tuple[list[np.ndarray], list[list[np.ndarray]]]:
+        """Put each prompt in sequence i; return each one's last logits (and, with all_outputs, the hidden state
+        of every prompt token). A single prompt reuses the cached prefix of the same adapter.
+        first_output >= 0: logits are returned for every position from there on (one prompt only)."""
+        self._set_adapter(adapter)
+        total = sum(len(p) for p in prompts)
+        if total + len(prompts) * 2 > N_CTX:
+            raise EsllmError(f"Demasiados tokens a la vez para la caché de llama.cpp ({total}, máximo {N_CTX}).")
+        reuse = 0
+        if len(prompts) == 1 and not all_outputs and self._cached[0] == adapter:
+            old, new = self._cached[1], list(prompts[0])
+            while reuse < min(len(old), len(new) - 1) and old[reuse] == new[reuse]:
+                reuse += 1
+            if first_output >= 0:
+                reuse = min(reuse, first_output)
+        if reuse:
+            self._seq_rm(0, reuse, -1)
+        else:
+            self.ctx.kv_cache_clear()
+        self._cached = (None, [])
+        last: list[np.ndarray] = []
+        hidden: list[list[np.ndarray]] = [[] for _ in prompts]
+        extra: list[np.ndarray] = []
+        chunk = PREFILL_OUTPUTS if all_outputs else N_BATCH
+        for s, p in enumerate(prompts):
+            p = list(p)
+            if not p:
+                raise EsllmError("No hay tokens que procesar.")
+            start = reuse if s == 0 else 0
+            for a in range(start, len(p), chunk):
+                piece = p[a:a + chunk]
+                items = [(t, a + j, s, all_outputs or a + j == len(p) - 1 or 0 <= first_output <= a + j)
+                         for j, t in enumerate(piece)]
+                self._decode(items)
+                for j, it in enumerate(items):  # llama_get_*_ith take the index in the batch
+                    if not it[3]:
+                        continue
+                    if all_outputs:
+                        hidden[s].append(self._hidden(j))
+                    if first_output >= 0:
+                        extra.append(self._logits(j))
+                    elif a + j == len(p) - 1:
+                        last.append(self._logits(j))
+        if first_output >= 0:
+            return extra, hidden
+        if len(prompts) == 1:
+            self._cached = (adapter, list(prompts[0]))
+        return last, hidden
+
+    def _remember(self, adapter: Optional[str], tokens: list[int]) -> None:
+        """Sequence 0 now holds `tokens` computed under `adapter` (reused by the next call if it shares a prefix)."""
+        self._cached = (adapter, tokens)
+
+    # ------------------------------------------------------------ the backend calls
+    def generate(self, adapter: Optional[str], prompts: Sequence[Sequence[int]], params: GenParams, *,
+                 stop: StopRule, on_token: OnToken) -> list[list[int]]:
+        if params.strategy == "beam":
+            return [self._beam(adapter, p, params, stop, partial(on_token, i)) for i, p in enumerate(prompts)]
+        outs: list[list[int]] = []
+        for a in range(0, len(prompts), self.max_batch):
+            group = prompts[a:a + self.max_batch]
+            emit = _offset(on_token, a)
+            if params.strategy == "contrastive":
+                outs.extend(self._contrastive(adapter, group, params, stop, emit))
+            else:
+                outs.extend(self._sample(adapter, group, params, stop, emit))
+        return outs
+
+    def _sample(self, adapter, prompts, p: GenParams, stop: StopRule, emit) -> list[list[int]]:
+        rng = np.random.default_rng(p.seed)
+        last, _ = self._prefill(adapter, prompts)
+        n = len(prompts)
+        gen: list[list[int]] = [[] for _ in range(n)]
+        seen = [set(pr) for pr in prompts]
+        pos = [len(pr) for pr in prompts]
+        live = list(range(n))
+        logits = {s: last[s] for s in range(n)}
+        while live:
+            batch = []
+            for s in list(live):
+                tok = pick(logits[s], p, seen[s], rng)
+                gen[s].append(tok)
+                seen[s].add(tok)
+                emit(s, tok)
+                if stop.hit(gen[s]) or len(gen[s]) >= p.max_new_tokens:
+                    live.remove(s)
+                else:
+                    batch.append((tok, pos[s], s, True))
+                    pos[s] += 1
+            if stop.should_stop() or not batch:
+                break
+            self._decode(batch)
+            for j, (_, _, s, _) in enumerate(batch):
+                logits[s] = self._logits(j)
+        if n == 1:
+            self._remember(adapter, list(prompts[0]) + gen[0][:-1] if gen[0] else list(prompts[0]))
+        else:
+            self._forget()
+        return gen
+
+    def _contrastive(self, adapter, prompts, p: GenParams, stop: StopRule, emit) -> list[list[int]]:
+        """Contrastive search (Su et al., 2022), as esllm/engine/decoding.py does on transformers: among the
+        top-k next tokens pick argmax (1-a)·p(v) - a·max cos(h_v, h_context); each candidate is one extra
+        sequence sharing the context's cells, all candidates of all prompts in one decode."""
+        llama_cpp = _lib()
+        llama_cpp.llama_set_embeddings(self.ctx.ctx, True)
+        try:
+            last, hidden = self._prefill(adapter, prompts, all_outputs=True)
+            n, k, alpha = len(prompts), p.top_k, p.penalty_alpha
+            ctx_h = [_unit(np.stack(h)) for h in hidden]
+            gen: list[list[int]] = [[] for _ in range(n)]
+            seen = [set(pr) for pr in prompts]
+            pos = [len(pr) for pr in prompts]
+            logits = {s: last[s] for s in range(n)}
+            live = list(range(n))
+            while live and not stop.should_stop():
+                batch, cands = [], {}
+                for s in live:
+                    probs = _softmax(_penalised(logits[s], p.repetition_penalty, seen[s]))
+                    top = np.argpartition(-probs, k - 1)[:k]
+                    top = top[np.argsort(-probs[top], kind="stable")]
+                    cands[s] = (top, probs[top])
+                    for c, tok in enumerate(top):
+                        scratch = n + s * k + c
+                        self._seq_rm(scratch)
+                        self._seq_cp(s, scratch)
+                        batch.append((int(tok), pos[s], scratch, True))
+                self._decode(batch)
+                j = 0
+                for s in list(live):
+                    top, probs = cands[s]
+                    hs = np.stack([self._hidden(j + c) for c in range(k)])
+                    sim = (_unit(hs) @ ctx_h[s].T).max(axis=1)
+                    best = int(np.argmax((1 - alpha) * probs - alpha * sim))
+                    tok = int(top[best])
+                    next_logits = self._logits(j + best)
+                    self._seq_cp(n + s * k + best, s, pos[s], pos[s] + 1)
+                    for c in range(k):
+                        self._seq_rm(n + s * k + c)
+                    j += k
+                    gen[s].append(tok)
+                    seen[s].add(tok)
+                    emit(s, tok)
+                    if stop.hit(gen[s]) or len(gen[s]) >= p.max_new_tokens:
+                        live.remove(s)
+                        continue
+                    ctx_h[s] = np.concatenate([ctx_h[s], _unit(hs[best:best + 1])])
+                    logits[s] = next_logits
+                    pos[s] += 1
+        finally:
+            llama_cpp.llama_set_embeddings(self.ctx.ctx, False)
+        self._forget()  # candidate cells were written with embeddings on: start clean next time
+        return gen
+
+    def _beam(self, adapter, prompt, p: GenParams, stop: StopRule, emit) -> list[int]:
+        """Beam search as transformers' (num_beams, length_penalty 1, early stopping): beams are sequences
+        0..B-1 sharing their common cells; a finished hypothesis scores sum(logp) / its length."""
+        B = p.num_beams
+        (first,), _ = self._prefill(adapter, [prompt])
+        self._cached = (None, [])
+        for b in range(1, B):
+            self._seq_cp(0, b)
+        n0 = len(prompt)
+        beams: list[tuple[float, list[int]]] = [(0.0, [])]
+        logits = [first]
+        done: list[tuple[float, list[int]]] = []
+        seen = set(prompt)
+        for step in range(p.max_new_tokens):
+            if stop.should_stop():
+                break
+            cand = []
+            for b, (score, toks) in enumerate(beams):
+                lp = _log_softmax(_penalised(logits[b], p.repetition_penalty, seen | set(toks)))
+                top = np.argpartition(-lp, 2 * B - 1)[:2 * B]
+                cand.extend((score + float(lp[t]), b, int(t)) for t in top)
+            cand.sort(key=lambda x: -x[0])
+            new: list[tuple[float, int, int]] = []
+            for score, b, t in cand:
+                toks = beams[b][1] + [t]
+                if t in stop.eos_ids or stop.hit(toks):
+                    if len(done) < B:
+                        done.append((score / len(toks), toks))
+                    continue
+                new.append((score, b, t))
+                if len(new) == B:
+                    break
+            if len(done) >= B or not new:
+                break
+            best_done = max((s for s, _ in done), default=-np.inf)
+            if done and best_done >= new[0][0] / (step + 1):
+                break  # early stopping: no open beam can beat the best finished one
+            for i, (_, b, _) in enumerate(new):  # reorder the cache: beam i continues beam b
+                self._seq_rm(B + i)
+                self._seq_cp(b, B + i)
+            for i in range(len(new)):
+                self._seq_rm(i)
+                self._seq_cp(B + i, i)
+                self._seq_rm(B + i)
+            self._decode([(t, n0 + step, i, True) for i, (_, _, t) in enumerate(new)])
+            logits = [self._logits(i) for i in range(len(new))]
+            beams = [(s, beams[b][1] + [t]) for s, b, t in new]
+        if len(done) < B:
+            done.extend((s / max(1, len(t)), t) for s, t in beams)
+        best = max(done, key=lambda x: x[0])[1] if done else []
+        self._forget()
+        for t in best:
+            emit(t)
+        return best
+
+    def next_logprobs(self, adapter: Optional[str], prompts: Sequence[Sequence[int]]):
+        rows = []
+        for pr in prompts:  # one at a time: consecutive prompts share the template's prefix in the cache
+            (lg,), _ = self._prefill(adapter, [pr])
+            rows.append(_log_softmax(lg))
+        return np.stack(rows)
+
+    def token_logprobs(self, adapter: Optional[str], ids: Sequence[int], start: int) -> tuple[list[float], list[bool]]:
+        if not 1 <= start < len(ids):
+            raise ValueError("start must leave at least one token before and one to score")
+        rows, _ = self._prefill(adapter, [ids], first_output=start - 1)
+        want = list(ids[start:])
+        lps, greedy = [], []
+        for row, t in zip(rows, want):  # rows[i] predicts ids[start + i]
+            lp = _log_softmax(row)
+            lps.append(float(lp[t]))
+            greedy.append(int(np.argmax(row)) == t)
+        self._cached = (adapter, list(ids))  # every position of ids is in the cache now
+        return lps, greedy
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d["arquitectura"] = self.arch
+        d["hilos"] = self.n_threads
+        return d
+
+
+# ---------------------------------------------------------------- sampling on logits (numpy)
+def _offset(on_token: OnToken, a: int) -> Callable[[int, int], None]:
+    """`on_token` for a group of prompts that starts at index `a` of the call's list."""
+    def emit(i: int, t: int) -> None:
+        on_token(a + i, t)
+    return emit
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    m = x.max()
+    return x - m - np.log(np.exp(x - m).sum())
+
+
+def _unit(h: np.ndarray) -> np.ndarray:
+    return h / np.maximum(np.linalg.norm(h, axis=-1, keepdims=True), 1e-8)
+
+
+def _penalised(logits: np.ndarray, penalty: float, seen) -> np.ndarray:
+    """transformers' RepetitionPenaltyLogitsProcessor: every token already in the sequence (prompt included)
+    has its logit divided by `penalty` if positive, multiplied if negative."""
+    if penalty == 1.0 or not seen:
+        return logits
+    idx = np.fromiter(seen, dtype=np.int64)
+    out = logits.copy()
+    v = out[idx]
+    out[idx] = np.where(v > 0, v / penalty, v * penalty)
+    return out
+
+
+def pick(logits: np.ndarray, p: GenParams, seen, rng: np.random.Generator) -> int:
+    """The next token: greedy, or sampled after temperature, top-k and top-p (in transformers' order)."""
+    x = _penalised(logits, p.repetition_penalty, seen)
+    if p.strategy != "sample":
+        return int(np.argmax(x))
+    x = x / p.temperature
+    if p.top_k and p.top_k < x.size:
+        kth = np.partition(x, -p.top_k)[-p.top_k]
+        x = np.where(x < kth, -np.inf, x)
+    if p.top_p < 1.0:
+        order = np.argsort(-x, kind="stable")
+        probs = _softmax(x[order])
+        cum = np.cumsum(probs)
+        cut = int(np.searchsorted(cum, p.top_p)) + 1  # keep the smallest prefix whose mass reaches top_p
+        x_new = np.full_like(x, -np.inf)
+        x_new[order[:cut]] = x[order[:cut]]
+        x = x_new
+    probs = _softmax(x)
+    return int(rng.choice(x.size, p=probs))
+
+
+def _file_type(model) -> str:
+    """The GGUF's quantisation as its file type says (e.g. Q4_K_M)."""
+    ftype = model.metadata().get("general.file_type")
+    names = {"0": "F32", "1": "F16", "2": "Q4_0", "3": "Q4_1", "7": "Q8_0", "8": "Q5_0", "9": "Q5_1",
+             "10": "Q2_K", "11": "Q3_K_S", "12": "Q3_K_M", "13": "Q3_K_L", "14": "Q4_K_S", "15": "Q4_K_M",
+             "16": "Q5_K_S", "17": "Q5_K_M", "18": "Q6_K", "32": "BF16"}
+    return f"gguf {names.get(str(ftype), ftype or '?')}"
+
+
+def gguf_source(spec: ModelSpec) -> tuple[Path, Optional[str]]:
+    """(GGUF file, its sha256) of a spec's source: the bundled model or a .gguf path."""
+    from esllm.engine.bundled import gguf_path, gguf_sha256
+
+    src = spec.source.strip()
+    if src.startswith("bundled:"):
+        path = gguf_path(src.removeprefix("bundled:"))
+        return path, gguf_sha256(path)
+    path = Path(src).expanduser()
+    if not path.is_file():
+        raise EsllmError(f"No existe el archivo GGUF {src}. Corrija `source:` en la configuración.")
+    return path, gguf_sha256(path)

@@ -1,0 +1,297 @@
+"""The llama.cpp backend against the transformers backend on the same tiny weights (fp32 on both sides):
+greedy tokens and next-token log-probabilities, with and without a converted LoRA adapter; the adapter
+conversion and its refusals; the KV cache never serving another adapter; contrastive and batched decoding;
+and, on the real bundled gemma-3-270m, the same Belebele letters on both backends."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from esllm import EsllmError
+from esllm.engine.adapters import inspect_adapter
+from esllm.engine.backend import HFTok, StopRule
+from esllm.engine.config import ModelSpec
+from esllm.engine.presets import GenParams
+from esllm.engine.templates import get_template
+from tests import tiny_gguf
+from tests.helpers import PROMPT, make_engine
+
+pytest.importorskip("llama_cpp")
+
+FAMILIES = ["llama", "mistral", "gemma"]
+TOL = 2e-3  # |Δ log p| between llama.cpp (ggml fp32 kernels) and torch fp32 on the same weights
+
+
+@pytest.fixture(scope="module")
+def pair(tiny, tmp_path_factory):
+    """(llama.cpp backend, transformers fp32 backend, Tiny) per family, adapters a1/a2 loaded on both."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from esllm.engine.hf_backend import TransformersBackend
+    from esllm.engine.llamacpp_backend import LlamaCppBackend
+
+    made = {}
+
+    def get(family):
+        if family not in made:
+            t = tiny(family)
+            path = tiny_gguf.to_gguf(t.model_dir, tmp_path_factory.mktemp(f"gguf-{family}") / "model-f32.gguf")
+            spec = ModelSpec(source=str(path), device="cpu", template=t.template, backend="llama.cpp")
+            lb = LlamaCppBackend.load(family, spec)
+            model = AutoModelForCausalLM.from_pretrained(t.model_dir, dtype=torch.float32).eval()
+            tok = AutoTokenizer.from_pretrained(t.model_dir)
+            hb = TransformersBackend(key=family, spec=spec, tok=HFTok(tok), device="cpu", quantization="none",
+                                     path=str(t.model_dir), source_sha256=None, load_seconds=0.0, model=model)
+            for name in ("a1", "a2"):
+                info = inspect_adapter(t.adapters_dir / name)
+                lb.load_adapter(info)
+                hb.load_adapter(info)
+            made[family] = (lb, hb, t)
+        return made[family]
+
+    return get
+
+
+def _prompt(hb, t, text="¿Cuál es la capital de Ecuador?") -> list[int]:
+    tok = hb.tok
+    return tok.encode(get_template(t.template).render([{"role": "user", "content": text}],
+                                                      bos_token=tok.bos_token, eos_token=tok.eos_token))
+
+
+def _rule(backend, eos=()):
+    return StopRule(list(eos), (), lambda: False, lambda ids: backend.tok.decode(ids, skip_special=False))
+
+
+def _greedy(backend, adapter, ids, n=12, strategy="greedy", **kw):
+    p = GenParams.build("contrastive" if strategy == "contrastive" else "greedy",
+                        {"max_new_tokens": n, **kw}, max_new_tokens_cap=512)
+    return backend.generate(adapter, [ids], p, stop=_rule(backend), on_token=lambda i, t: None)[0]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tokenizer_of_the_gguf_equals_the_hf_one(family, pair):
+    lb, hb, t = pair(family)
+    for text in ("Hola, ¿cómo estás?", get_template(t.template).render(PROMPT, bos_token=hb.tok.bos_token,
+                                                                        eos_token=hb.tok.eos_token)):
+        assert lb.tok.encode(text) == hb.tok.encode(text)
+    ids = hb.tok.encode("El niño come una manzana roja.")
+    assert lb.tok.decode(ids) == hb.tok.decode(ids)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("adapter", [None, "a1", "a2"])
+def test_logprobs_and_greedy_tokens_match_transformers(family, adapter, pair):
+    lb, hb, t = pair(family)
+    ids = _prompt(hb, t)
+    got, want = lb.next_logprobs(adapter, [ids])[0], hb.next_logprobs(adapter, [ids])[0]
+    assert np.abs(got - want).max() < TOL
+    assert _greedy(lb, adapter, ids) == _greedy(hb, adapter, ids)
+    lps, greedy = lb.token_logprobs(adapter, ids, len(ids) - 5)
+    ref, ref_greedy = hb.token_logprobs(adapter, ids, len(ids) - 5)
+    assert np.abs(np.array(lps) - np.array(ref)).max() < TOL and greedy == ref_greedy
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_an_adapter_changes_the_output_the_same_way_under_both(family, pair):
+    lb, hb, t = pair(family)
+    ids = _prompt(hb, t)
+    base, a1 = lb.next_logprobs(None, [ids])[0], lb.next_logprobs("a1", [ids])[0]
+    assert np.abs(base - a1).max() > 0.05  # the converted adapter really acts
+    hf_delta = hb.next_logprobs("a1", [ids])[0] - hb.next_logprobs(None, [ids])[0]
+    assert np.abs((a1 - base) - hf_delta).max() < 2 * TOL
+
+
+def test_switching_adapters_never_reuses_the_other_adapters_cache(pair):
+    """The same prompt under a1 then a2: a2's answer must be a2's alone (the cache is emptied on a switch;
+    without that, a2 would continue from cells computed under a1 and its logits would differ)."""
+    lb, hb, t = pair("llama")
+    ids = _prompt(hb, t)
+    fresh = lb.next_logprobs("a2", [ids])[0]
+    lb.next_logprobs("a1", [ids])
+    after = lb.next_logprobs("a2", [ids])[0]
+    np.testing.assert_allclose(after, fresh, atol=1e-5)
+    lb.next_logprobs(None, [ids])
+    np.testing.assert_allclose(lb.next_logprobs("a2", [ids])[0], fresh, atol=1e-5)
+
+
+def test_a_shared_prefix_is_reused_under_the_same_adapter_and_gives_the_same_numbers(pair):
+    lb, hb, t = pair("llama")
+    ids = _prompt(hb, t)
+    first = lb.next_logprobs("a1", [ids])[0]
+    longer = ids + hb.tok.encode(" Quito")
+    got = lb.next_logprobs("a1", [longer])[0]  # reuses the cells of `ids`
+    np.testing.assert_allclose(got, hb.next_logprobs("a1", [longer])[0], atol=TOL)
+    np.testing.assert_allclose(lb.next_logprobs("a1", [ids])[0], first, atol=1e-5)
+
+
+def _contrastive_scores(model, ids: list[int], k: int, alpha: float, extra: int) -> tuple[dict[int, float], float, float]:
+    """The reference's contrastive score of each top-k candidate after `ids` (uncached, fp32) and of `extra`;
+    also the k-th probability and `extra`'s."""
+    import torch
+
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([ids]), output_hidden_states=True)
+        ctx = out.hidden_states[-1][0]
+        probs = torch.softmax(out.logits[0, -1], -1)
+        top_p, top_i = probs.topk(k)
+        scores = {}
+        for pv, v in zip(top_p.tolist() + [float(probs[extra])], top_i.tolist() + [extra]):
+            h = model(input_ids=torch.tensor([ids + [v]]), output_hidden_states=True).hidden_states[-1][0, -1]
+            sim = torch.nn.functional.cosine_similarity(h[None], ctx, dim=-1).max()
+            scores[v] = (1 - alpha) * pv - alpha * float(sim)
+    return scores, float(top_p[-1]), float(probs[extra])
+
+
+CONTRASTIVE_TIE = 5e-3  # two candidates closer than this in score may swap between ggml and torch kernels
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_contrastive_search_gives_the_transformers_tokens(family, pair):
+    """Same tokens as the transformers implementation; where they part, the reference itself scored the two
+    candidates within CONTRASTIVE_TIE of each other (the kernels' rounding decides a near tie)."""
+    lb, hb, t = pair(family)
+    ids = _prompt(hb, t, "Escribe un poema corto sobre el mar y las montañas de los Andes.")
+    for adapter in (None, "a1"):
+        got, want = _greedy(lb, adapter, ids, 10, "contrastive"), _greedy(hb, adapter, ids, 10, "contrastive")
+        if got != want:
+            i = next(j for j, (a, b) in enumerate(zip(got, want)) if a != b)
+            assert i >= 2, f"{family}/{adapter}: differ from token {i}"
+            with hb.activated(adapter) as model:
+                sc, kth, p_got = _contrastive_scores(model, ids + want[:i], 4, 0.6, got[i])
+            # llama.cpp's pick was the reference's candidate too, or tied with its k-th for the last place
+            assert p_got >= kth - 1e-4, (family, adapter, i, p_got, kth)
+            assert abs(sc[want[i]] - sc[got[i]]) < CONTRASTIVE_TIE or p_got < kth, (family, adapter, i, sc)
+
+
+def test_batched_generation_equals_one_at_a_time(pair):
+    lb, hb, t = pair("llama")
+    prompts = [_prompt(hb, t, q) for q in ("¿Qué es el IVA?", "Hola", "Resume: el niño come una manzana roja.")]
+    for preset in ("greedy", "contrastive"):
+        p = GenParams.build(preset, {"max_new_tokens": 8}, max_new_tokens_cap=512)
+        together = lb.generate("a1", prompts, p, stop=_rule(lb), on_token=lambda i, t: None)
+        alone = [lb.generate("a1", [q], p, stop=_rule(lb), on_token=lambda i, t: None)[0] for q in prompts]
+        assert together == alone
+
+
+def test_sampling_is_reproducible_with_a_seed_and_beam_search_runs(pair):
+    lb, hb, t = pair("llama")
+    ids = _prompt(hb, t)
+    p = GenParams.build("top-k", {"max_new_tokens": 10, "seed": 7}, max_new_tokens_cap=512)
+    a = lb.generate(None, [ids], p, stop=_rule(lb), on_token=lambda i, t: None)[0]
+    assert a == lb.generate(None, [ids], p, stop=_rule(lb), on_token=lambda i, t: None)[0]
+    p2 = GenParams.build("top-k", {"max_new_tokens": 10, "seed": 8}, max_new_tokens_cap=512)
+    assert a != lb.generate(None, [ids], p2, stop=_rule(lb), on_token=lambda i, t: None)[0]
+    beam = GenParams.build("beam", {"max_new_tokens": 6}, max_new_tokens_cap=512)
+    out = lb.generate("a1", [ids], beam, stop=_rule(lb), on_token=lambda i, t: None)[0]
+    assert 1 <= len(out) <= 6
+
+
+def test_unmappable_adapters_are_refused_with_their_reason(pair, tiny, tmp_path):
+    lb, _, t = pair("llama")
+    bad = tmp_path / "dora"
+    shutil.copytree(t.adapters_dir / "a1", bad)
+    cfg = json.loads((bad / "adapter_config.json").read_text())
+    cfg["use_dora"] = True
+    (bad / "adapter_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(EsllmError, match="DoRA"):
+        lb.load_adapter(inspect_adapter(bad))
+    falcon = inspect_adapter(tiny("falcon").adapters_dir / "a1")  # query_key_value: no such layer in a llama GGUF
+    with pytest.raises(EsllmError, match="no tiene equivalente|forma"):
+        lb.load_adapter(falcon)
+
+
+def _gguf_engine(tiny, tmp_path, family="llama", adapters_dir=None):
+    t = tiny(family)
+    path = tiny_gguf.to_gguf(t.model_dir, tmp_path / "m.gguf")
+    cfg = t.config(adapters_dir=adapters_dir)
+    cfg["models"][family].update(source=str(path), backend="llama.cpp")
+    return make_engine(cfg, tmp_path), t
+
+
+def test_engine_on_llama_cpp_lists_a_broken_adapter_with_its_reason_and_chats(tiny, tmp_path):
+    t = tiny("llama")
+    adir = t.copy_adapters(tmp_path / "adapters")
+    cfg = json.loads((adir / "a2" / "adapter_config.json").read_text())
+    cfg["modules_to_save"] = ["lm_head"]
+    (adir / "a2" / "adapter_config.json").write_text(json.dumps(cfg))
+    eng, _ = _gguf_engine(tiny, tmp_path, adapters_dir=adir)
+    assert eng.contestants["llama-a1"].available
+    c = eng.contestants["llama-a2"]
+    assert not c.available and "módulos completos" in c.reason
+    res = eng.generate("llama-a1", PROMPT, preset="greedy", overrides={"max_new_tokens": 8})
+    assert res.backend == "llama.cpp" and res.new_tokens >= 1
+    assert eng.describe("llama-a1")["motor"] == "llama.cpp"
+
+
+def test_two_chat_users_on_two_adapters_each_get_their_own_answer(tiny, tmp_path):
+    eng, _ = _gguf_engine(tiny, tmp_path)
+    want = {n: eng.generate(n, PROMPT, preset="greedy", overrides={"max_new_tokens": 12}).text
+            for n in ("llama-a1", "llama-a2", "llama-base")}
+    assert len(set(want.values())) == 3
+    got: dict[str, list[str]] = {n: [] for n in want}
+
+    def chat(name):
+        for _ in range(4):
+            got[name].append(eng.generate(name, PROMPT, preset="greedy", overrides={"max_new_tokens": 12}).text)
+
+    threads = [threading.Thread(target=chat, args=(n,)) for n in want]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert got == {n: [w] * 4 for n, w in want.items()}
+
+
+def test_generate_many_gives_each_conversation_its_answer(tiny, tmp_path):
+    eng, _ = _gguf_engine(tiny, tmp_path)
+    convs = [[{"role": "user", "content": q}] for q in ("¿Qué es el IVA?", "Hola", "¿Cuál es la capital de Ecuador?",
+                                                        "Escribe un poema", "Resume el texto")]
+    many = eng.generate_many("llama-a1", convs, preset="contrastive", overrides={"max_new_tokens": 8})
+    one = [eng.generate("llama-a1", c, preset="contrastive", overrides={"max_new_tokens": 8}) for c in convs]
+    assert [r.text for r in many] == [r.text for r in one]
+    assert [r.finish_reason for r in many] == [r.finish_reason for r in one]
+
+
+def test_a_gguf_file_that_is_not_there_is_a_spanish_error(tmp_path):
+    from esllm.engine.llamacpp_backend import LlamaCppBackend
+
+    spec = ModelSpec(source=str(tmp_path / "no.gguf"), backend="llama.cpp")
+    with pytest.raises(EsllmError, match="No existe el archivo GGUF"):
+        LlamaCppBackend.load("x", spec)
+    bad = tmp_path / "roto.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 100)
+    with pytest.raises(EsllmError, match="llama.cpp no pudo abrir"):
+        LlamaCppBackend.load("x", ModelSpec(source=str(bad), backend="llama.cpp"))
+
+
+@pytest.mark.slow
+def test_belebele_letters_are_the_same_on_both_backends_with_the_bundled_model(tmp_path):
+    """The shipped gemma-3-270m on llama.cpp (its Q4_K_M file) and on transformers (the same file
+    dequantised): the same predicted letter for every item of the bundled sample, each contestant."""
+    from esllm.engine.config import load_config
+    from esllm.evals import belebele as B
+    from esllm.paths import DEFAULT_CONFIG, ROOT
+
+    cfg = load_config(DEFAULT_CONFIG)
+    items = B.load_belebele(B.SAMPLE)
+    preds = {}
+    for backend in ("llama.cpp", "transformers"):
+        spec = cfg.models["gemma-3-270m"].model_copy(update={"backend": backend, "quantization": "none"})
+        c = cfg.model_copy(update={"models": {"gemma-3-270m": spec}})
+        from esllm.engine.core import Engine
+
+        eng = Engine(c, Path(ROOT))
+        eng.start()
+        preds[backend] = {n: [d["predicted"] for d in B.evaluate(eng, n, items, batch_size=8)["details"]]
+                          for n in eng.available()}
+    assert preds["llama.cpp"].keys() == preds["transformers"].keys() and len(preds["llama.cpp"]) == 3
+    for name, letters in preds["llama.cpp"].items():
+        same = sum(a == b for a, b in zip(letters, preds["transformers"][name]))
+        assert same == len(letters), f"{name}: {same}/{len(letters)} letters agree"
