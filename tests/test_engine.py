@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from esllm import EsllmError
-from esllm.engine.decoding import visible_text
+from esllm.engine.messages import visible_text
 from esllm.engine.presets import PRESETS
 from esllm.engine.templates import get_template
 from esllm.engine.types import GenerationResult

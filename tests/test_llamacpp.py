@@ -271,13 +271,44 @@ def test_a_gguf_file_that_is_not_there_is_a_spanish_error(tmp_path):
         LlamaCppBackend.load("x", ModelSpec(source=str(bad), backend="llama.cpp"))
 
 
+def test_the_gguf_tensor_table_is_read_as_the_gguf_package_reads_it(pair, tmp_path):
+    """gguf_lora.tensor_shapes (a header reader that skips the metadata) agrees with gguf.GGUFReader."""
+    import gguf
+
+    from esllm.engine.gguf_lora import tensor_shapes
+
+    for family in FAMILIES:
+        path = Path(pair(family)[0].path)
+        reader = gguf.GGUFReader(str(path))
+        assert tensor_shapes(path) == {t.name: [int(x) for x in t.shape] for t in reader.tensors}
+    bad = tmp_path / "corto.gguf"
+    bad.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + (5).to_bytes(8, "little") + (2).to_bytes(8, "little"))
+    with pytest.raises(EsllmError, match="cabecera GGUF ilegible"):
+        tensor_shapes(bad)
+    (tmp_path / "no.gguf").write_bytes(b"PK\3\4" + b"\0" * 40)
+    with pytest.raises(EsllmError, match="no es un archivo GGUF"):
+        tensor_shapes(tmp_path / "no.gguf")
+
+
 @pytest.mark.slow
 def test_belebele_letters_are_the_same_on_both_backends_with_the_bundled_model(tmp_path):
     """The shipped gemma-3-270m on llama.cpp (its Q4_K_M file) and on transformers (the same file
-    dequantised): the same predicted letter for every item of the bundled sample, each contestant."""
+    dequantised, in float32: bf16 matmuls are emulated on CPUs without AVX512-BF16, several times slower):
+    the same predicted letter for every item of the bundled sample, each contestant."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     from esllm.engine.config import load_config
+    from esllm.engine.core import Engine
+    from esllm.engine.loader import BaseModel, resolve_source
     from esllm.evals import belebele as B
     from esllm.paths import DEFAULT_CONFIG, ROOT
+
+    def fp32(key, spec, progress=None):
+        path, sha, _ = resolve_source(spec, progress or print)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        return BaseModel(key=key, spec=spec, model=model, tokenizer=AutoTokenizer.from_pretrained(path), device="cpu",
+                         quantization="none", path=path, source_sha256=sha, load_seconds=0.0)
 
     cfg = load_config(DEFAULT_CONFIG)
     items = B.load_belebele(B.SAMPLE)
@@ -285,10 +316,9 @@ def test_belebele_letters_are_the_same_on_both_backends_with_the_bundled_model(t
     for backend in ("llama.cpp", "transformers"):
         spec = cfg.models["gemma-3-270m"].model_copy(update={"backend": backend, "quantization": "none"})
         c = cfg.model_copy(update={"models": {"gemma-3-270m": spec}})
-        from esllm.engine.core import Engine
-
-        eng = Engine(c, Path(ROOT))
+        eng = Engine(c, Path(ROOT), loader=fp32)
         eng.start()
+        assert eng.bases["gemma-3-270m"].name == backend
         preds[backend] = {n: [d["predicted"] for d in B.evaluate(eng, n, items, batch_size=8)["details"]]
                           for n in eng.available()}
     assert preds["llama.cpp"].keys() == preds["transformers"].keys() and len(preds["llama.cpp"]) == 3

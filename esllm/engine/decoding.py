@@ -5,7 +5,7 @@
 search to a Hub repo, which we cannot download). Every path checks `should_stop()` after each
 token, so a stop button or a closed browser ends the work, and returns the new token ids. It is the
 transformers backend's decoding (esllm/engine/hf_backend.py) and knows nothing of adapters, locks or
-threads: the caller holds the base model's lock. `visible_text` (stop strings cut) serves every backend.
+threads: the caller holds the base model's lock.
 """
 
 from __future__ import annotations
@@ -17,26 +17,6 @@ import torch
 from esllm.engine.presets import GenParams
 
 OnToken = Callable[[int], None]
-
-
-def visible_text(text: str, stop_strings: Sequence[str], final: bool) -> tuple[str, bool]:
-    """Cut `text` at the first stop string; while streaming, hold back a tail that may become one.
-
-    Returns (text to show, whether a stop string was found).
-    """
-    cut = min((i for s in stop_strings if (i := text.find(s)) >= 0), default=-1)
-    if cut >= 0:
-        return text[:cut].rstrip(), True
-    if not final:
-        hold = 0
-        for s in stop_strings:
-            for n in range(min(len(s) - 1, len(text)), 0, -1):
-                if text.endswith(s[:n]):
-                    hold = max(hold, n)
-                    break
-        text = text[: len(text) - hold] if hold else text
-        text = text.rstrip("\ufffd")  # half of a multi-byte character
-    return text, False
 
 
 class _Streamer:

@@ -45,17 +45,40 @@ _initialised = False
 
 
 def _lib():
-    global _initialised
+    global _initialised, _log_callback
     import llama_cpp
 
     with _init_lock:
         if not _initialised:
-            from llama_cpp import _logger
-
-            _logger.set_verbose(False)  # llama.cpp's own log: errors only (its INFO lines flood the terminal)
+            _log_callback = _make_log_callback()  # kept referenced: llama.cpp calls it for the process's life
+            llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
             llama_cpp.llama_backend_init()
             _initialised = True
     return llama_cpp
+
+
+_last_level = [0]
+
+
+def _on_log(level: int, text: bytes, _user) -> None:
+    """llama.cpp's log into Python's logging (logger `esllm.engine.llamacpp_backend`): errors as errors, the
+    rest as debug: its warnings are per-tensor notes (e.g. a LoRA tensor "cannot use buft 'CPU_REPACK'", dozens
+    per adapter) that say nothing a user can act on. ggml's levels: 0 none, 1 debug, 2 info, 3 warn, 4 error."""
+    if level == 5:  # GGML_LOG_LEVEL_CONT: continues the previous line
+        level = _last_level[0]
+    _last_level[0] = level
+    msg = text.decode("utf-8", errors="replace").rstrip()
+    if msg:
+        log.log(logging.ERROR if level == 4 else logging.DEBUG, "llama.cpp: %s", msg)
+
+
+def _make_log_callback():
+    import llama_cpp
+
+    return llama_cpp.llama_log_callback(_on_log)
+
+
+_log_callback = None
 
 
 class LlamaTok:

@@ -9,7 +9,6 @@ from typing import Any, Mapping, Sequence
 
 from esllm import EsllmError
 from esllm.engine.config import Limits
-from esllm.engine.decoding import visible_text
 from esllm.engine.templates import ChatTemplate
 
 
@@ -62,6 +61,26 @@ def eos_token_ids(tok, template: ChatTemplate) -> list[int]:
 
 
 def visible(tok, ids: list[int], eos_ids: Sequence[int], template: ChatTemplate, final: bool) -> tuple[str, bool]:
-    """The text of `ids` as the user sees it (see decoding.visible_text)."""
+    """The text of `ids` as the user sees it (see visible_text)."""
     ids = [t for t in ids if t not in eos_ids]
     return visible_text(tok.decode(ids, skip_special=True), template.stop_strings, final)
+
+
+def visible_text(text: str, stop_strings: Sequence[str], final: bool) -> tuple[str, bool]:
+    """Cut `text` at the first stop string; while streaming, hold back a tail that may become one.
+
+    Returns (text to show, whether a stop string was found).
+    """
+    cut = min((i for s in stop_strings if (i := text.find(s)) >= 0), default=-1)
+    if cut >= 0:
+        return text[:cut].rstrip(), True
+    if not final:
+        hold = 0
+        for s in stop_strings:
+            for n in range(min(len(s) - 1, len(text)), 0, -1):
+                if text.endswith(s[:n]):
+                    hold = max(hold, n)
+                    break
+        text = text[: len(text) - hold] if hold else text
+        text = text.rstrip("\ufffd")  # half of a multi-byte character
+    return text, False
