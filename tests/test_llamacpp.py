@@ -109,26 +109,40 @@ def test_an_adapter_changes_the_output_the_same_way_under_both(family, pair):
 
 
 def test_switching_adapters_never_reuses_the_other_adapters_cache(pair):
-    """The same prompt under a1 then a2: a2's answer must be a2's alone (the cache is emptied on a switch;
-    without that, a2 would continue from cells computed under a1 and its logits would differ)."""
+    """The same text scored under a2, then a1, then a2 again (scoring reuses a cached prefix under the same
+    adapter): a2's numbers must be a2's alone, never computed on cells written under a1 or under none."""
     lb, hb, t = pair("llama")
-    ids = _prompt(hb, t)
-    fresh = lb.next_logprobs("a2", [ids])[0]
-    lb.next_logprobs("a1", [ids])
-    after = lb.next_logprobs("a2", [ids])[0]
-    np.testing.assert_allclose(after, fresh, atol=1e-5)
-    lb.next_logprobs(None, [ids])
-    np.testing.assert_allclose(lb.next_logprobs("a2", [ids])[0], fresh, atol=1e-5)
+    ids = _prompt(hb, t) + hb.tok.encode(" Quito es la capital")
+    start = len(ids) - 4
+    fresh = lb.token_logprobs("a2", ids, start)[0]
+    lb.token_logprobs("a1", ids, start)
+    np.testing.assert_allclose(lb.token_logprobs("a2", ids, start)[0], fresh, atol=1e-5)
+    lb.token_logprobs(None, ids, start)
+    np.testing.assert_allclose(lb.token_logprobs("a2", ids, start)[0], fresh, atol=1e-5)
+    assert np.abs(np.array(lb.token_logprobs("a1", ids, start)[0]) - fresh).max() > 1e-3  # a1 really differs
 
 
-def test_a_shared_prefix_is_reused_under_the_same_adapter_and_gives_the_same_numbers(pair):
+def test_a_shared_prefix_is_reused_for_scoring_and_gives_the_same_numbers(pair):
     lb, hb, t = pair("llama")
     ids = _prompt(hb, t)
-    first = lb.next_logprobs("a1", [ids])[0]
-    longer = ids + hb.tok.encode(" Quito")
-    got = lb.next_logprobs("a1", [longer])[0]  # reuses the cells of `ids`
-    np.testing.assert_allclose(got, hb.next_logprobs("a1", [longer])[0], atol=TOL)
-    np.testing.assert_allclose(lb.next_logprobs("a1", [ids])[0], first, atol=1e-5)
+    longer = ids + hb.tok.encode(" Quito es la capital")
+    lb.token_logprobs("a1", ids, len(ids) - 2)
+    got = lb.token_logprobs("a1", longer, len(ids))[0]  # reuses the cells of `ids`
+    want = [float(hb.next_logprobs("a1", [longer[:i]])[0][longer[i]]) for i in range(len(ids), len(longer))]
+    np.testing.assert_allclose(got, want, atol=TOL)
+
+
+def test_a_generation_does_not_depend_on_the_request_before_it(pair):
+    """Greedy under one adapter, alone and right after another prompt with the same template prefix: the
+    same logits to the last bit (a generation never starts from cells left by another request)."""
+    lb, hb, t = pair("llama")
+    ids = _prompt(hb, t)
+    other = _prompt(hb, t, "¿Qué es el RUC?")
+    lb.next_logprobs("a1", [ids[:5]])
+    alone = lb.next_logprobs("a1", [ids])[0]
+    lb.next_logprobs("a1", [other])
+    assert np.array_equal(lb.next_logprobs("a1", [ids])[0], alone)
+    assert _greedy(lb, "a1", ids) == _greedy(lb, "a1", ids)
 
 
 def _contrastive_scores(model, ids: list[int], k: int, alpha: float, extra: int) -> tuple[dict[int, float], float, float]:

@@ -8,9 +8,10 @@ LoRA adapters switched per call on the one loaded model.
 One context with a unified KV cache holds several sequences: batch jobs decode up to `max_batch` prompts
 together; contrastive search scores its top-k candidates as k extra sequences that share the context's
 cells (`llama_memory_seq_cp`), reading each candidate's final hidden state (`embeddings`, no pooling)
-and logits from one decode; beam search keeps its beams the same way. The cache is reused between calls
-only for the same adapter and a shared token prefix; any other adapter (or none) clears it first, so no
-state computed under one adapter ever serves another. Sampling (repetition penalty, temperature, top-k,
+and logits from one decode; beam search keeps its beams the same way. A generation starts from an empty
+cache, so its answer never depends on the request before it; scoring reuses the cached prefix only under the
+same adapter. Any other adapter (or none) clears the cache first, so no state computed under one adapter ever
+serves another. Sampling (repetition penalty, temperature, top-k,
 top-p, seed) is done here on the logits with numpy, with the semantics of transformers' processors.
 """
 
@@ -216,7 +217,9 @@ class LlamaCppBackend(Backend):
         self.switch_seconds.append(time.perf_counter() - t0)
 
     def _forget(self) -> None:
-        self.ctx.kv_cache_clear()
+        """Empty the KV cache. Its cells are marked free, not zeroed (`data=False`): zeroing the 8192-cell cache
+        wrote ~150 MB and took 8 ms per adapter switch; a free cell is never attended to."""
+        _lib().llama_memory_clear(self._mem(), False)
         self._cached = (None, [])
 
     # ------------------------------------------------------------ decoding primitives
@@ -278,7 +281,11 @@ class LlamaCppBackend(Backend):
         if total + len(prompts) * 2 > N_CTX:
             raise EsllmError(f"Demasiados tokens a la vez para la caché de llama.cpp ({total}, máximo {N_CTX}).")
         reuse = 0
-        if len(prompts) == 1 and not all_outputs and self._cached[0] == adapter:
+        # Only scoring (first_output >= 0: Belebele's four continuations of one passage) reuses a cached prefix.
+        # A generation always starts from an empty cache: a prompt split as [cached][new] is computed with other
+        # kernels and cell positions than the same prompt in one go, and a greedy answer would then depend on
+        # whichever request ran before it (seen: 8 of 32 answers changed under two concurrent users).
+        if len(prompts) == 1 and first_output >= 0 and not all_outputs and self._cached[0] == adapter:
             old, new = self._cached[1], list(prompts[0])
             while reuse < min(len(old), len(new) - 1) and old[reuse] == new[reuse]:
                 reuse += 1
@@ -287,7 +294,7 @@ class LlamaCppBackend(Backend):
         if reuse:
             self._seq_rm(0, reuse, -1)
         else:
-            self.ctx.kv_cache_clear()
+            self._forget()
         self._cached = (None, [])
         last: list[np.ndarray] = []
         hidden: list[list[np.ndarray]] = [[] for _ in prompts]
@@ -479,10 +486,16 @@ class LlamaCppBackend(Backend):
         return best
 
     def next_logprobs(self, adapter: Optional[str], prompts: Sequence[Sequence[int]]):
-        rows = []
-        for pr in prompts:  # one at a time: consecutive prompts share the template's prefix in the cache
-            (lg,), _ = self._prefill(adapter, [pr])
-            rows.append(_log_softmax(lg))
+        rows: list[np.ndarray] = []
+        group: list[Sequence[int]] = []
+        for pr in list(prompts) + [None]:  # up to max_batch prompts in one prefill, within the cache's cells
+            if group and (pr is None or len(group) == self.max_batch
+                          or sum(map(len, group)) + len(pr) + 2 * (len(group) + 1) > N_CTX):
+                last, _ = self._prefill(adapter, group)
+                rows.extend(_log_softmax(lg) for lg in last)
+                group = []
+            if pr is not None:
+                group.append(pr)
         return np.stack(rows)
 
     def token_logprobs(self, adapter: Optional[str], ids: Sequence[int], start: int) -> tuple[list[float], list[bool]]:

@@ -139,10 +139,50 @@ def ask_grade(engine, judge: str, messages: list[dict[str, str]], *, retries: in
     """(grade or None, every raw reply): greedy first; each retry adds REMINDER, the first greedy, the
     next sampled (temperature preset, seed + attempt) so that it can differ. A reply is read by
     parse_grade after strip_echo (lines copied from the prompt are no grade)."""
+    res = engine.generate(judge, messages, preset="greedy", overrides={"max_new_tokens": MAX_NEW_TOKENS})
+    grade = parse_grade(strip_echo(res.text, messages))
+    if grade is not None or retries == 0:
+        return grade, [res.text]
+    grade, more = _retry(engine, judge, messages, retries, seed)
+    return grade, [res.text] + more
+
+
+def ask_grades(engine, judge: str, requests: list[tuple[list[dict[str, str]], int]], *,
+               retries: int = 2) -> list[tuple[Optional[int], list[str]] | EsllmError]:
+    """`ask_grade` for several (messages, seed) at once: the first, greedy tries go to the engine together
+    (`generate_many`: a backend that batches decodes them at once); the retries of a reply without a grade
+    then follow one by one. If the batch fails, each request is asked alone, so an error belongs to its own
+    request (returned in its place)."""
+    if not requests:
+        return []
+    overrides = {"max_new_tokens": MAX_NEW_TOKENS}
+    try:
+        first = engine.generate_many(judge, [m for m, _ in requests], preset="greedy", overrides=overrides)
+    except EsllmError:
+        first = None
+    out: list[tuple[Optional[int], list[str]] | EsllmError] = []
+    for i, (msgs, seed) in enumerate(requests):
+        try:
+            if first is None:
+                out.append(ask_grade(engine, judge, msgs, retries=retries, seed=seed))
+                continue
+            grade = parse_grade(strip_echo(first[i].text, msgs))
+            if grade is not None or retries == 0:
+                out.append((grade, [first[i].text]))
+                continue
+            grade, more = _retry(engine, judge, msgs, retries, seed)
+            out.append((grade, [first[i].text] + more))
+        except EsllmError as e:
+            out.append(e)
+    return out
+
+
+def _retry(engine, judge: str, messages: list[dict[str, str]], retries: int, seed: int) -> tuple[Optional[int], list[str]]:
+    """Tries 1..retries of `ask_grade` (the first, greedy one was made)."""
     replies: list[str] = []
-    for attempt in range(retries + 1):
-        msgs = messages if attempt == 0 else with_reminder(messages)
-        if attempt <= 1:
+    msgs = with_reminder(messages)
+    for attempt in range(1, retries + 1):
+        if attempt == 1:
             preset, overrides = "greedy", {"max_new_tokens": MAX_NEW_TOKENS}
         else:
             preset, overrides = "temperature", {"max_new_tokens": MAX_NEW_TOKENS, "seed": seed + attempt}
@@ -298,19 +338,31 @@ class Judge(Evaluation):
                     a = s.get(Assignment, aid)
                     if a.started_at is None:
                         a.started_at = utcnow()
-                    for label, cid, crit in todo:
+                    # every answer x criterion of the item is graded at once (one batch for the engine)
+                    asked: list[Any] = []
+                    requests = []
+                    for _label, cid, crit in todo:
                         answer_id, answer = texts[pid, cid]
                         context = [(prompt_text[e], texts[e, cid][1]) for e in before]
-                        record = {"item": ext, "label": label, "contestant": names[cid], "criterion": crit}
                         try:
                             msgs = (study_grading_messages(text, answer, crit, max_chars) if self.prompt == "estudio"
                                     else grading_messages(text, answer, crit, context, max_chars))
-                            grade, replies = ask_grade(engine, judge, msgs, retries=self.retries,
-                                                       seed=(self.seed * 100_003 + answer_id * 16) % 2**30)
                         except EsllmError as e:
+                            asked.append(e)
+                            continue
+                        asked.append(len(requests))
+                        requests.append((msgs, (self.seed * 100_003 + answer_id * 16) % 2**30))
+                    answers = ask_grades(engine, judge, requests, retries=self.retries)
+                    for (label, cid, crit), got in zip(todo, asked):
+                        answer_id = texts[pid, cid][0]
+                        record = {"item": ext, "label": label, "contestant": names[cid], "criterion": crit}
+                        if not isinstance(got, EsllmError):
+                            got = answers[got]
+                        if isinstance(got, EsllmError):
                             rep.errors += 1
-                            rep.details.append({**record, "status": "error", "error": str(e)})
+                            rep.details.append({**record, "status": "error", "error": str(got)})
                         else:
+                            grade, replies = got
                             if grade is None:
                                 rep.unparsable += 1
                                 rep.details.append({**record, "status": "unparsable", "replies": replies})

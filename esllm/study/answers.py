@@ -162,7 +162,8 @@ def generate_answers(
                             first = s.scalars(select(Answer).where(Answer.prompt_id == pid, Answer.contestant_id == cid,
                                                                    Answer.selected)).first()
                             s.add(Answer(prompt_id=pid, contestant_id=cid, attempt=attempt, text=res.text,
-                                         selected=first is None and attempt == 1, params=res.params,
+                                         selected=first is None and attempt == 1,
+                                         params={**res.params, **({"backend": res.backend} if res.backend else {})},
                                          new_tokens=res.new_tokens, latency_s=res.latency_s,
                                          ended_on_eos=res.ended_on_eos, finish_reason=res.finish_reason))
                             s.flush()
