@@ -3,6 +3,7 @@
     PYTHONPATH=. python bench/bench_llamacpp.py                      # ~40 min on 2 cores (the old batch path is most of it)
     PYTHONPATH=. python bench/bench_llamacpp.py --batch-prompts 10   # the batch job on the set's first 10 prompts only
     PYTHONPATH=. python bench/bench_llamacpp.py --skip-start --skip-batch
+    PYTHONPATH=. python bench/bench_llamacpp.py --skip-start --llamacpp-only --rounds 7   # the ratios, ~3 min
 
 1. Decode, interleaved rounds, the same prompt and the same GGUF (the bundled gemma-3-270m Q4_K_M):
    plain llama-cpp-python (`Llama.generate`, greedy, the same prompt tokens and the same number of threads);
@@ -117,9 +118,10 @@ def section_decode(args, lc, tf_nf4, tf_none) -> None:
         runners[f"esllm llama.cpp {name} greedy"] = via(lc, name, "greedy")
     for name in CONTESTANTS:
         runners[f"esllm llama.cpp {name} contrastive"] = via(lc, name, None)  # the contestant's own preset
-    runners["esllm transformers nf4 gemma-tributario greedy"] = via(tf_nf4, "gemma-tributario", "greedy")
-    runners["esllm transformers none gemma-tributario greedy"] = via(tf_none, "gemma-tributario", "greedy")
-    runners["esllm transformers nf4 gemma-tributario contrastive"] = via(tf_nf4, "gemma-tributario", None)
+    if tf_nf4 is not None:
+        runners["esllm transformers nf4 gemma-tributario greedy"] = via(tf_nf4, "gemma-tributario", "greedy")
+        runners["esllm transformers none gemma-tributario greedy"] = via(tf_none, "gemma-tributario", "greedy")
+        runners["esllm transformers nf4 gemma-tributario contrastive"] = via(tf_nf4, "gemma-tributario", None)
     for r in runners.values():  # warm-up: first-call costs (page faults, allocations) out of the timings
         r()
     rates: dict[str, list[float]] = {k: [] for k in runners}
@@ -141,6 +143,8 @@ def section_decode(args, lc, tf_nf4, tf_none) -> None:
     for name in CONTESTANTS:
         g, c = med[f"esllm llama.cpp {name} greedy"], med[f"esllm llama.cpp {name} contrastive"]
         print(f"    {name}: greedy / plain = {g / p:.2f}x   contrastive / greedy = {c / g:.2f}x")
+    if tf_nf4 is None:
+        return
     old = med["esllm transformers nf4 gemma-tributario greedy"]
     print(f"    gemma-tributario greedy: llama.cpp / transformers nf4 = "
           f"{med['esllm llama.cpp gemma-tributario greedy'] / old:.2f}x; llama.cpp / transformers none = "
@@ -278,6 +282,8 @@ def main() -> None:
     ap.add_argument("--batch-prompts", type=int, default=0, help="only the set's first N prompts (0 = all 30)")
     ap.add_argument("--skip-start", action="store_true")
     ap.add_argument("--skip-batch", action="store_true")
+    ap.add_argument("--llamacpp-only", action="store_true",
+                    help="decode and switch sections on llama.cpp only (plain vs esllm): more rounds in little time")
     args = ap.parse_args()
     no_progress_bars()
     import llama_cpp
@@ -290,6 +296,11 @@ def main() -> None:
     t0 = time.perf_counter()
     lc = engine_on("llama.cpp")
     print(f"\nengines: llama.cpp ready in {time.perf_counter() - t0:.1f} s", end="")
+    if args.llamacpp_only:
+        print()
+        section_decode(args, lc, None, None)
+        section_switch(args, lc)
+        return
     t0 = time.perf_counter()
     tf_nf4 = engine_on("transformers", "nf4")
     print(f"; transformers nf4 in {time.perf_counter() - t0:.1f} s", end="")
