@@ -34,6 +34,7 @@ from esllm.engine.adapters import AdapterInfo
 from esllm.engine.backend import Backend, OnToken, StopRule
 from esllm.engine.config import ModelSpec
 from esllm.engine.presets import GenParams
+from esllm.engine.sampling import log_softmax, penalised, pick, softmax, unit
 
 log = logging.getLogger(__name__)
 
@@ -385,7 +386,7 @@ class LlamaCppBackend(Backend):
         try:
             last, hidden = self._prefill(adapter, prompts, all_outputs=True)
             n, k, alpha = len(prompts), p.top_k, p.penalty_alpha
-            ctx_h = [_unit(np.stack(h)) for h in hidden]
+            ctx_h = [unit(np.stack(h)) for h in hidden]
             gen: list[list[int]] = [[] for _ in range(n)]
             seen = [set(pr) for pr in prompts]
             pos = [len(pr) for pr in prompts]
@@ -394,7 +395,7 @@ class LlamaCppBackend(Backend):
             while live and not stop.should_stop():
                 batch, cands = [], {}
                 for s in live:
-                    probs = _softmax(_penalised(logits[s], p.repetition_penalty, seen[s]))
+                    probs = softmax(penalised(logits[s], p.repetition_penalty, seen[s]))
                     top = np.argpartition(-probs, k - 1)[:k]
                     top = top[np.argsort(-probs[top], kind="stable")]
                     cands[s] = (top, probs[top])
@@ -411,7 +412,7 @@ class LlamaCppBackend(Backend):
                     # einsum, not `@`: past ~200 context positions numpy's BLAS runs this product on its own
                     # threads, which then spin and take the cores from llama.cpp's next decode (steps went from
                     # 38 ms to 70-155 ms). Without BLAS it costs ~1 ms.
-                    sim = np.einsum("kd,nd->kn", _unit(hs), ctx_h[s]).max(axis=1)
+                    sim = np.einsum("kd,nd->kn", unit(hs), ctx_h[s]).max(axis=1)
                     best = int(np.argmax((1 - alpha) * probs - alpha * sim))
                     tok = int(top[best])
                     next_logits = self._logits(j + best)
@@ -425,7 +426,7 @@ class LlamaCppBackend(Backend):
                     if stop.hit(gen[s]) or len(gen[s]) >= p.max_new_tokens:
                         live.remove(s)
                         continue
-                    ctx_h[s] = np.concatenate([ctx_h[s], _unit(hs[best:best + 1])])
+                    ctx_h[s] = np.concatenate([ctx_h[s], unit(hs[best:best + 1])])
                     logits[s] = next_logits
                     pos[s] += 1
         finally:
@@ -451,7 +452,7 @@ class LlamaCppBackend(Backend):
                 break
             cand = []
             for b, (score, toks) in enumerate(beams):
-                lp = _log_softmax(_penalised(logits[b], p.repetition_penalty, seen | set(toks)))
+                lp = log_softmax(penalised(logits[b], p.repetition_penalty, seen | set(toks)))
                 top = np.argpartition(-lp, 2 * B - 1)[:2 * B]
                 cand.extend((score + float(lp[t]), b, int(t)) for t in top)
             cand.sort(key=lambda x: -x[0])
@@ -495,7 +496,7 @@ class LlamaCppBackend(Backend):
             if group and (pr is None or len(group) == self.max_batch
                           or sum(map(len, group)) + len(pr) + 2 * (len(group) + 1) > N_CTX):
                 last, _ = self._prefill(adapter, group)
-                rows.extend(_log_softmax(lg) for lg in last)
+                rows.extend(log_softmax(lg) for lg in last)
                 group = []
             if pr is not None:
                 group.append(pr)
@@ -508,7 +509,7 @@ class LlamaCppBackend(Backend):
         want = list(ids[start:])
         lps, greedy = [], []
         for row, t in zip(rows, want):  # rows[i] predicts ids[start + i]
-            lp = _log_softmax(row)
+            lp = log_softmax(row)
             lps.append(float(lp[t]))
             greedy.append(int(np.argmax(row)) == t)
         self._cached = (adapter, list(ids))  # every position of ids is in the cache now
@@ -521,59 +522,12 @@ class LlamaCppBackend(Backend):
         return d
 
 
-# ---------------------------------------------------------------- sampling on logits (numpy)
+# ---------------------------------------------------------------- helpers
 def _offset(on_token: OnToken, a: int) -> Callable[[int, int], None]:
     """`on_token` for a group of prompts that starts at index `a` of the call's list."""
     def emit(i: int, t: int) -> None:
         on_token(a + i, t)
     return emit
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max())
-    return e / e.sum()
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    m = x.max()
-    return x - m - np.log(np.exp(x - m).sum())
-
-
-def _unit(h: np.ndarray) -> np.ndarray:
-    return h / np.maximum(np.linalg.norm(h, axis=-1, keepdims=True), 1e-8)
-
-
-def _penalised(logits: np.ndarray, penalty: float, seen) -> np.ndarray:
-    """transformers' RepetitionPenaltyLogitsProcessor: every token already in the sequence (prompt included)
-    has its logit divided by `penalty` if positive, multiplied if negative."""
-    if penalty == 1.0 or not seen:
-        return logits
-    idx = np.fromiter(seen, dtype=np.int64)
-    out = logits.copy()
-    v = out[idx]
-    out[idx] = np.where(v > 0, v / penalty, v * penalty)
-    return out
-
-
-def pick(logits: np.ndarray, p: GenParams, seen, rng: np.random.Generator) -> int:
-    """The next token: greedy, or sampled after temperature, top-k and top-p (in transformers' order)."""
-    x = _penalised(logits, p.repetition_penalty, seen)
-    if p.strategy != "sample":
-        return int(np.argmax(x))
-    x = x / p.temperature
-    if p.top_k and p.top_k < x.size:
-        kth = np.partition(x, -p.top_k)[-p.top_k]
-        x = np.where(x < kth, -np.inf, x)
-    if p.top_p < 1.0:
-        order = np.argsort(-x, kind="stable")
-        probs = _softmax(x[order])
-        cum = np.cumsum(probs)
-        cut = int(np.searchsorted(cum, p.top_p)) + 1  # keep the smallest prefix whose mass reaches top_p
-        x_new = np.full_like(x, -np.inf)
-        x_new[order[:cut]] = x[order[:cut]]
-        x = x_new
-    probs = _softmax(x)
-    return int(rng.choice(x.size, p=probs))
 
 
 def _file_type(model) -> str:
