@@ -47,12 +47,44 @@ class ModelSpec(_Strict):
     # Who runs it: auto = llama.cpp for a GGUF source on the CPU (the shipped file as it is, no conversion),
     # transformers + peft otherwise (the study's NF4 path on a GPU). `quantization` applies to transformers only:
     # llama.cpp uses the GGUF file's own quantisation.
-    backend: Literal["auto", "llama.cpp", "transformers"] = "auto"
+    # openai: a server (vLLM, llama-server, a hosted API) at `source: openai:<base_url>` (auto picks it).
+    backend: Literal["auto", "llama.cpp", "transformers", "openai"] = "auto"
     template: str = "alpaca-es"
     # Other names an adapter's adapter_config.json may use for this base (base_model_name_or_path).
     aliases: list[str] = []
+    # --- OpenAI-compatible servers only (source: openai:<base_url>)
+    # The *name* of the environment variable that holds the API key (never the key itself).
+    api_key_env: Optional[str] = None
+    # chat: /chat/completions, the server applies its own chat template; completions: /completions with the
+    # prompt rendered by esllm's `template` (the format the adapters were trained on) and its stop strings.
+    api: Literal["chat", "completions"] = "chat"
+    concurrency: int = Field(8, ge=1, le=256)  # requests a batch job keeps in flight at once
+    timeout_s: float = Field(120.0, gt=0, le=3600)  # longest wait for the server's next bytes
+    retries: int = Field(3, ge=0, le=10)  # batch jobs only: attempts again after a 429, 5xx or network error
+    # Send top_k, min_p and repetition_penalty (vLLM, llama.cpp read them); false for APIs that refuse them.
+    sampling_extras: bool = True
 
     _template = field_validator("template")(known_template)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", v):
+            raise ValueError("api_key_env is the NAME of an environment variable (e.g. ESLLM_API_KEY), not the key")
+        return v
+
+    @model_validator(mode="after")
+    def _remote(self) -> "ModelSpec":
+        remote = self.source.strip().startswith("openai:")
+        if remote and self.backend not in ("auto", "openai"):
+            raise ValueError(f"source {self.source!r} is a server: use backend: openai (or auto)")
+        if self.backend == "openai" and not remote:
+            raise ValueError("backend: openai needs source: openai:http://host:port/v1")
+        return self
+
+    @property
+    def remote(self) -> bool:
+        return self.source.strip().startswith("openai:")
 
 
 def _checked_settings(preset: str, params: dict[str, Any]) -> None:
@@ -77,6 +109,13 @@ class AttemptSetting(_Strict):
         return self
 
 
+class LoraRef(_Strict):
+    """An adapter a llama-server loaded at start (`--lora FILE`), by its position, with its scale."""
+
+    id: int = Field(ge=0)
+    scale: float = Field(1.0, ge=0.0, le=4.0)
+
+
 class ContestantSpec(_Strict):
     name: str
     model: str = Field(description="key of an entry under `models:`")
@@ -89,6 +128,10 @@ class ContestantSpec(_Strict):
     # Attempts 2..N of a batch run use these settings in turn, with seed = the attempt number (attempt 1 uses
     # preset + params). A deterministic preset gives N identical attempts without them, and is refused.
     vary_attempts: list[AttemptSetting] = []
+    # Base on an OpenAI-compatible server: the model name sent (vLLM: the LoRA module name of --lora-modules,
+    # or the base's name) and, for llama-server, the adapters to apply to this request.
+    served_model: Optional[str] = None
+    lora: list[LoraRef] = []
 
     @field_validator("name")
     @classmethod
@@ -157,6 +200,22 @@ class AppConfig(_Strict):
                     f"contestants[{i}] ({c.name}): model {c.model!r} is not defined under models: "
                     f"(defined: {sorted(self.models)})"
                 )
+            spec = self.models[c.model]
+            if spec.remote:
+                where = f"contestants[{i}] ({c.name})"
+                if c.adapter:
+                    raise ValueError(f"{where}: model {c.model!r} is a server; its adapters are served there: "
+                                     "name the served model with served_model: (and lora: for llama-server), not adapter:")
+                if not c.served_model:
+                    raise ValueError(f"{where}: model {c.model!r} is a server: served_model: is required (the model "
+                                     "name the server lists in GET /v1/models)")
+                for p in [c.preset, *(v.preset for v in c.vary_attempts)]:
+                    if PRESETS[p][1]["strategy"] in ("contrastive", "beam"):
+                        raise ValueError(f"{where}: preset {p!r} cannot run on an OpenAI-compatible server (it needs "
+                                         "the model's hidden states); use greedy, top-k, top-p or temperature")
+            elif c.served_model or c.lora:
+                raise ValueError(f"contestants[{i}] ({c.name}): served_model/lora are for models with "
+                                 "source: openai:<url>")
             if c.name in seen:
                 raise ValueError(f"contestants[{i}]: the name {c.name!r} is used twice; names must be unique")
             seen.add(c.name)

@@ -29,6 +29,7 @@ from esllm.engine.backend import Backend, StopRule
 from esllm.engine.config import AppConfig, ContestantSpec, ModelSpec
 from esllm.engine.loader import load_base
 from esllm.engine.messages import check_messages, eos_token_ids, prompt_ids, visible
+from esllm.engine.openai_backend import OpenAIBackend
 from esllm.engine.presets import GenParams
 from esllm.engine.templates import ChatTemplate, get_template
 from esllm.engine.types import GenerationResult, LoadedContestant, RefreshReport, StreamEvent
@@ -80,15 +81,19 @@ class Engine:
     def _base_for(self, info: AdapterInfo) -> Optional[str]:
         hint = info.base_hint.rstrip("/")
         for key, spec in self.config.models.items():
+            if spec.remote:
+                continue  # a server's adapters are served there, never loaded from adapters/
             names = {key, spec.source, spec.source.removeprefix("bundled:"), *spec.aliases}
             if hint and any(hint == n or hint.endswith("/" + n.split("/")[-1]) for n in names if n):
                 return key
-        return next(iter(self.config.models)) if len(self.config.models) == 1 else None
+        local = [k for k, spec in self.config.models.items() if not spec.remote]
+        return local[0] if len(local) == 1 else None
 
     def refresh(self) -> RefreshReport:
         """Rescan the adapter folders: load new or changed ones, drop removed ones, rebuild contestants."""
         report = RefreshReport()
         with self._registry:
+            self._refresh_servers()
             found = {i.name: i for i in scan_dir(self.adapters_dir)}
             wanted: dict[str, str] = {}  # adapter -> base key
             for c in self.config.contestants:
@@ -130,6 +135,23 @@ class Engine:
             self._build_contestants(found, wanted)
         return report
 
+    def _refresh_servers(self) -> None:
+        """Ask each OpenAI-compatible server again what it serves (one that was down may be up now)."""
+        for key, spec in self.config.models.items():
+            if not spec.remote:
+                continue
+            base = self.bases.get(key)
+            if base is None:
+                if key in self.base_errors:
+                    del self.base_errors[key]
+                    self.ensure_base(key)
+                continue
+            try:
+                base.served = base.list_models()
+                self.base_errors.pop(key, None)
+            except EsllmError as e:
+                self.base_errors[key] = str(e)
+
     def _load_adapter(self, base: Backend, info: AdapterInfo) -> None:
         with base.lock:
             t0 = time.perf_counter()
@@ -161,9 +183,14 @@ class Engine:
             template = get_template(spec.template) if spec.template else (
                 info.template if info and info.template else get_template(model_spec.template))
             c = LoadedContestant(spec.name, spec.model, adapter, template, spec.preset, auto=auto,
-                                 overrides=dict(spec.params))
-            if spec.model in self.base_errors or spec.model not in self.bases:
+                                 overrides=dict(spec.params), served_model=spec.served_model,
+                                 lora=[x.model_dump() for x in spec.lora])
+            base = self.bases.get(spec.model)
+            if spec.model in self.base_errors or base is None:
                 c.reason = f"modelo base no disponible: {self.base_errors.get(spec.model, 'no cargado')}"
+            elif isinstance(base, OpenAIBackend) and spec.served_model not in base.served:
+                c.reason = (f"el servidor {base.host} no sirve «{spec.served_model}» "
+                            f"(sirve: {', '.join(base.served) or 'nada'})")
             elif adapter and info is None:
                 why = self.adapter_errors.get(adapter) or (
                     f"no existe la carpeta {self._adapter_path(spec.adapter)} (se crea al entrenar el adaptador: "
@@ -197,12 +224,17 @@ class Engine:
         base = self.bases.get(c.model_key)
         if base:
             d.update(base.describe())
-        d["adaptador"] = c.adapter or "ninguno (modelo base)"
+        if c.served_model:
+            d["modelo_servido"] = c.served_model
+            if c.lora:
+                d["lora"] = c.lora
+        d["adaptador"] = c.adapter or ("el del servidor" if c.served_model else "ninguno (modelo base)")
         if c.adapter and c.adapter in self.adapters:
             info = self.adapters[c.adapter]
             d["adaptador_r"], d["adaptador_sha256"] = info.r, info.sha256[:16]
             d["adaptador_MiB"] = round(info.path.joinpath("adapter_model.safetensors").stat().st_size / 2**20, 2)
-        d["plantilla"] = c.template.name if c.template else None
+        remote_chat = c.served_model and base is not None and getattr(base.spec, "api", "") == "chat"
+        d["plantilla"] = "la del servidor (API chat)" if remote_chat else (c.template.name if c.template else None)
         d["preset"] = c.preset
         if c.overrides:
             d["parámetros"] = dict(c.overrides)
@@ -262,6 +294,12 @@ class Engine:
         Closing the iterator (a browser that went away) or setting `stop_event` stops decoding.
         """
         c = self.contestant(contestant)
+        if isinstance(self.bases[c.model_key], OpenAIBackend):
+            from esllm.engine import remote
+
+            yield from remote.stream(self, c, self.bases[c.model_key], messages, preset=preset, overrides=overrides,
+                                     stop_event=stop_event)
+            return
         base, template, params, input_ids, dropped = self._prepare(c, messages, preset, overrides)
         stop = stop_event or threading.Event()
         rule = self._stop_rule(base, template, stop.is_set)
@@ -324,6 +362,11 @@ class Engine:
         up to `max_batch` of them together (llama.cpp), else one after the other. A stopped call returns the
         results finished so far (the last ones may be `stopped`)."""
         c = self.contestant(contestant)
+        if isinstance(self.bases[c.model_key], OpenAIBackend):
+            from esllm.engine import remote
+
+            return remote.generate_many(self, c, self.bases[c.model_key], conversations, preset=preset,
+                                        overrides=overrides, stop_event=stop_event)
         stop = stop_event or threading.Event()
         prepared = [self._prepare(c, m, preset, overrides) for m in conversations]
         if not prepared:
@@ -363,11 +406,26 @@ class Engine:
         if c.adapter is not None and c.adapter not in base.adapters:
             raise EsllmError(f"El adaptador {c.adapter} ya no está cargado; pulse «Actualizar».")
 
+    def batch_size(self, contestant: str) -> int:
+        """How many answers of `contestant` are worth asking `generate_many` for at once."""
+        c = self.contestants.get(contestant)
+        base = self.bases.get(c.model_key) if c else None
+        return max(1, getattr(base, "max_batch", 1))
+
     # ---------------------------------------------------------------- scoring
+    def _local(self, contestant: str) -> tuple[LoadedContestant, Backend]:
+        """A contestant and its in-process backend; EsllmError for one on a server (no log-probabilities)."""
+        c = self.contestant(contestant)
+        base = self.bases[c.model_key]
+        if isinstance(base, OpenAIBackend):
+            from esllm.engine.remote import refuse_scoring
+
+            raise refuse_scoring(c, base)
+        return c, base
+
     def encode(self, contestant: str, text: str) -> list[int]:
         """Token ids of `text` (no template, no BOS) with the contestant's base tokenizer."""
-        c = self.contestant(contestant)
-        return self.bases[c.model_key].tok.encode(text)
+        return self._local(contestant)[1].tok.encode(text)
 
     def next_token_logprobs(self, contestant: str, prompts: Sequence[str], *, chat: bool = True,
                             batch_size: int = 8) -> tuple[Any, Any]:
@@ -377,8 +435,7 @@ class Engine:
         generation prompt; chat=False: the raw text, after BOS where the model expects one."""
         import numpy as np
 
-        c = self.contestant(contestant)
-        base = self.bases[c.model_key]
+        c, base = self._local(contestant)
         template = c.template or get_template(base.spec.template)
         tok = base.tok
         if chat:
@@ -401,8 +458,7 @@ class Engine:
         No chat template. As lm-eval: trailing spaces of the context move to the continuation, the
         continuation's tokens are those of context+continuation after the context's; BOS first when
         `add_bos` (default: when the tokenizer adds one)."""
-        c = self.contestant(contestant)
-        base = self.bases[c.model_key]
+        c, base = self._local(contestant)
         tok = base.tok
         bos = self._bos(tok) if add_bos is None else ([tok.bos_token_id] if add_bos and tok.bos_token_id is not None else [])
         out = []
@@ -435,15 +491,20 @@ class Engine:
         return {"contestant": c.name, "base": base.spec.source, "base_sha256": base.source_sha256,
                 "backend": base.name, "quantization": base.quantization, "device": base.device,
                 "adapter": c.adapter, "adapter_sha256": info.sha256 if info else None,
-                "template": (c.template or get_template(base.spec.template)).name, "preset": c.preset,
-                "params": dict(c.overrides)}
+                "template": "servidor" if c.served_model and base.spec.api == "chat" else
+                (c.template or get_template(base.spec.template)).name, "preset": c.preset,
+                "params": dict(c.overrides),
+                **({"served_model": c.served_model, "host": base.device} if c.served_model else {})}
 
     def generate(self, contestant: str, messages: Sequence[Mapping[str, Any]], **kw) -> GenerationResult:
-        """Non-streaming convenience: the final result."""
+        """Non-streaming convenience: the final result; EsllmError when a server's stream broke (never a cut
+        answer taken for a whole one)."""
         result = None
         for ev in self.stream(contestant, messages, **kw):
             result = ev.result
         assert result is not None
+        if result.finish_reason == "cut":
+            raise EsllmError(f"La respuesta de {contestant} se cortó: {result.error}.")
         return result
 
 
@@ -452,6 +513,8 @@ def open_backend(key: str, spec: ModelSpec, progress: Callable[[str], None],
     """Load one base with the backend its spec asks for (`backend: auto` picks, see config.ModelSpec)."""
     from esllm.engine.hf_backend import TransformersBackend
 
+    if backend_for(spec) == "openai":
+        return OpenAIBackend.open(key, spec, progress)
     if backend_for(spec) == "llama.cpp":
         from esllm.engine.llamacpp_backend import LlamaCppBackend
 
@@ -460,7 +523,10 @@ def open_backend(key: str, spec: ModelSpec, progress: Callable[[str], None],
 
 
 def backend_for(spec: ModelSpec) -> str:
-    """'llama.cpp' or 'transformers' for a model spec (auto: llama.cpp for a GGUF source without CUDA)."""
+    """'llama.cpp', 'transformers' or 'openai' for a model spec (auto: openai for an `openai:` source, llama.cpp
+    for a GGUF source without CUDA)."""
+    if spec.remote:
+        return "openai"
     if spec.backend != "auto":
         return spec.backend
     src = spec.source.strip()

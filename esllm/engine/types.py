@@ -20,6 +20,8 @@ class LoadedContestant:
     reason: str = ""
     auto: bool = False  # found in adapters/ rather than listed in the config
     overrides: dict[str, Any] = field(default_factory=dict)  # the config's `params:` over the preset
+    served_model: Optional[str] = None  # on an OpenAI-compatible server: the model name sent
+    lora: list[dict[str, Any]] = field(default_factory=list)  # llama-server: adapters of each request
 
 
 @dataclass
@@ -34,9 +36,15 @@ class GenerationResult:
     new_tokens: int
     latency_s: float
     first_token_s: Optional[float]
-    finish_reason: str  # eos | stop_string | length | stopped
+    finish_reason: str  # eos | stop_string | length | stopped | cut (a server's stream broke) | error
     dropped_turns: int = 0
-    backend: str = ""  # which engine decoded it: llama.cpp | transformers
+    backend: str = ""  # which engine decoded it: llama.cpp | transformers | openai
+    error: str = ""  # why an answer is `cut` or `error` (never a complete answer)
+
+    @property
+    def complete(self) -> bool:
+        """Whether this is a whole answer that may be stored or rated (not stopped, cut or failed)."""
+        return self.finish_reason not in ("stopped", "cut", "error")
 
     @property
     def ended_on_eos(self) -> bool:

@@ -166,6 +166,8 @@ def ask_grades(engine, judge: str, requests: list[tuple[list[dict[str, str]], in
             if first is None:
                 out.append(ask_grade(engine, judge, msgs, retries=retries, seed=seed))
                 continue
+            if not getattr(first[i], "complete", True):  # a server failed or cut this reply: no grade from it
+                raise EsllmError(f"El juez {judge} no respondió: {first[i].error or first[i].finish_reason}")
             grade = parse_grade(strip_echo(first[i].text, msgs))
             if grade is not None or retries == 0:
                 out.append((grade, [first[i].text]))

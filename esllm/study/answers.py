@@ -41,9 +41,14 @@ def snapshot(session: Session, engine, name: str) -> ContestantSnapshot:
     c = engine.contestant(name)  # raises if unavailable
     base = engine.bases[c.model_key]
     info = engine.adapters.get(c.adapter) if c.adapter else None
+    params, template = own_params(c), c.template.name if c.template else base.spec.template
+    served = getattr(c, "served_model", None)
+    if served:  # on a server: what it serves is part of the contestant's identity
+        params = {**params, "served_model": served, **({"lora": c.lora} if c.lora else {})}
+        template = "servidor" if base.spec.api == "chat" else template
     return get_or_create_contestant(
-        session, name=c.name, base=base.spec.source, template=c.template.name if c.template else base.spec.template,
-        preset=c.preset, params=own_params(c), adapter=c.adapter,
+        session, name=c.name, base=base.spec.source, template=template,
+        preset=c.preset, params=params, adapter=c.adapter,
         adapter_sha256=info.sha256 if info else None)
 
 
@@ -143,8 +148,9 @@ def generate_answers(
                         todo.append((pid, series, msgs))
                 if stop is not None and stop.is_set():
                     return rep
-                for start in range(0, len(todo), BATCH):
-                    chunk = todo[start:start + BATCH]
+                step = max(BATCH, engine.batch_size(name) if hasattr(engine, "batch_size") else 1)
+                for start in range(0, len(todo), step):
+                    chunk = todo[start:start + step]
                     try:
                         results = engine.generate_many(name, [m for _, _, m in chunk], preset=plan.preset,
                                                        overrides=dict(plan.overrides), stop_event=stop)
@@ -157,8 +163,15 @@ def generate_answers(
                         continue
                     if stop is not None and stop.is_set():
                         return rep  # a stopped batch's answers are cut short: none is stored
+                    failed = [(item, res) for item, res in zip(chunk, results) if not getattr(res, "complete", True)]
+                    for (pid, series, _), res in failed:  # a cut or failed answer is never stored as an answer
+                        rep.errors.append(f"{name} / prompt {pid} / intento {attempt}: {res.error or res.finish_reason}")
+                        done += 1
+                        if series:
+                            pending = [x for x in pending if x[1] != series]
+                    kept = [(item, res) for item, res in zip(chunk, results) if getattr(res, "complete", True)]
                     with sessionmaker() as s:
-                        for (pid, _series, _msgs), res in zip(chunk, results):
+                        for (pid, _series, _msgs), res in kept:
                             first = s.scalars(select(Answer).where(Answer.prompt_id == pid, Answer.contestant_id == cid,
                                                                    Answer.selected)).first()
                             s.add(Answer(prompt_id=pid, contestant_id=cid, attempt=attempt, text=res.text,
@@ -168,7 +181,7 @@ def generate_answers(
                                          ended_on_eos=res.ended_on_eos, finish_reason=res.finish_reason))
                             s.flush()
                         s.commit()
-                    for (_pid, series, msgs), res in zip(chunk, results):
+                    for (_pid, series, msgs), res in kept:
                         rep.generated += 1
                         done += 1
                         if series:

@@ -84,6 +84,11 @@ def compare(ctx: AppContext, arena: Arena, text: str, names: list, request: gr.R
             for ev in stream:
                 texts[label] = verbatim_html(ev.text)
                 yield gr.skip(), *texts.values(), gr.skip()
+                if ev.result is not None and ev.result.finish_reason == "cut":  # incomplete: never voted on
+                    arena.book.discard(cmp.token)
+                    yield (gr.skip(), *texts.values(), f"La respuesta del Modelo {label} se cortó (el servidor cerró "
+                           "la conexión): esta comparación no se vota. Envíe el mensaje de nuevo.")
+                    return
         except Exception as e:  # the engine's message may name the contestant: log it, show the label
             log.warning("Comparar: %s (Modelo %s) failed: %s", name, label, e)
             arena.book.discard(cmp.token)

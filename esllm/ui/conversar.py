@@ -54,7 +54,8 @@ def to_engine_messages(history: list[dict], system: str) -> list[dict[str, str]]
     return msgs
 
 
-FINISH = {"eos": "EOS", "stop_string": "texto de parada", "length": "límite", "stopped": "detenida"}
+FINISH = {"eos": "EOS", "stop_string": "texto de parada", "length": "límite", "stopped": "detenida",
+          "cut": "CORTE: respuesta incompleta", "error": "error"}
 
 
 def _num(x: float, digits: int = 1) -> str:
@@ -65,7 +66,8 @@ def metrics_line(result: Any) -> str:
     """«N tokens · X tok/s · Y s · terminó en EOS/límite» for a GenerationResult."""
     rate = result.new_tokens / result.latency_s if result.latency_s else 0.0
     return (f"{result.new_tokens} tokens · {_num(rate)} tok/s · {_num(result.latency_s)} s · "
-            f"terminó en {FINISH.get(result.finish_reason, result.finish_reason)}")
+            f"terminó en {FINISH.get(result.finish_reason, result.finish_reason)}"
+            + (f" ({result.error})" if getattr(result, "error", "") else ""))
 
 
 def note_message(name: str, result: Any = None) -> dict:
@@ -93,7 +95,8 @@ def status_markdown(ctx: AppContext) -> str:
     lines = ["| concursante | modelo | adaptador | estado |", "|---|---|---|---|"]
     for c in eng.contestants.values():
         state = "disponible" if c.available else f"**no disponible**: {c.reason}"
-        lines.append(f"| {c.name} | {c.model_key} | {c.adapter or '—'} | {state} |")
+        adapter = c.adapter or (f"en el servidor: {c.served_model}" if getattr(c, "served_model", None) else "—")
+        lines.append(f"| {c.name} | {c.model_key} | {adapter} | {state} |")
     bad = {n: r for n, r in eng.adapter_errors.items()}
     if bad:
         lines += ["", "**Carpetas de adaptador con problemas**", ""]
@@ -129,7 +132,9 @@ INFO_LABELS = {"modelo": "Modelo", "motor": "Motor", "origen": "Origen", "cuanti
                "memoria_MiB": "Memoria (MiB)", "carga_s": "Carga (s)", "adaptador": "Adaptador",
                "adaptador_r": "Rango LoRA (r)", "adaptador_sha256": "sha256 del adaptador",
                "adaptador_MiB": "Tamaño del adaptador (MiB)", "plantilla": "Plantilla de chat",
-               "preset": "Preset de generación", "motivo": "Motivo"}
+               "preset": "Preset de generación", "motivo": "Motivo", "servidor": "Servidor",
+               "api": "API", "modelos_servidos": "Modelos que sirve", "concurrencia": "Peticiones a la vez (lotes)",
+               "modelo_servido": "Modelo servido"}
 
 
 def _value(v: Any) -> str:
@@ -204,7 +209,7 @@ def _answer(ctx: AppContext, messages: list[dict], shown: list[dict], name: str,
         yield shown + [note, answer], gr.skip(), gr.skip(), gr.skip()
         return
     rated = {"contestant": result.contestant, "prompt": messages[-1]["content"], "answer": result.text,
-             "params": result.params, "feedback_id": None}
+             "params": result.params, "feedback_id": None} if result.finish_reason not in ("cut", "error") else None
     yield shown + [note_message(name, result), answer], gr.skip(), details(result), rated
 
 
