@@ -483,3 +483,17 @@ def test_juez_and_tareas_check_their_values_after_the_role(ctx, study):
         resultados_tareas.pictos_evaluar(ctx, "muestra-es.jsonl", ["modelo-uno"], 1, ANA)
     assert resultados_tareas.pictos_tabla(ctx, ADMIN) == []
     assert len(ctx.engine.calls) == 6, "only the study fixture's answers: no refused call reached the engine"
+
+
+def test_the_sliders_start_on_the_contestants_own_settings(ctx):
+    """A contestant's config `params:` fill «Parámetros avanzados» for its own preset (the chat sends the sliders,
+    so otherwise a chat answer would not use the settings the contestant is rated with); another preset: its own."""
+    c = ctx.engine.contestants["modelo-uno"]
+    c.preset, c.overrides = "top-p", {"top_p": 0.8, "repetition_penalty": 1.15, "max_new_tokens": 64}
+    got = [u["value"] for u in conversar.contestant_values(ctx, "modelo-uno", "top-p", ADMIN)]
+    assert got == [64, 1.0, 0, 0.8, 1, 0.0, 1.15]
+    other = conversar.contestant_values(ctx, "modelo-uno", "greedy", ADMIN)
+    assert other[0] is not None and [u["value"] for u in other[1:]] == [1.0, 0, 1.0, 1, 0.0, 1.0]
+    assert conversar.contestant_values(ctx, "", "top-p", ANA) == (gr.skip(),) * 7  # a rater's empty list: no toast
+    with pytest.raises(gr.Error, match="No tiene permiso"):
+        conversar.contestant_values(ctx, "modelo-uno", "top-p", ANA)

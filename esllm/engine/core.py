@@ -228,7 +228,8 @@ class Engine:
             d["modelo_servido"] = c.served_model
             if c.lora:
                 d["lora"] = c.lora
-        d["adaptador"] = c.adapter or ("el del servidor" if c.served_model else "ninguno (modelo base)")
+        if not c.served_model:  # on a server, «modelo servido» says what answers
+            d["adaptador"] = c.adapter or "ninguno (modelo base)"
         if c.adapter and c.adapter in self.adapters:
             info = self.adapters[c.adapter]
             d["adaptador_r"], d["adaptador_sha256"] = info.r, info.sha256[:16]

@@ -189,7 +189,8 @@ class OpenAIBackend:
              lora: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
         """The JSON of one streamed request: the model, the input and the sampling values of `params`."""
         check_strategy(params, model)
-        b: dict[str, Any] = {"model": model, "stream": True, "max_tokens": params.max_new_tokens}
+        b: dict[str, Any] = {"model": model, "stream": True, "max_tokens": params.max_new_tokens,
+                             "stream_options": {"include_usage": True}}  # token counts in the last event
         if messages is not None:
             b["messages"] = [dict(m) for m in messages]
         else:

@@ -17,7 +17,7 @@ starts with is the config's `chat_default` (an instruction-following one), else 
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import gradio as gr
 
@@ -280,14 +280,24 @@ def describe(ctx: AppContext, name: str, request: gr.Request):
     return d, c.preset, meta, gr.update(value=img, visible=img is not None), card_markdown(d, meta)
 
 
-def preset_values(preset_name: str):
-    """The sliders a preset sets (temperature, top_k, top_p, num_beams, penalty_alpha); no data, no check."""
+def preset_values(preset_name: str, own: Optional[dict] = None):
+    """The sliders a preset sets (max_new_tokens, temperature, top_k, top_p, num_beams, penalty_alpha,
+    repetition_penalty), with `own` (a contestant's `params:`) over them; no data, no check."""
     if preset_name not in PRESETS:
         raise gr.Error(f"Preset desconocido: {preset_name}", print_exception=False)
-    v = PRESETS[preset_name][1]
-    return (gr.update(value=v.get("temperature", 1.0)), gr.update(value=v.get("top_k", 0)),
+    v = {**PRESETS[preset_name][1], **(own or {})}
+    return (gr.update(value=v["max_new_tokens"]) if "max_new_tokens" in v else gr.skip(),
+            gr.update(value=v.get("temperature", 1.0)), gr.update(value=v.get("top_k", 0)),
             gr.update(value=v.get("top_p", 1.0)), gr.update(value=v.get("num_beams", 1)),
-            gr.update(value=v.get("penalty_alpha", 0.0)))
+            gr.update(value=v.get("penalty_alpha", 0.0)), gr.update(value=v.get("repetition_penalty", 1.0)))
+
+
+@handler("admin", idle=lambda: (gr.skip(),) * 7)
+def contestant_values(ctx: AppContext, name: str, preset_name: str, request: gr.Request):
+    """The sliders for `preset_name`: the contestant's own values (its config `params:`) when it is its preset,
+    so a chat answer uses the settings the contestant is rated with unless the user changes them."""
+    c = ctx.engine.contestants.get(name) if name else None
+    return preset_values(preset_name, c.overrides if c is not None and c.preset == preset_name else None)
 
 
 @handler("admin")
@@ -401,8 +411,9 @@ def build_conversar(ctx: AppContext):
                         concurrency_id="pulgar", concurrency_limit=1)
         thumbs_down.click(bind(ctx, rate_down), answered, [answered, thumbs_note], api_name="pulgar_abajo",
                           concurrency_id="pulgar", concurrency_limit=1)
-        contestant.change(bind(ctx, describe), contestant, [info, preset, card, plot, card_md], api_name="describir")
-        preset.change(preset_values, preset, adv[1:6], api_name=False)
+        contestant.change(bind(ctx, describe), contestant, [info, preset, card, plot, card_md], api_name="describir"
+                          ).then(bind(ctx, contestant_values), [contestant, preset], adv[:7], api_name=False)
+        preset.change(bind(ctx, contestant_values), [contestant, preset], adv[:7], api_name=False)
         refresh.click(bind(ctx, refresh_adapters), contestant, [contestant, status], api_name="actualizar_adaptadores")
 
     return bind(ctx, load_conversar), [contestant, info, preset, status]
