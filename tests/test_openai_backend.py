@@ -393,3 +393,16 @@ def test_a_stream_without_its_end_is_cut():
     body = b.body("m", GenParams.build("greedy", max_new_tokens_cap=16), messages=PROMPT)
     assert "".join(b.stream(body, reply, lambda: False)) == "Hola"
     assert reply.finish_reason == "cut" and "gpu.example:8000" in reply.error
+
+
+def test_the_chat_marks_a_cut_answer_and_does_not_offer_it_for_rating():
+    from esllm.engine.types import GenerationResult
+    from esllm.ui.conversar import metrics_line, note_message
+
+    res = GenerationResult(text="Hola, el RU", contestant="srv-a1", base="srv", adapter=None, template="servidor",
+                           params={"served_model": "tiny-a1"}, prompt_tokens=0, new_tokens=4, latency_s=1.0,
+                           first_token_s=0.2, finish_reason="cut", backend="openai",
+                           error="el servidor 127.0.0.1:8080 cortó la conexión a mitad de la respuesta (RemoteProtocolError)")
+    line = metrics_line(res)
+    assert "CORTE: respuesta incompleta" in line and "cortó la conexión" in line
+    assert "CORTE" in note_message("srv-a1", res)["metadata"]["title"] and not res.complete
