@@ -210,8 +210,9 @@ def test_malformed_history_is_refused_with_a_reason(client):
 
 
 def test_describe_panel_shows_base_adapter_quantisation_device_memory(client):
-    info, preset, card, plot, text = client.predict("llama-a1", api_name="/describir")
+    info, preset, card, plot, text, *sliders = client.predict("llama-a1", api_name="/describir")
     assert "Adaptador" in text and "a1" in text  # the card as text
+    assert len(sliders) == 7 and sliders[-1]["value"] == 1.0  # «Parámetros avanzados» on its settings (repetition penalty)
     assert info["adaptador"] == "a1" and info["cuantización"] == "none" and info["dispositivo"] == "cpu"
     assert info["memoria_MiB"] > 0 and info["modelo"] == "llama"
 

@@ -170,7 +170,7 @@ def test_idle_returns_at_once_for_an_empty_first_input_even_for_a_non_admin(ctx)
     assert who["choices"] == [] and prompts["choices"] == [] and rows == []
     assert administrar.attempts_table(ctx, None, None, ANA) == []
     assert administrar.session_contestants(ctx, "", ANA)["choices"] == []
-    assert conversar.describe(ctx, "", ANA)[2:] == ({}, None, "")
+    assert conversar.describe(ctx, "", ANA)[2:5] == ({}, None, "")
     with pytest.raises(gr.Error, match="No tiene permiso"):
         administrar.session_contestants(ctx, "mini", ANA)
 

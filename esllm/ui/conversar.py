@@ -271,13 +271,15 @@ def rate_down(ctx: AppContext, rated: Any, request: gr.Request) -> tuple[dict, s
     return _rate(ctx, "down", rated)
 
 
-@handler("admin", idle=lambda: (gr.skip(), gr.skip(), {}, None, ""))  # a non-admin's page loads the list empty
+@handler("admin", idle=lambda: (gr.skip(), gr.skip(), {}, None, "", *(gr.skip(),) * 7))  # a non-admin's page: empty list
 def describe(ctx: AppContext, name: str, request: gr.Request):
-    """The chosen contestant: (info, its preset, adapter card, loss plot, the card as text)."""
+    """The chosen contestant: (info, its preset, adapter card, loss plot, the card as text, the 7 sliders of
+    «Parámetros avanzados» on its own settings: see `contestant_values`)."""
     d = ctx.engine.describe(name)
     c = ctx.engine.contestants[name]
     meta, img = _card(ctx, name)
-    return d, c.preset, meta, gr.update(value=img, visible=img is not None), card_markdown(d, meta)
+    return (d, c.preset, meta, gr.update(value=img, visible=img is not None), card_markdown(d, meta),
+            *preset_values(c.preset, c.overrides))
 
 
 def preset_values(preset_name: str, own: Optional[dict] = None):
@@ -411,8 +413,8 @@ def build_conversar(ctx: AppContext):
                         concurrency_id="pulgar", concurrency_limit=1)
         thumbs_down.click(bind(ctx, rate_down), answered, [answered, thumbs_note], api_name="pulgar_abajo",
                           concurrency_id="pulgar", concurrency_limit=1)
-        contestant.change(bind(ctx, describe), contestant, [info, preset, card, plot, card_md], api_name="describir"
-                          ).then(bind(ctx, contestant_values), [contestant, preset], adv[:7], api_name=False)
+        contestant.change(bind(ctx, describe), contestant, [info, preset, card, plot, card_md, *adv[:7]],
+                          api_name="describir")
         preset.change(bind(ctx, contestant_values), [contestant, preset], adv[:7], api_name=False)
         refresh.click(bind(ctx, refresh_adapters), contestant, [contestant, status], api_name="actualizar_adaptadores")
 
