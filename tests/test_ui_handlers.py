@@ -255,6 +255,27 @@ def test_every_event_of_the_app_gets_its_request_and_progress(ctx):
             "resultados_bradley_terry", "belebele_evaluar", "juez_calificar", "pictos_tabla"} <= apis
 
 
+
+def test_no_event_paints_its_outputs_on_an_error(ctx):
+    """Every event reports its status on the hidden status block (a failure is the toast, its outputs are left as
+    they were), except the long tasks with a progress bar, which use their summary line (their first output),
+    and those that hide it (the training timer)."""
+    from esllm.ui import build_app
+
+    demo = build_app(ctx)
+    status = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "estado-eventos")
+    own, progress = 0, []
+    for f in demo.fns.values():
+        if f.fn is None or f.show_progress == "hidden":
+            continue
+        if "progress" in inspect.signature(f.fn).parameters:
+            assert f.show_progress_on == [f.outputs[0]], f.name
+            progress.append(f.api_name)
+        else:
+            assert f.show_progress_on == [status], f.name
+            own += 1
+    assert own >= 30 and {"lote_generar", "belebele_evaluar", "juez_calificar", "pictos_evaluar"} <= set(progress)
+
 # ------------------------------------------------------------------------- «Conversar»
 def test_conversar_streams_for_admins_only_and_engine_errors_are_toasts(ctx):
     adv = (32, 1.0, 0, 1.0, 1, 0.0, 1.0, None)

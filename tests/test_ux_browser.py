@@ -248,6 +248,16 @@ def test_admin_lands_on_conversar_and_a_new_session_appears_in_resultados_withou
         page.get_by_role("button", name="Importar prompts").click()
         expect(page.locator("body")).to_contain_text("Coloque el archivo aquí")  # Gradio's own words, in Spanish
         expect(page.locator("body")).not_to_contain_text("Drop File Here")
+        # a failed action: its message in the one message area (the toast), nothing painted over its outputs
+        # (Gradio's red «Error» badge hid the three prompt-set lists), their values kept
+        chosen = page.locator("#lote-conjunto input").input_value()
+        page.get_by_role("button", name="Importar", exact=True).click()
+        expect(page.locator(".toast-body")).to_contain_text("archivo", timeout=WAIT)
+        page.wait_for_timeout(300)
+        expect(page.locator(".wrap span.error")).to_have_count(0)
+        expect(page.locator("#lote-conjunto input")).to_have_value(chosen)
+        shot(page, "administrar-error")
+        page.locator(".toast-body").first.click()
         shot(page, "administrar")
         open_tab(page, "Resultados")
         expect(page.locator("#resultados-cual input")).to_have_value(f"{SESSION} (abierta)", timeout=WAIT)

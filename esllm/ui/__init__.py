@@ -77,5 +77,22 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             demo.load(fn, None, outputs, api_name=False)
         # Gradio's GET /logout drops the login cookie and sends the browser back to the login page.
         logout.click(None, None, None, js="() => { window.location.href = new URL('logout', window.location.href); }")
+        status = gr.Markdown("", elem_id="estado-eventos", visible=False)
+    keep_outputs_on_error(demo, status)
     demo.queue(default_concurrency_limit=16)
     return demo
+
+
+def keep_outputs_on_error(demo: gr.Blocks, status: gr.Markdown) -> None:
+    """One place for a failed action's message, never its outputs: Gradio draws an event's status (the loading
+    spinner, and on an error a red «Error» badge that hides the component's content) over every output unless
+    `show_progress_on` says where. So every event reports on `status`, an empty block, and the error itself is
+    the toast (the one message area); a long task with a progress bar (`progress=gr.Progress()`) shows it, and
+    its errors, on its first output, its summary line. Events that chose `show_progress` themselves keep it."""
+    import inspect
+
+    for fn in demo.fns.values():
+        if fn.fn is None or fn.show_progress == "hidden" or fn.show_progress_on:
+            continue
+        takes_progress = "progress" in inspect.signature(fn.fn).parameters
+        fn.show_progress_on = [fn.outputs[0]] if takes_progress and fn.outputs else [status]
