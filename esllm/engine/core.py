@@ -224,11 +224,11 @@ class Engine:
         base = self.bases.get(c.model_key)
         if base:
             d.update(base.describe())
-        if c.served_model:
+        if c.served_model:  # on a server, «modelo servido» (and llama-server's lora) say what answers
             d["modelo_servido"] = c.served_model
             if c.lora:
                 d["lora"] = c.lora
-        if not c.served_model:  # on a server, «modelo servido» says what answers
+        else:
             d["adaptador"] = c.adapter or "ninguno (modelo base)"
         if c.adapter and c.adapter in self.adapters:
             info = self.adapters[c.adapter]
