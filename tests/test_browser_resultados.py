@@ -51,7 +51,11 @@ def test_admin_reads_results_and_downloads_csv(rater_app):
             page.locator("#resultados-calcular").click()
             expect(page.locator("#resultados-resumen")).to_contain_text(f"{n_scores} puntuaciones", timeout=WAIT)
             expect(page.locator("#resultados-tabla")).to_contain_text("Promedio", timeout=WAIT)
-            expect(page.locator("#resultados-tabla")).to_contain_text("basicas")
+            # rows named as people read them (esllm.study.prompts.CATEGORY_LABELS), never the set's raw keys
+            for label in ("Básicas", "Complejas", "Contextual"):
+                expect(page.locator("#resultados-tabla")).to_contain_text(label)
+            for key in ("basicas", "complejas", "contextual"):
+                expect(page.locator("#resultados-tabla")).not_to_contain_text(key)
             expect(page.locator("#resultados-grafico img, #resultados-grafico svg").first).to_be_visible(timeout=WAIT)
             page.locator("#resultados-descargar").click()
             # one row per file: the name in a cell, the link (text = size) beside it

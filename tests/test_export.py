@@ -134,8 +134,12 @@ def test_scores_csv_equals_the_stored_scores(study, tmp_path):
                             .join(ContestantSnapshot, Answer.contestant_id == ContestantSnapshot.id)
                             .where(Assignment.session_id == sid)).all()
     rows = read_csv(paths["puntuaciones.csv"])
-    assert list(rows[0]) == ["sesion", "evaluador", "item", "categoria", "serie", "turno", "etiqueta", "concursante",
-                             "criterio", "puntuacion", "comentario", "segundos_item", "fecha_utc"]
+    assert list(rows[0]) == ["sesion", "evaluador", "item", "categoria", "categoria_nombre", "serie", "turno",
+                             "etiqueta", "concursante", "criterio", "criterio_nombre", "puntuacion", "comentario",
+                             "segundos_item", "fecha_utc"]
+    # ids in their own column, the names people read beside them
+    assert {(r["categoria"], r["categoria_nombre"]) for r in rows if r["categoria"] == "basicas"} == {("basicas", "Básicas")}
+    assert {r["criterio_nombre"] for r in rows} == {"General"}
     assert len(rows) == len(db_rows) == len(expected) == 5 * 2 * 3  # items × k × contestants
     pseudo = {"ana": "evaluador-01", "beto": "evaluador-02", "carla": "evaluador-03"}  # by user id
     from_db = {(pseudo[u], item, con, crit, v, label) for u, item, con, crit, v, label, _, _ in db_rows}
@@ -170,7 +174,7 @@ def test_table_csv_equals_a_hand_computation_from_the_scores_csv(study, tmp_path
     for (cat, con, _), vals in by_item.items():
         by_cat[(cat, con)].append(mean(vals))
     table = {(r["categoria"], r["concursante"]): r for r in read_csv(paths["tabla.csv"])}
-    assert {r["criterio"] for r in table.values()} == {"general"}
+    assert {(r["criterio"], r["criterio_nombre"]) for r in table.values()} == {("general", "General")}
     cats = sorted({cat for cat, _ in by_cat})
     assert len(cats) == 3 and "'=cmd|' /C calc'!A0" in cats
     for (cat, con), items in by_cat.items():
@@ -191,7 +195,8 @@ def test_table_csv_equals_a_hand_computation_from_the_scores_csv(study, tmp_path
     for r in scores:
         data[raters.index(r["evaluador"]), units.index((r["item"], r["concursante"]))] = int(r["puntuacion"])
     ref = krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal")
-    assert agree["criterio"] == "general" and float(agree["alfa_krippendorff_ordinal"]) == pytest.approx(ref, abs=1e-4)
+    assert agree["criterio"] == "general" and agree["criterio_nombre"] == "General"
+    assert float(agree["alfa_krippendorff_ordinal"]) == pytest.approx(ref, abs=1e-4)
     assert int(agree["unidades_con_2_o_mas"]) == 15 and int(agree["puntuaciones"]) == 30
 
 

@@ -390,7 +390,7 @@ def test_ui_refuses_raters_and_anonymous_and_grades_for_admins(rated):
     md, rows = grade_handler(ctx, "sesion-1", "juez", "general", admin)
     assert "11 calificadas" in md and "1 sin número legible" in md
     [row] = rows
-    assert len(row) == len(HEADERS) and row[:5] == ["sesion-1", "juez", "general", 11, 1] and row[9] == 11
+    assert len(row) == len(HEADERS) and row[:5] == ["sesion-1", "juez", "General", 11, 1] and row[9] == 11
     assert table_handler(ctx, admin) == rows
     # the accordion: api names, and a load that fills the dropdowns for admins only
     with gr.Blocks() as demo:

@@ -105,6 +105,10 @@ def test_means_cis_and_n_on_a_hand_made_table():
     shown = display_frame(t)
     assert list(shown.columns) == ["Categoría", "x", "y"]
     assert shown.iloc[0].tolist() == ["a", "3.75 [3.00–4.50] n=2", "—"]
+    # as a screen shows it: rows by their labels, in the prompt set's order, Promedio last
+    named = display_frame(t, labels={"a": "Simples", "b": "Complejas"}, order=["b", "a"])
+    assert named["Categoría"].tolist() == ["Complejas", "Simples", PROMEDIO]
+    assert named.iloc[1].tolist() == ["Simples", "3.75 [3.00–4.50] n=2", "—"]
 
 
 def test_bootstrap_is_seeded_and_matches_resampling_items():

@@ -108,11 +108,16 @@ def test_download_equals_database_and_table_equals_hand_computation(finished):
         cats = [v for (cat, c), v in hand.items() if c == con]
         prom = next(t for t in table if t["categoria"] == "Promedio" and t["concursante"] == con)
         assert float(prom["media"]) == pytest.approx(sum(cats) / len(cats), abs=1e-4)
-    # the on-screen table shows the same means
-    md, shown, *_ = call_sse(url, "resultados_calcular", ["Sesión", SESSION], admin.cookies)
+    # the on-screen table shows the same means, its rows named as people read them, in the set's order
+    from esllm.study.tables import category_labels
+
+    labels = category_labels("mini")
+    md, shown, _, _, alpha, _ = call_sse(url, "resultados_calcular", ["Sesión", SESSION], admin.cookies)
     cells = {(row[0], h): row[i] for row in shown["data"] for i, h in enumerate(shown["headers"])}
     for (cat, con), v in hand.items():
-        assert cells[(cat, con)].startswith(f"{v:.2f} [")
+        assert cells[(labels[cat], con)].startswith(f"{v:.2f} [")
+    assert [row[0] for row in shown["data"]] == ["Básicas", "Contextual", "Promedio"]
+    assert [row[0] for row in alpha["data"]] == ["General"]
     assert "puntuaciones" in md
 
 

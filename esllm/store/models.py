@@ -45,6 +45,9 @@ LABELS = ("A", "B", "C")
 # "general" is the single rubric score; the four aspects are asked separately in "full" mode (§5).
 ASPECTS = ("exactitud", "relevancia", "coherencia", "comprension")
 CRITERIA = ("general",) + ASPECTS
+# The criteria as people read them (screens, tables); files keep the ids in their own column.
+CRITERION_LABELS = {"general": "General", "exactitud": "Exactitud", "relevancia": "Relevancia",
+                    "coherencia": "Coherencia", "comprension": "Comprensión del contexto"}
 VOTE_CHOICES = ("A", "B", "C", "tie", "all_bad")
 THUMBS = ("up", "down")
 

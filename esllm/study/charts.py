@@ -6,8 +6,9 @@ return a Figure; the caller shows it (Gradio gr.Plot) or saves it.
 from __future__ import annotations
 
 import math
+from typing import Mapping, Sequence
 
-from esllm.study.stats import PROMEDIO, BTResult, StudyTable
+from esllm.study.stats import PROMEDIO, BTResult, StudyTable, ordered_categories
 
 
 def _plt():
@@ -19,10 +20,11 @@ def _plt():
     return plt
 
 
-def study_bars(table: StudyTable, title: str = ""):
-    """Grouped bars: categories (and Promedio) on x, one bar per contestant, whiskers = 95% CI."""
+def study_bars(table: StudyTable, title: str = "", *, labels: Mapping[str, str] = {}, order: Sequence[str] = ()):
+    """Grouped bars: categories (in `order`, by their `labels`) and Promedio on x, one bar per contestant,
+    whiskers = 95% CI."""
     plt = _plt()
-    rows = table.categories + [PROMEDIO]
+    rows = ordered_categories(table.categories, order) + [PROMEDIO]
     k = max(1, len(table.contestants))
     width = 0.8 / k
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(rows) + 2), 4.2), dpi=100)
@@ -38,7 +40,7 @@ def study_bars(table: StudyTable, title: str = ""):
             hi.append(max(0.0, c.ci_high - c.mean))
         ax.bar(xs, means, width=width * 0.95, label=con, yerr=[lo, hi], capsize=3)
     ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels([r.replace("_", " ") for r in rows], rotation=20, ha="right")
+    ax.set_xticklabels([labels.get(r, r.replace("_", " ")) for r in rows], rotation=20, ha="right")
     ax.set_ylim(0, 5.4)
     ax.set_ylabel(f"media ({table.criterion}, 1-5) e IC 95 %")
     ax.axhline(3, color="grey", linewidth=0.6, linestyle=":")

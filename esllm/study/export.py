@@ -5,13 +5,15 @@
 
 Files:
 - puntuaciones.csv  raw scores, long format: one row per rater × item × contestant × criterion: sesion,
-                    evaluador (pseudonym, see results.pseudonyms), item (the prompt's id), categoria, serie,
-                    turno, etiqueta (A/B/C as shown), concursante, criterio, puntuacion, comentario,
-                    segundos_item (time on the whole item, repeated on its rows), fecha_utc (ISO 8601).
+                    evaluador (pseudonym, see results.pseudonyms), item (the prompt's id), categoria (the key),
+                    categoria_nombre (its label, tables.category_labels), serie, turno, etiqueta (A/B/C as
+                    shown), concursante, criterio, criterio_nombre, puntuacion, comentario, segundos_item (time
+                    on the whole item, repeated on its rows), fecha_utc (ISO 8601).
 - tabla.csv         the study table (general; in "full" mode one block per aspect too): mean, 95% bootstrap
                     CI, n items, n scores, Promedio row last in each block; numbers rounded to 4
                     decimals; bootstrap seed 0 (parameter), so the same scores give the same file.
-- acuerdo.csv       Krippendorff's alpha (ordinal) per criterion, with the pairable units and values.
+                    Columns: criterio, criterio_nombre, categoria, categoria_nombre, concursante, media, ...
+- acuerdo.csv       Krippendorff's alpha (ordinal) per criterion (id and name), with the pairable units and values.
 - respuestas.csv    every attempt of every (item, contestant) of the session, with `seleccionada` (shown to
                     raters now) and `calificada` (scored in this session), generation parameters as JSON,
                     tokens, latency, EOS flag, finish reason.
@@ -49,7 +51,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from esllm import EsllmError
-from esllm.store.models import CRITERIA, Answer, Assignment, ChatFeedback, Prompt, PromptSet, RatingSession, Score
+from esllm.store.models import CRITERIA, CRITERION_LABELS, Answer, Assignment, ChatFeedback, Prompt, PromptSet, RatingSession, Score
 from esllm.study import stats, tables
 from esllm.study.prompts import ordered_prompts
 from esllm.study.results import contestant_names, find_session, session_scores_frame  # noqa: F401 (also offered here)
@@ -63,6 +65,12 @@ SCORE_CSV = {  # frame column -> puntuaciones.csv header
     "turn": "turno", "label": "etiqueta", "contestant": "concursante", "criterion": "criterio",
     "value": "puntuacion", "comment": "comentario", "seconds": "segundos_item", "timestamp": "fecha_utc",
 }
+
+# puntuaciones.csv and tabla.csv: the ids (categoria, criterio) and, beside each, its name as people read it
+SCORE_HEADER = ["sesion", "evaluador", "item", "categoria", "categoria_nombre", "serie", "turno", "etiqueta",
+                "concursante", "criterio", "criterio_nombre", "puntuacion", "comentario", "segundos_item", "fecha_utc"]
+TABLE_HEADER = ["criterio", "criterio_nombre", "categoria", "categoria_nombre", "concursante", "media", "ic95_inf",
+                "ic95_sup", "n", "n_puntuaciones"]
 
 
 def escape_cell(v: Any) -> Any:
@@ -216,17 +224,24 @@ def write_exports(s: Session, session_id: Union[int, str], out_dir: Union[str, P
     df = session_scores_frame(s, rs.id)
     criteria = CRITERIA if rs.rubric_mode == "full" else ("general",)
     paths: dict[str, Path] = {}
+    labels, _ = set_labels_and_order(s, rs.prompt_set_id)
+    named = {"categoria_nombre": lambda r: labels.get(str(r["categoria"]), r["categoria"]),
+             "criterio_nombre": lambda r: CRITERION_LABELS.get(str(r["criterio"]), r["criterio"])}
     cols = list(SCORE_CSV)
-    paths["puntuaciones.csv"] = write_csv(out / "puntuaciones.csv", [SCORE_CSV[c] for c in cols],
-                                          df[cols].itertuples(index=False, name=None))
+    header = SCORE_HEADER
+    scores = (dict(zip([SCORE_CSV[c] for c in cols], row)) for row in df[cols].itertuples(index=False, name=None))
+    paths["puntuaciones.csv"] = write_csv(out / "puntuaciones.csv", header,
+                                          ([named[h](r) if h in named else r[h] for h in header] for r in scores))
     table = table_records(df, criteria, seed=seed, n_boot=n_boot) if not df.empty else []
-    header = ["criterio", "categoria", "concursante", "media", "ic95_inf", "ic95_sup", "n", "n_puntuaciones"]
-    paths["tabla.csv"] = write_csv(out / "tabla.csv", header, ([r[h] for h in header] for r in table))
+    header = TABLE_HEADER
+    paths["tabla.csv"] = write_csv(out / "tabla.csv", header,
+                                   ([named[h](r) if h in named else r[h] for h in header] for r in table))
     agreement = []
     for crit in criteria:
         a = stats.krippendorff_alpha_ordinal(df, crit) if not df.empty else stats.Agreement(float("nan"), 0, 0)
-        agreement.append([crit, None if math.isnan(a.alpha) else _r(a.alpha), a.units, a.values])
-    paths["acuerdo.csv"] = write_csv(out / "acuerdo.csv", ["criterio", "alfa_krippendorff_ordinal",
+        agreement.append([crit, CRITERION_LABELS.get(crit, crit), None if math.isnan(a.alpha) else _r(a.alpha),
+                          a.units, a.values])
+    paths["acuerdo.csv"] = write_csv(out / "acuerdo.csv", ["criterio", "criterio_nombre", "alfa_krippendorff_ordinal",
                                                            "unidades_con_2_o_mas", "puntuaciones"], agreement)
     paths["respuestas.csv"] = write_csv(out / "respuestas.csv", ANSWER_HEADER, answer_rows(s, rs))
     paths["dpo.jsonl"] = write_jsonl(out / "dpo.jsonl", dpo_pairs(s, df, dpo_threshold) if not df.empty else [])

@@ -192,6 +192,12 @@ def study_table(df: pd.DataFrame, criterion: str = "general", *, seed: Seed = 0,
     return table
 
 
+def ordered_categories(categories: Sequence[str], order: Sequence[str] = ()) -> list[str]:
+    """`categories` in the order of `order` (a prompt set's), those not in it after, as they came."""
+    rank = {c: i for i, c in enumerate(order)}
+    return sorted(categories, key=lambda c: (rank.get(c, len(rank)), list(categories).index(c)))
+
+
 def table_rows(table: StudyTable) -> list[dict]:
     """Long rows (categories in order, then Promedio): criterio, categoria, concursante, media, ic95_inf,
     ic95_sup, n, n_puntuaciones."""
@@ -205,12 +211,14 @@ def table_rows(table: StudyTable) -> list[dict]:
     return out
 
 
-def display_frame(table: StudyTable, decimals: int = 2) -> pd.DataFrame:
-    """Wide text table for a screen: rows = categories + Promedio, columns = contestants,
-    cells "3.62 [3.40–3.85] n=10" ("—" where a contestant has no scores)."""
+def display_frame(table: StudyTable, decimals: int = 2, *, labels: Mapping[str, str] = {},
+                  order: Sequence[str] = ()) -> pd.DataFrame:
+    """Wide text table for a screen: rows = categories (in `order`, then the rest) + Promedio, each shown by
+    its label in `labels` (else its key), columns = contestants, cells "3.62 [3.40–3.85] n=10" ("—" where a
+    contestant has no scores)."""
     rows = []
-    for cat in table.categories + [PROMEDIO]:
-        row = {"Categoría": cat}
+    for cat in ordered_categories(table.categories, order) + [PROMEDIO]:
+        row = {"Categoría": labels.get(cat, cat)}
         for con in table.contestants:
             c = table.cells.get((cat, con))
             row[con] = "—" if c is None else (f"{c.mean:.{decimals}f} [{c.ci_low:.{decimals}f}–"

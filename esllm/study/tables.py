@@ -89,10 +89,7 @@ def category_labels(set_name: Optional[str], path: Path = LABELS_FILE) -> dict[s
 # ---------------------------------------------------------------- Tables 4 and 6
 
 def _ordered(categories: Sequence[str], order: Optional[Sequence[str]]) -> list[str]:
-    if not order:
-        return list(categories)
-    rank = {c: i for i, c in enumerate(order)}
-    return sorted(categories, key=lambda c: (rank.get(c, len(rank)), list(categories).index(c)))
+    return stats.ordered_categories(categories, order or ())
 
 
 def plain_table(df: pd.DataFrame, criterion: str = "general", *, labels: Mapping[str, str] = {},

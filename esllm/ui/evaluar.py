@@ -23,7 +23,7 @@ from typing import Any, Optional
 import gradio as gr
 
 from esllm import EsllmError
-from esllm.store.models import ASPECTS, LABELS
+from esllm.store.models import ASPECTS, CRITERION_LABELS, LABELS
 from esllm.study.prompts import CATEGORY_LABELS
 from esllm.study.sessions import next_item, progress, rater_session, rater_sessions, submit
 from esllm.ui.context import AppContext, Caller, bind, handler
@@ -64,8 +64,7 @@ SHORTCUTS_JS = """
 """
 
 SCORES = ["1", "2", "3", "4", "5"]
-ASPECT_LABELS = {"exactitud": "Exactitud", "relevancia": "Relevancia", "coherencia": "Coherencia",
-                 "comprension": "Comprensión del contexto"}
+ASPECT_LABELS = CRITERION_LABELS
 NO_SESSIONS = "No tiene sesiones abiertas. Cuando un administrador le asigne una, aparecerá aquí."
 N_ITEM = 5 + 3 + 3 + 12  # state, progress, context, prompt, comment, answers, general, aspects
 

@@ -22,10 +22,10 @@ from typing import Any
 import gradio as gr
 
 from esllm import EsllmError
-from esllm.store.models import ASPECTS, RatingSession
+from esllm.store.models import ASPECTS, CRITERION_LABELS, RatingSession
 from esllm.study import charts, stats
 from esllm.study.admin import STATUS_ES, set_names
-from esllm.study.export import write_exports
+from esllm.study.export import set_labels_and_order, write_exports
 from esllm.study.results import (
     comparar_votes,
     find_session,
@@ -67,6 +67,7 @@ def compute(s, scope: str, which: str, *, seed: int = 0) -> dict[str, Any]:
         rs = find_session(s, which)
         df = session_scores_frame(s, rs.id)
         sessions = [rs]
+        set_id = rs.prompt_set_id
         title = f"Sesión «{rs.name}» · {STATUS_ES.get(rs.status, rs.status)} · modo {rs.rubric_mode} · k={rs.overlap_k}"
     elif scope == SCOPES[1]:
         if which not in set_names(s):
@@ -80,17 +81,20 @@ def compute(s, scope: str, which: str, *, seed: int = 0) -> dict[str, Any]:
         sessions = list(s.scalars(select(RatingSession).where(RatingSession.prompt_set_id == ps.id)
                                   .order_by(RatingSession.id)))
         title = f"Conjunto «{which}» · {len(sessions)} sesión(es)"
+        set_id = ps.id
     else:
         raise EsllmError("Elija «Sesión» o «Conjunto de prompts».")
     progress = [[rs.name, *row] for rs in sessions for row in progress_by_rater(s, rs.id)]
-    out: dict[str, Any] = {"title": title, "progress": progress, "n_scores": int(len(df)), "tables": {}, "alpha": []}
+    labels, order = set_labels_and_order(s, set_id)
+    out: dict[str, Any] = {"title": title, "progress": progress, "n_scores": int(len(df)), "tables": {}, "alpha": [],
+                           "labels": labels, "order": order}
     if df.empty:
         return out
     criteria = ["general"] + [a for a in ASPECTS if (df["criterion"] == a).any()]
     for crit in criteria:
         out["tables"][crit] = stats.study_table(df, crit, seed=seed)
         a = stats.krippendorff_alpha_ordinal(df, crit)
-        out["alpha"].append([crit, _fmt(a.alpha), a.units, a.values])
+        out["alpha"].append([CRITERION_LABELS.get(crit, crit), _fmt(a.alpha), a.units, a.values])
     out["raters"] = int(df["rater"].nunique())
     out["items"] = int(df["item"].nunique())
     return out
@@ -136,21 +140,22 @@ def compute_handler(ctx: AppContext, scope_value: Any, which_value: Any, request
     md = (f"### {r['title']}\n\n{r['n_scores']} puntuaciones · {r['items']} ítems · {r['raters']} "
           "evaluador(es). Cada celda: media de los ítems (un ítem = media de sus evaluadores), IC 95 % "
           "bootstrap sobre ítems, n = ítems. «Promedio» = media no ponderada de las medias por categoría.")
-    fig = charts.study_bars(general, title=r["title"].split(" · ")[0])
+    shown = {"labels": r["labels"], "order": r["order"]}
+    fig = charts.study_bars(general, title=r["title"].split(" · ")[0], **shown)
     if len(r["tables"]) > 1:
         frames = []
         for crit, t in r["tables"].items():
             if crit == "general":
                 continue
-            f = stats.display_frame(t)
-            f.insert(0, "Aspecto", crit)
+            f = stats.display_frame(t, **shown)
+            f.insert(0, "Aspecto", CRITERION_LABELS.get(crit, crit))
             frames.append(f)
         import pandas as pd
 
         asp = gr.update(value=pd.concat(frames, ignore_index=True), visible=True)
     else:
         asp = gr.update(value=None, visible=False)
-    return md, stats.display_frame(general), fig, asp, r["alpha"], r["progress"]
+    return md, stats.display_frame(general, **shown), fig, asp, r["alpha"], r["progress"]
 
 
 @handler("admin")

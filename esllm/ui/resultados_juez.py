@@ -17,6 +17,7 @@ import gradio as gr
 
 from esllm import EsllmError
 from esllm.evals.judge import CRITERION_CHOICES, grade_session, latest_judge_runs
+from esllm.store.models import CRITERION_LABELS
 from esllm.evals.judge_prompt import JUDGE_PROMPTS
 from esllm.ui.context import AppContext, bind, handler
 
@@ -37,7 +38,8 @@ def runs_table(s) -> list[list[Any]]:
     rows = []
     for r in latest_judge_runs(s):
         m, c = r.metrics, r.config
-        rows.append([c.get("session"), r.contestant, c.get("criterion"), m.get("judge_scores", m.get("graded")),
+        crit = c.get("criterion")
+        rows.append([c.get("session"), r.contestant, CRITERION_LABELS.get(crit, crit), m.get("judge_scores", m.get("graded")),
                      m.get("unparsable"), _num(m.get("exact"), ".1f"), _num(m.get("within_one"), ".1f"),
                      _num(m.get("spearman"), ".3f"), _num(m.get("alpha"), ".3f"), m.get("n")])
     return sorted(rows, key=lambda row: (str(row[0]), str(row[1]), str(row[2])))
@@ -108,7 +110,8 @@ def build_juez(ctx: AppContext):
                                   elem_id="juez-sesion")
             judge = gr.Dropdown([], value=None, label="Juez (concursante)", allow_custom_value=True, scale=2,
                                 elem_id="juez-concursante")
-            criterion = gr.Dropdown(list(CRITERION_CHOICES), value="general", label="Criterio", scale=1,
+            criterion = gr.Dropdown([(CRITERION_LABELS.get(c, "Todos (general y los cuatro aspectos)"), c)
+                                     for c in CRITERION_CHOICES], value="general", label="Criterio", scale=1,
                                     elem_id="juez-criterio")
             prompt = gr.Radio([(label, key) for key, label in JUDGE_PROMPTS.items()], value="esllm",
                               label="Prompt del juez", scale=2, elem_id="juez-prompt")
