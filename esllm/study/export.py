@@ -51,7 +51,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from esllm import EsllmError
-from esllm.store.models import CRITERIA, CRITERION_LABELS, Answer, Assignment, ChatFeedback, Prompt, PromptSet, RatingSession, Score
+from esllm.store.models import (
+    CRITERIA,
+    CRITERION_LABELS,
+    Answer,
+    Assignment,
+    ChatFeedback,
+    Prompt,
+    PromptSet,
+    RatingSession,
+    Score,
+)
 from esllm.study import stats, tables
 from esllm.study.prompts import ordered_prompts
 from esllm.study.results import contestant_names, find_session, session_scores_frame  # noqa: F401 (also offered here)

@@ -17,8 +17,8 @@ import gradio as gr
 
 from esllm import EsllmError
 from esllm.evals.judge import CRITERION_CHOICES, grade_session, latest_judge_runs
-from esllm.store.models import CRITERION_LABELS
 from esllm.evals.judge_prompt import JUDGE_PROMPTS
+from esllm.store.models import CRITERION_LABELS
 from esllm.ui.context import AppContext, bind, handler
 
 HEADERS = ["sesión", "juez", "criterio", "calificadas", "ilegibles", "exacto %", "±1 %", "Spearman", "alfa",
