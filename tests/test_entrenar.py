@@ -115,5 +115,8 @@ def test_dpo_job_reads_the_session_and_starts_from_the_base_or_an_adapter(setup,
     r = load_recipe(E.ROOT / base_job["recipe"], base_job["overrides"])
     assert (r.method, r.data.path, r.data.session, r.preference.start_from) == ("dpo", None, "piloto", "")
     assert r.output.dir == str(adapters / "desde-base")
+    # the card says what it learned from (not the recipe's words about its bundled demo pairs)
+    assert r.output.description == ("Afinado con DPO desde el modelo base con las puntuaciones de la sesión «piloto» "
+                                    "(conjunto «mini»): pares de respuestas cuyas medias difieren en 1 punto o más.")
     r = load_recipe(E.ROOT / child_job["recipe"], child_job["overrides"])
     assert r.preference.start_from == str(adapters / "a1") and r.training.epochs == 2

@@ -136,8 +136,13 @@ def start(ctx: AppContext, kind: Any, recipe: Any, session: Any, parent: Any, na
             raise EsllmError("Elija la sesión de calificación de la que salen los pares.")
         session, set_name = session_and_set(ctx, session)
         recipe_path = DPO_RECIPE
+        start_from = f"el adaptador {parent}" if parent else "el modelo base"
+        # the recipe's description is about its bundled demo pairs: this adapter learned from a session
+        description = (f"Afinado con DPO desde {start_from} con las puntuaciones de la sesión «{session}» (conjunto "
+                       f"«{set_name}»): pares de respuestas cuyas medias difieren en 1 punto o más.")
         overrides += ["data.path=null", f"data.session={session}",
-                      f"preference.start_from={ctx.engine.adapters_dir / parent if parent else chr(39) * 2}"]  # '' = base
+                      f"preference.start_from={ctx.engine.adapters_dir / parent if parent else chr(39) * 2}",  # '' = base
+                      f"output.description={json.dumps(description)}"]
     else:
         if recipe not in recipes():
             raise EsllmError("Elija una receta de configs/recipes/.")
@@ -281,7 +286,7 @@ def build_entrenar(ctx: AppContext) -> None:
             kind = gr.Radio([("SFT (instrucciones, receta)", "sft"), ("DPO (sesión de calificación)", "dpo")],
                             value="dpo", label="Método")
             name = gr.Textbox(label="Nombre del nuevo adaptador (carpeta)", max_lines=1, max_length=64)
-            epochs = gr.Number(None, label="Épocas (vacío = las de la receta)")
+            epochs = gr.Number(0, minimum=0, label="Épocas (0 = las de la receta)")
         with gr.Row():
             recipe = gr.Dropdown([], value=None, label="Receta SFT", allow_custom_value=True)
             session = gr.Dropdown([], value=None, label="Sesión (DPO)", allow_custom_value=True)
