@@ -39,7 +39,13 @@ from esllm.study.krippendorff import (  # noqa: F401 (re-exported)
     krippendorff_alpha_ordinal,
     ordinal_delta2,
 )
-from esllm.study.score_frame import SCORE_COLUMNS, Seed, as_generator, criterion_rows, value_codes  # noqa: F401 (re-exported)
+from esllm.study.score_frame import (  # noqa: F401 (SCORE_COLUMNS re-exported)
+    SCORE_COLUMNS,
+    Seed,
+    as_generator,
+    criterion_rows,
+    value_codes,
+)
 
 PROMEDIO = "Promedio"
 
