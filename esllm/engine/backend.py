@@ -7,9 +7,9 @@
 
 Two implementations: `hf_backend.TransformersBackend` (transformers + peft: the reference, the GPU NF4 path
 of the study, what training uses) and `llamacpp_backend.LlamaCppBackend` (llama.cpp on the shipped GGUF,
-the CPU default). The engine (core.py) sits above: registry, locks, contestants, caps, templates, stop
-handling and the text shown. A backend declares what it can do as attributes (`name`, `max_batch`,
-`formats`); every call is made with the backend's `lock` held by the engine, and the adapter (or none)
+the CPU default). The engine (core.py, generation.py, scoring.py) sits above: registry, locks, contestants,
+caps, templates, stop handling and the text shown. A backend declares what it can do as attributes (`name`,
+`max_batch`, `formats`); every call is made with the backend's `lock` held by the engine, and the adapter (or none)
 named in each call is the one used for that call: nothing computed under another adapter is reused.
 
 `Tok` is the small tokenizer surface the engine needs; `HFTok` wraps a transformers tokenizer.

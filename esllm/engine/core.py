@@ -11,33 +11,37 @@ each call. A backend holds one model's state, so each generation holds its base'
 to the last token: two users on two adapters of one base take turns and each always gets their own
 adapter. Batch jobs hand a backend several prompts of one contestant at once (`generate_many`), which
 llama.cpp decodes together.
+
+This module holds the registry (loading bases, adapters and contestants; what each is) and which backend a base
+gets (`backend_for`, `open_backend`). Generation (`stream`, `generate`, `generate_many`) is the `Generation`
+mixin in esllm/engine/generation.py, scoring (`loglikelihood`, `next_token_logprobs`, `encode`) the `Scoring`
+mixin in esllm/engine/scoring.py; `Engine` derives from both.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Optional
 
 from esllm import EsllmError
 from esllm.engine.adapters import AdapterInfo, scan_dir
-from esllm.engine.backend import Backend, StopRule
+from esllm.engine.backend import Backend
 from esllm.engine.config import AppConfig, ContestantSpec, ModelSpec
+from esllm.engine.generation import Generation
 from esllm.engine.loader import load_base
-from esllm.engine.messages import check_messages, eos_token_ids, prompt_ids, visible
 from esllm.engine.openai_backend import OpenAIBackend
-from esllm.engine.presets import GenParams
-from esllm.engine.templates import ChatTemplate, get_template
-from esllm.engine.types import GenerationResult, LoadedContestant, RefreshReport, StreamEvent
+from esllm.engine.scoring import Scoring
+from esllm.engine.templates import get_template
+from esllm.engine.types import LoadedContestant, RefreshReport
 
 log = logging.getLogger(__name__)
 
 
-class Engine:
+class Engine(Generation, Scoring):
     def __init__(self, config: AppConfig, root: Path, *, loader: Callable[..., Any] = load_base,
                  progress: Optional[Callable[[str], None]] = None):
         self.config, self.root, self._loader = config, Path(root), loader
@@ -256,233 +260,6 @@ class Engine:
         plot = info.path / "loss.png"
         return meta, plot if plot.is_file() else None
 
-    # ---------------------------------------------------------------- generation
-    def _prepare(self, c: LoadedContestant, messages: Sequence[Mapping[str, Any]], preset: Optional[str],
-                 overrides: Optional[Mapping[str, Any]]):
-        msgs = check_messages(messages, self.config.limits)
-        params = GenParams.build(preset or c.preset, {**c.overrides, **(overrides or {})},
-                                 max_new_tokens_cap=self.config.limits.max_new_tokens)
-        base = self.bases[c.model_key]
-        template = c.template or get_template(base.spec.template)
-        ids, dropped = prompt_ids(base.tok, template, msgs, self.config.limits.max_prompt_tokens)
-        return base, template, params, ids, dropped
-
-    def _result(self, c: LoadedContestant, base: Backend, template: ChatTemplate, params: GenParams,
-                prompt: list[int], dropped: int, ids: list[int], reason: str, eos_ids: Sequence[int],
-                latency: float, first_token_s: Optional[float]) -> GenerationResult:
-        text, _ = visible(base.tok, ids, eos_ids, template, final=True)
-        return GenerationResult(
-            text=text, contestant=c.name, base=c.model_key, adapter=c.adapter, template=template.name,
-            params=params.as_dict(), prompt_tokens=len(prompt), new_tokens=len(ids) + (reason == "eos"),
-            latency_s=round(latency, 3), first_token_s=None if first_token_s is None else round(first_token_s, 3),
-            finish_reason=reason, dropped_turns=dropped, backend=base.name)
-
-    def _stop_rule(self, base: Backend, template: ChatTemplate, should_stop: Callable[[], bool]) -> StopRule:
-        return StopRule(eos_token_ids(base.tok, template), template.stop_strings, should_stop,
-                        lambda ids: base.tok.decode(ids, skip_special=False))
-
-    def stream(
-        self,
-        contestant: str,
-        messages: Sequence[Mapping[str, Any]],
-        *,
-        preset: Optional[str] = None,
-        overrides: Optional[Mapping[str, Any]] = None,
-        stop_event: Optional[threading.Event] = None,
-    ) -> Iterator[StreamEvent]:
-        """Yield the answer as it grows; the last event carries the GenerationResult.
-
-        Closing the iterator (a browser that went away) or setting `stop_event` stops decoding.
-        """
-        c = self.contestant(contestant)
-        if isinstance(self.bases[c.model_key], OpenAIBackend):
-            from esllm.engine import remote
-
-            yield from remote.stream(self, c, self.bases[c.model_key], messages, preset=preset, overrides=overrides,
-                                     stop_event=stop_event)
-            return
-        base, template, params, input_ids, dropped = self._prepare(c, messages, preset, overrides)
-        stop = stop_event or threading.Event()
-        rule = self._stop_rule(base, template, stop.is_set)
-        q: "queue.Queue[tuple[str, Any]]" = queue.Queue()
-        t_start = time.perf_counter()
-
-        def work() -> None:
-            try:
-                with base.lock:  # held to the last token: the backend's state is this call's
-                    self._check_adapter(base, c)
-                    ids = base.generate(c.adapter, [input_ids], params, stop=rule,
-                                        on_token=lambda _i, t: q.put(("tok", t)))[0]
-                q.put(("done", rule.reason(ids, params.max_new_tokens)))
-            except BaseException as e:  # reported to the consumer, never lost in a thread
-                q.put(("error", e))
-            finally:
-                with self._active_lock:
-                    self.active -= 1
-
-        with self._active_lock:
-            self.active += 1
-        threading.Thread(target=work, name=f"gen-{contestant}", daemon=True).start()
-        generated: list[int] = []
-        shown, first_token_s = "", None
-        try:
-            while True:
-                kind, val = q.get()
-                if kind == "tok":
-                    if first_token_s is None:
-                        first_token_s = time.perf_counter() - t_start
-                    generated.append(val)
-                    text, _ = visible(base.tok, generated, rule.eos_ids, template, final=False)
-                    if text != shown:
-                        shown = text
-                        yield StreamEvent(text)
-                elif kind == "error":
-                    if isinstance(val, EsllmError):
-                        raise val
-                    log.error("generation failed", exc_info=val)
-                    raise EsllmError(f"La generación falló: {type(val).__name__}: {val}")
-                else:
-                    ids, reason = val
-                    result = self._result(c, base, template, params, input_ids, dropped, ids, reason, rule.eos_ids,
-                                          time.perf_counter() - t_start, first_token_s)
-                    yield StreamEvent(result.text, result)
-                    return
-        finally:
-            stop.set()  # consumer gone or done: the worker stops at its next token
-
-    def generate_many(
-        self,
-        contestant: str,
-        conversations: Sequence[Sequence[Mapping[str, Any]]],
-        *,
-        preset: Optional[str] = None,
-        overrides: Optional[Mapping[str, Any]] = None,
-        stop_event: Optional[threading.Event] = None,
-    ) -> list[GenerationResult]:
-        """One answer per conversation, all by one contestant with the same parameters: the backend decodes
-        up to `max_batch` of them together (llama.cpp), else one after the other. A stopped call returns the
-        results finished so far (the last ones may be `stopped`)."""
-        c = self.contestant(contestant)
-        if isinstance(self.bases[c.model_key], OpenAIBackend):
-            from esllm.engine import remote
-
-            return remote.generate_many(self, c, self.bases[c.model_key], conversations, preset=preset,
-                                        overrides=overrides, stop_event=stop_event)
-        stop = stop_event or threading.Event()
-        prepared = [self._prepare(c, m, preset, overrides) for m in conversations]
-        if not prepared:
-            return []
-        base, template, params = prepared[0][:3]
-        rule = self._stop_rule(base, template, stop.is_set)
-        out: list[GenerationResult] = []
-        step = max(1, base.max_batch)
-        for start in range(0, len(prepared), step):
-            chunk = prepared[start:start + step]
-            t0 = time.perf_counter()
-            first: dict[int, float] = {}
-
-            def seen(i: int, _t: int, first=first, t0=t0) -> None:
-                first.setdefault(i, time.perf_counter() - t0)
-
-            with self._active_lock:
-                self.active += 1
-            try:
-                with base.lock:
-                    self._check_adapter(base, c)
-                    outs = base.generate(c.adapter, [p[3] for p in chunk], params, stop=rule, on_token=seen)
-            finally:
-                with self._active_lock:
-                    self.active -= 1
-            wall = time.perf_counter() - t0
-            for i, (p, ids) in enumerate(zip(chunk, outs)):
-                ids, reason = rule.reason(ids, params.max_new_tokens)
-                out.append(self._result(c, base, template, params, p[3], p[4], ids, reason, rule.eos_ids, wall,
-                                        first.get(i)))
-            if stop.is_set():
-                break
-        return out
-
-    @staticmethod
-    def _check_adapter(base: Backend, c: LoadedContestant) -> None:
-        if c.adapter is not None and c.adapter not in base.adapters:
-            raise EsllmError(f"El adaptador {c.adapter} ya no está cargado; pulse «Actualizar».")
-
-    def batch_size(self, contestant: str) -> int:
-        """How many answers of `contestant` are worth asking `generate_many` for at once."""
-        c = self.contestants.get(contestant)
-        base = self.bases.get(c.model_key) if c else None
-        return max(1, getattr(base, "max_batch", 1))
-
-    # ---------------------------------------------------------------- scoring
-    def _local(self, contestant: str) -> tuple[LoadedContestant, Backend]:
-        """A contestant and its in-process backend; EsllmError for one on a server (no log-probabilities)."""
-        c = self.contestant(contestant)
-        base = self.bases[c.model_key]
-        if isinstance(base, OpenAIBackend):
-            from esllm.engine.remote import refuse_scoring
-
-            raise refuse_scoring(c, base)
-        return c, base
-
-    def encode(self, contestant: str, text: str) -> list[int]:
-        """Token ids of `text` (no template, no BOS) with the contestant's base tokenizer."""
-        return self._local(contestant)[1].tok.encode(text)
-
-    def next_token_logprobs(self, contestant: str, prompts: Sequence[str], *, chat: bool = True,
-                            batch_size: int = 8) -> tuple[Any, Any]:
-        """(log-probabilities [len(prompts), vocab] of the next token, the base's Tok).
-
-        chat=True: each prompt is one user message rendered with the contestant's template and its
-        generation prompt; chat=False: the raw text, after BOS where the model expects one."""
-        import numpy as np
-
-        c, base = self._local(contestant)
-        template = c.template or get_template(base.spec.template)
-        tok = base.tok
-        if chat:
-            ids = [tok.encode(template.render([{"role": "user", "content": p}], bos_token=tok.bos_token,
-                                              eos_token=tok.eos_token)) for p in prompts]
-        else:
-            ids = [self._bos(tok) + tok.encode(p) for p in prompts]
-        rows = []
-        for start in range(0, len(ids), batch_size):  # the lock per batch: chat users wait one batch, not the run
-            with base.lock:
-                self._check_adapter(base, c)
-                rows.append(base.next_logprobs(c.adapter, ids[start:start + batch_size]))
-        return np.concatenate(rows, axis=0), tok
-
-    def loglikelihood(self, contestant: str, pairs: Sequence[tuple[str, str]], *,
-                      add_bos: Optional[bool] = None) -> list[tuple[float, int, bool]]:
-        """lm-evaluation-harness's loglikelihood: for each (context, continuation), the sum of the
-        continuation tokens' log-probabilities, their number, and whether each was the greedy choice.
-
-        No chat template. As lm-eval: trailing spaces of the context move to the continuation, the
-        continuation's tokens are those of context+continuation after the context's; BOS first when
-        `add_bos` (default: when the tokenizer adds one)."""
-        c, base = self._local(contestant)
-        tok = base.tok
-        bos = self._bos(tok) if add_bos is None else ([tok.bos_token_id] if add_bos and tok.bos_token_id is not None else [])
-        out = []
-        for context, continuation in pairs:
-            n_space = len(context) - len(context.rstrip())
-            if n_space:
-                context, continuation = context[:-n_space], context[-n_space:] + continuation
-            whole = tok.encode(context + continuation)
-            n_ctx = len(tok.encode(context))
-            ids = bos + whole
-            start = len(bos) + n_ctx
-            if start < 1 or start >= len(ids):
-                raise EsllmError("No se puede puntuar: el contexto o la continuación no tienen tokens.")
-            with base.lock:
-                self._check_adapter(base, c)
-                lps, greedy = base.token_logprobs(c.adapter, ids, start)
-            out.append((float(sum(lps)), len(lps), all(greedy)))
-        return out
-
-    @staticmethod
-    def _bos(tok) -> list[int]:
-        return [tok.bos_token_id] if tok.add_bos and tok.bos_token_id is not None else []
-
     def hashes(self, contestant: str) -> dict[str, Any]:
         """What a contestant runs on, for tracing a result: base source, its file sha256 (when known),
         backend, quantisation, device, adapter name and the sha256 of its weights, template, preset."""
@@ -496,17 +273,6 @@ class Engine:
                 (c.template or get_template(base.spec.template)).name, "preset": c.preset,
                 "params": dict(c.overrides),
                 **({"served_model": c.served_model, "host": base.device} if c.served_model else {})}
-
-    def generate(self, contestant: str, messages: Sequence[Mapping[str, Any]], **kw) -> GenerationResult:
-        """Non-streaming convenience: the final result; EsllmError when a server's stream broke (never a cut
-        answer taken for a whole one)."""
-        result = None
-        for ev in self.stream(contestant, messages, **kw):
-            result = ev.result
-        assert result is not None
-        if result.finish_reason == "cut":
-            raise EsllmError(f"La respuesta de {contestant} se cortó: {result.error}.")
-        return result
 
 
 def open_backend(key: str, spec: ModelSpec, progress: Callable[[str], None],

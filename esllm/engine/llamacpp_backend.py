@@ -12,7 +12,12 @@ and logits from one decode; beam search keeps its beams the same way. A generati
 cache, so its answer never depends on the request before it; scoring reuses the cached prefix only under the
 same adapter. Any other adapter (or none) clears the cache first, so no state computed under one adapter ever
 serves another. Sampling (repetition penalty, temperature, top-k,
-top-p, seed) is done here on the logits with numpy, with the semantics of transformers' processors.
+top-p, seed) is done on the logits with numpy, with the semantics of transformers' processors.
+
+This module holds the backend: loading, adapters, the context's decoding primitives and the calls of
+`backend.Backend`. The search strategies (sampling, contrastive, beam) are the `LlamaSearch` mixin in
+esllm/engine/llamacpp_search.py; the library's one-time set-up and log, the tokenizer `LlamaTok` and the GGUF
+file's facts (`gguf_source`) are in esllm/engine/llamacpp_lib.py.
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -33,8 +37,10 @@ from esllm import EsllmError
 from esllm.engine.adapters import AdapterInfo
 from esllm.engine.backend import Backend, OnToken, StopRule
 from esllm.engine.config import ModelSpec
+from esllm.engine.llamacpp_lib import LlamaTok, file_type, gguf_source, lib
+from esllm.engine.llamacpp_search import LlamaSearch
 from esllm.engine.presets import GenParams
-from esllm.engine.sampling import log_softmax, penalised, pick, softmax, unit
+from esllm.engine.sampling import log_softmax
 
 log = logging.getLogger(__name__)
 
@@ -42,73 +48,10 @@ N_CTX = 8192  # cells of the unified KV cache, shared by every sequence of a cal
 N_BATCH = 512  # tokens per llama_decode
 PREFILL_OUTPUTS = 64  # prompt tokens per decode when every one's hidden state is needed (contrastive)
 MAX_BATCH = 4  # prompts of a batch job decoded together (2 cores: more only adds latency per answer)
-_init_lock = threading.Lock()
-_initialised = False
-
-
-def _lib():
-    global _initialised, _log_callback
-    import llama_cpp
-
-    with _init_lock:
-        if not _initialised:
-            _log_callback = _make_log_callback()  # kept referenced: llama.cpp calls it for the process's life
-            llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
-            llama_cpp.llama_backend_init()
-            _initialised = True
-    return llama_cpp
-
-
-_last_level = [0]
-
-
-def _on_log(level: int, text: bytes, _user) -> None:
-    """llama.cpp's log into Python's logging (logger `esllm.engine.llamacpp_backend`): errors as errors, the
-    rest as debug: its warnings are per-tensor notes (e.g. a LoRA tensor "cannot use buft 'CPU_REPACK'", dozens
-    per adapter) that say nothing a user can act on. ggml's levels: 0 none, 1 debug, 2 info, 3 warn, 4 error."""
-    if level == 5:  # GGML_LOG_LEVEL_CONT: continues the previous line
-        level = _last_level[0]
-    _last_level[0] = level
-    msg = text.decode("utf-8", errors="replace").rstrip()
-    if msg:
-        log.log(logging.ERROR if level == 4 else logging.DEBUG, "llama.cpp: %s", msg)
-
-
-def _make_log_callback():
-    import llama_cpp
-
-    return llama_cpp.llama_log_callback(_on_log)
-
-
-_log_callback = None
-
-
-class LlamaTok:
-    """`backend.Tok` over the GGUF's own vocabulary (llama.cpp's tokenizer)."""
-
-    def __init__(self, model):
-        self.m = model  # llama_cpp._internals.LlamaModel
-        self.bos_token_id = model.token_bos() if model.token_bos() >= 0 else None
-        self.eos_token_id = model.token_eos() if model.token_eos() >= 0 else None
-        self.bos_token = model.token_get_text(self.bos_token_id) if self.bos_token_id is not None else ""
-        self.eos_token = model.token_get_text(self.eos_token_id) if self.eos_token_id is not None else ""
-        self.add_bos = bool(model.add_bos_token())
-
-    def encode(self, text: str) -> list[int]:
-        if not text:
-            return []
-        return list(self.m.tokenize(text.encode("utf-8"), add_bos=False, special=True))
-
-    def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
-        return self.m.detokenize(list(ids), special=not skip_special).decode("utf-8", errors="replace")
-
-    def token_id(self, piece: str) -> Optional[int]:
-        ids = self.encode(piece)
-        return ids[0] if len(ids) == 1 else None
 
 
 @dataclass
-class LlamaCppBackend(Backend):
+class LlamaCppBackend(LlamaSearch, Backend):
     model: Any = None  # llama_cpp._internals.LlamaModel
     ctx: Any = None  # llama_cpp._internals.LlamaContext
     n_threads: int = 1
@@ -131,7 +74,7 @@ class LlamaCppBackend(Backend):
              gguf: Optional[Path] = None) -> "LlamaCppBackend":
         from llama_cpp import _internals
 
-        llama_cpp = _lib()
+        llama_cpp = lib()
         say = progress or log.info
         t0 = time.perf_counter()
         path, sha = gguf_source(spec) if gguf is None else (Path(gguf), None)
@@ -158,7 +101,7 @@ class LlamaCppBackend(Backend):
             ctx = _internals.LlamaContext(model=model, params=cparams, verbose=False)
         except ValueError as e:
             raise EsllmError(f"llama.cpp no pudo crear el contexto de {key}: {e}") from None
-        backend = cls(key=key, spec=spec, tok=LlamaTok(model), device="cpu", quantization=_file_type(model),
+        backend = cls(key=key, spec=spec, tok=LlamaTok(model), device="cpu", quantization=file_type(model),
                       path=str(path), source_sha256=sha, load_seconds=0.0, model=model, ctx=ctx, n_threads=n_threads)
         backend.load_seconds = time.perf_counter() - t0
         say(f"{key} listo en {backend.load_seconds:.1f} s (llama.cpp, {backend.quantization}, {n_threads} hilos).")
@@ -176,7 +119,7 @@ class LlamaCppBackend(Backend):
     def load_adapter(self, info: AdapterInfo) -> None:
         from esllm.engine.gguf_lora import convert_adapter
 
-        llama_cpp = _lib()
+        llama_cpp = lib()
         out = convert_adapter(info, Path(self.path), self.model.metadata())
         ptr = llama_cpp.llama_adapter_lora_init(self.model.model, str(out).encode("utf-8"))
         if not ptr:
@@ -186,7 +129,7 @@ class LlamaCppBackend(Backend):
         self.adapters[info.name] = info
 
     def unload_adapter(self, name: str) -> None:
-        llama_cpp = _lib()
+        llama_cpp = lib()
         self.adapters.pop(name, None)
         ptr = self.lora.pop(name, None)
         self.lora_files.pop(name, None)
@@ -201,7 +144,7 @@ class LlamaCppBackend(Backend):
         """Make `adapter` (None: the base alone) the context's; a change empties the KV cache."""
         if adapter == self._active:
             return
-        llama_cpp = _lib()
+        llama_cpp = lib()
         t0 = time.perf_counter()
         if adapter is None:
             rc = llama_cpp.llama_set_adapters_lora(self.ctx.ctx, None, 0, None)
@@ -220,12 +163,12 @@ class LlamaCppBackend(Backend):
     def _forget(self) -> None:
         """Empty the KV cache. Its cells are marked free, not zeroed (`data=False`): zeroing the 8192-cell cache
         wrote ~150 MB and took 8 ms per adapter switch; a free cell is never attended to."""
-        _lib().llama_memory_clear(self._mem(), False)
+        lib().llama_memory_clear(self._mem(), False)
         self._cached = (None, [])
 
     # ------------------------------------------------------------ decoding primitives
     def _batch_for(self, n: int):
-        llama_cpp = _lib()
+        llama_cpp = lib()
         if self._batch is None or self._batch_size < n:
             if self._batch is not None:
                 llama_cpp.llama_batch_free(self._batch)
@@ -235,7 +178,7 @@ class LlamaCppBackend(Backend):
 
     def _decode(self, items: Sequence[tuple[int, int, int, bool]]) -> None:
         """One llama_decode of (token, position, sequence, output?) items."""
-        llama_cpp = _lib()
+        llama_cpp = lib()
         b = self._batch_for(len(items))
         for i, (tok, pos, seq, out) in enumerate(items):
             b.token[i] = tok
@@ -252,25 +195,25 @@ class LlamaCppBackend(Backend):
             raise EsllmError(f"llama.cpp falló al decodificar (código {rc}).")
 
     def _logits(self, i: int) -> np.ndarray:
-        llama_cpp = _lib()
+        llama_cpp = lib()
         ptr = llama_cpp.llama_get_logits_ith(self.ctx.ctx, i)
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float32, copy=True)
 
     def _hidden(self, i: int) -> np.ndarray:
-        llama_cpp = _lib()
+        llama_cpp = lib()
         ptr = llama_cpp.llama_get_embeddings_ith(self.ctx.ctx, i)
         if not ptr:
             raise EsllmError("llama.cpp no devolvió el estado oculto pedido.")
         return np.ctypeslib.as_array(ptr, shape=(int(self.model.n_embd()),)).astype(np.float32, copy=True)
 
     def _mem(self):
-        return _lib().llama_get_memory(self.ctx.ctx)
+        return lib().llama_get_memory(self.ctx.ctx)
 
     def _seq_rm(self, seq: int, p0: int = -1, p1: int = -1) -> None:
-        _lib().llama_memory_seq_rm(self._mem(), seq, p0, p1)
+        lib().llama_memory_seq_rm(self._mem(), seq, p0, p1)
 
     def _seq_cp(self, src: int, dst: int, p0: int = -1, p1: int = -1) -> None:
-        _lib().llama_memory_seq_cp(self._mem(), src, dst, p0, p1)
+        lib().llama_memory_seq_cp(self._mem(), src, dst, p0, p1)
 
     def _prefill(self, adapter: Optional[str], prompts: Sequence[Sequence[int]], *, all_outputs: bool = False,
                  first_output: int = -1) -> tuple[list[np.ndarray], list[list[np.ndarray]]]:
@@ -345,150 +288,6 @@ class LlamaCppBackend(Backend):
                 outs.extend(self._sample(adapter, group, params, stop, emit))
         return outs
 
-    def _sample(self, adapter, prompts, p: GenParams, stop: StopRule, emit) -> list[list[int]]:
-        rng = np.random.default_rng(p.seed)
-        last, _ = self._prefill(adapter, prompts)
-        n = len(prompts)
-        gen: list[list[int]] = [[] for _ in range(n)]
-        seen = [set(pr) for pr in prompts]
-        pos = [len(pr) for pr in prompts]
-        live = list(range(n))
-        logits = {s: last[s] for s in range(n)}
-        while live:
-            batch = []
-            for s in list(live):
-                tok = pick(logits[s], p, seen[s], rng)
-                gen[s].append(tok)
-                seen[s].add(tok)
-                emit(s, tok)
-                if stop.hit(gen[s]) or len(gen[s]) >= p.max_new_tokens:
-                    live.remove(s)
-                else:
-                    batch.append((tok, pos[s], s, True))
-                    pos[s] += 1
-            if stop.should_stop() or not batch:
-                break
-            self._decode(batch)
-            for j, (_, _, s, _) in enumerate(batch):
-                logits[s] = self._logits(j)
-        if n == 1:
-            self._remember(adapter, list(prompts[0]) + gen[0][:-1] if gen[0] else list(prompts[0]))
-        else:
-            self._forget()
-        return gen
-
-    def _contrastive(self, adapter, prompts, p: GenParams, stop: StopRule, emit) -> list[list[int]]:
-        """Contrastive search (Su et al., 2022), as esllm/engine/decoding.py does on transformers: among the
-        top-k next tokens pick argmax (1-a)·p(v) - a·max cos(h_v, h_context); each candidate is one extra
-        sequence sharing the context's cells, all candidates of all prompts in one decode."""
-        llama_cpp = _lib()
-        llama_cpp.llama_set_embeddings(self.ctx.ctx, True)
-        try:
-            last, hidden = self._prefill(adapter, prompts, all_outputs=True)
-            n, k, alpha = len(prompts), p.top_k, p.penalty_alpha
-            ctx_h = [unit(np.stack(h)) for h in hidden]
-            gen: list[list[int]] = [[] for _ in range(n)]
-            seen = [set(pr) for pr in prompts]
-            pos = [len(pr) for pr in prompts]
-            logits = {s: last[s] for s in range(n)}
-            live = list(range(n))
-            while live and not stop.should_stop():
-                batch, cands = [], {}
-                for s in live:
-                    probs = softmax(penalised(logits[s], p.repetition_penalty, seen[s]))
-                    top = np.argpartition(-probs, k - 1)[:k]
-                    top = top[np.argsort(-probs[top], kind="stable")]
-                    cands[s] = (top, probs[top])
-                    for c, tok in enumerate(top):
-                        scratch = n + s * k + c
-                        self._seq_rm(scratch)
-                        self._seq_cp(s, scratch)
-                        batch.append((int(tok), pos[s], scratch, True))
-                self._decode(batch)
-                j = 0
-                for s in list(live):
-                    top, probs = cands[s]
-                    hs = np.stack([self._hidden(j + c) for c in range(k)])
-                    # einsum, not `@`: past ~200 context positions numpy's BLAS runs this product on its own
-                    # threads, which then spin and take the cores from llama.cpp's next decode (steps went from
-                    # 38 ms to 70-155 ms). Without BLAS it costs ~1 ms.
-                    sim = np.einsum("kd,nd->kn", unit(hs), ctx_h[s]).max(axis=1)
-                    best = int(np.argmax((1 - alpha) * probs - alpha * sim))
-                    tok = int(top[best])
-                    next_logits = self._logits(j + best)
-                    self._seq_cp(n + s * k + best, s, pos[s], pos[s] + 1)
-                    for c in range(k):
-                        self._seq_rm(n + s * k + c)
-                    j += k
-                    gen[s].append(tok)
-                    seen[s].add(tok)
-                    emit(s, tok)
-                    if stop.hit(gen[s]) or len(gen[s]) >= p.max_new_tokens:
-                        live.remove(s)
-                        continue
-                    ctx_h[s] = np.concatenate([ctx_h[s], unit(hs[best:best + 1])])
-                    logits[s] = next_logits
-                    pos[s] += 1
-        finally:
-            llama_cpp.llama_set_embeddings(self.ctx.ctx, False)
-        self._forget()  # candidate cells were written with embeddings on: start clean next time
-        return gen
-
-    def _beam(self, adapter, prompt, p: GenParams, stop: StopRule, emit) -> list[int]:
-        """Beam search as transformers' (num_beams, length_penalty 1, early stopping): beams are sequences
-        0..B-1 sharing their common cells; a finished hypothesis scores sum(logp) / its length."""
-        B = p.num_beams
-        (first,), _ = self._prefill(adapter, [prompt])
-        self._cached = (None, [])
-        for b in range(1, B):
-            self._seq_cp(0, b)
-        n0 = len(prompt)
-        beams: list[tuple[float, list[int]]] = [(0.0, [])]
-        logits = [first]
-        done: list[tuple[float, list[int]]] = []
-        seen = set(prompt)
-        for step in range(p.max_new_tokens):
-            if stop.should_stop():
-                break
-            cand = []
-            for b, (score, toks) in enumerate(beams):
-                lp = log_softmax(penalised(logits[b], p.repetition_penalty, seen | set(toks)))
-                top = np.argpartition(-lp, 2 * B - 1)[:2 * B]
-                cand.extend((score + float(lp[t]), b, int(t)) for t in top)
-            cand.sort(key=lambda x: -x[0])
-            new: list[tuple[float, int, int]] = []
-            for score, b, t in cand:
-                toks = beams[b][1] + [t]
-                if t in stop.eos_ids or stop.hit(toks):
-                    if len(done) < B:
-                        done.append((score / len(toks), toks))
-                    continue
-                new.append((score, b, t))
-                if len(new) == B:
-                    break
-            if len(done) >= B or not new:
-                break
-            best_done = max((s for s, _ in done), default=-np.inf)
-            if done and best_done >= new[0][0] / (step + 1):
-                break  # early stopping: no open beam can beat the best finished one
-            for i, (_, b, _) in enumerate(new):  # reorder the cache: beam i continues beam b
-                self._seq_rm(B + i)
-                self._seq_cp(b, B + i)
-            for i in range(len(new)):
-                self._seq_rm(i)
-                self._seq_cp(B + i, i)
-                self._seq_rm(B + i)
-            self._decode([(t, n0 + step, i, True) for i, (_, _, t) in enumerate(new)])
-            logits = [self._logits(i) for i in range(len(new))]
-            beams = [(s, beams[b][1] + [t]) for s, b, t in new]
-        if len(done) < B:
-            done.extend((s / max(1, len(t)), t) for s, t in beams)
-        best = max(done, key=lambda x: x[0])[1] if done else []
-        self._forget()
-        for t in best:
-            emit(t)
-        return best
-
     def next_logprobs(self, adapter: Optional[str], prompts: Sequence[Sequence[int]]):
         rows: list[np.ndarray] = []
         group: list[Sequence[int]] = []
@@ -528,26 +327,3 @@ def _offset(on_token: OnToken, a: int) -> Callable[[int, int], None]:
     def emit(i: int, t: int) -> None:
         on_token(a + i, t)
     return emit
-
-
-def _file_type(model) -> str:
-    """The GGUF's quantisation as its file type says (e.g. Q4_K_M)."""
-    ftype = model.metadata().get("general.file_type")
-    names = {"0": "F32", "1": "F16", "2": "Q4_0", "3": "Q4_1", "7": "Q8_0", "8": "Q5_0", "9": "Q5_1",
-             "10": "Q2_K", "11": "Q3_K_S", "12": "Q3_K_M", "13": "Q3_K_L", "14": "Q4_K_S", "15": "Q4_K_M",
-             "16": "Q5_K_S", "17": "Q5_K_M", "18": "Q6_K", "32": "BF16"}
-    return f"gguf {names.get(str(ftype), ftype or '?')}"
-
-
-def gguf_source(spec: ModelSpec) -> tuple[Path, Optional[str]]:
-    """(GGUF file, its sha256) of a spec's source: the bundled model or a .gguf path."""
-    from esllm.engine.bundled import gguf_path, gguf_sha256
-
-    src = spec.source.strip()
-    if src.startswith("bundled:"):
-        path = gguf_path(src.removeprefix("bundled:"))
-        return path, gguf_sha256(path)
-    path = Path(src).expanduser()
-    if not path.is_file():
-        raise EsllmError(f"No existe el archivo GGUF {src}. Corrija `source:` en la configuración.")
-    return path, gguf_sha256(path)

@@ -1,6 +1,6 @@
 """Choosing the next token from a row of logits with numpy, with the semantics of transformers' logits
 processors (repetition penalty, temperature, top-k, top-p), for backends that hand out raw logits
-(esllm/engine/llamacpp_backend.py)."""
+(the llama.cpp backend's search strategies, esllm/engine/llamacpp_search.py)."""
 
 from __future__ import annotations
 

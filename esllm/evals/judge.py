@@ -26,7 +26,7 @@ contestant's own earlier turns for a contextual item) is shown to the judge with
 (esllm/evals/judge_prompt.py, `PROMPT_VERSION`), greedy. A reply `parse_grade` cannot read is asked
 again up to `retries` times with the reminder `REMINDER` appended (the first retry greedy, later ones
 sampled at temperature 0.7 with a seed derived from `seed`), then recorded as unparsable: never
-guessed, never stored as a score.
+guessed, never stored as a score. The asking (`ask_grade`, `ask_grades`) lives in esllm/evals/judge_ask.py.
 Resumable: an answer × criterion this judge already scored in the session is skipped; an unparsable one
 is asked again by the next run. What it does not know: whether the judge is any good; the agreement
 figures are there to tell.
@@ -48,6 +48,7 @@ from sqlalchemy.orm import Session
 from esllm import EsllmError
 from esllm.evals.agreement import NO_AGREEMENT, JudgeAgreement, judge_agreement
 from esllm.evals.base import Evaluation, Progress, failure_message, session_scope
+from esllm.evals.judge_ask import MAX_NEW_TOKENS, ask_grade, ask_grades  # noqa: F401 (ask_grade: re-exported)
 from esllm.evals.judge_prompt import (  # noqa: F401
     JUDGE_PROMPTS,
     PROMPT_VERSION,
@@ -63,7 +64,6 @@ from esllm.evals.runs import fail_run, finish_run, latest_runs, start_run
 from esllm.store.models import ASPECTS, CRITERIA, Assignment, EvalRun, Score, User, save_score, utcnow
 
 CRITERION_CHOICES = CRITERIA + ("full",)  # "full": the general score and the four aspects, one question each
-MAX_NEW_TOKENS = 48  # a grade needs a few tokens; room for "Calificación: 4 (bueno)" but not an essay
 MAX_RETRIES = 10
 JUDGE_PREFIX = "juez-"
 STUDY_JUDGE_PREFIX = "juez-estudio-"  # the study's prompt grades as another judge user: its scores never mix with ours
@@ -132,68 +132,6 @@ class JudgeReport:
     stopped: bool = False  # `limit` reached or `stop` set before every item was graded
     agreement: JudgeAgreement = NO_AGREEMENT  # over all of this judge's scores in the session
     details: list[dict[str, Any]] = field(default_factory=list)  # the unparsable replies and errors
-
-
-def ask_grade(engine, judge: str, messages: list[dict[str, str]], *, retries: int = 2,
-              seed: int = 0) -> tuple[Optional[int], list[str]]:
-    """(grade or None, every raw reply): greedy first; each retry adds REMINDER, the first greedy, the
-    next sampled (temperature preset, seed + attempt) so that it can differ. A reply is read by
-    parse_grade after strip_echo (lines copied from the prompt are no grade)."""
-    res = engine.generate(judge, messages, preset="greedy", overrides={"max_new_tokens": MAX_NEW_TOKENS})
-    grade = parse_grade(strip_echo(res.text, messages))
-    if grade is not None or retries == 0:
-        return grade, [res.text]
-    grade, more = _retry(engine, judge, messages, retries, seed)
-    return grade, [res.text] + more
-
-
-def ask_grades(engine, judge: str, requests: list[tuple[list[dict[str, str]], int]], *,
-               retries: int = 2) -> list[tuple[Optional[int], list[str]] | EsllmError]:
-    """`ask_grade` for several (messages, seed) at once: the first, greedy tries go to the engine together
-    (`generate_many`: a backend that batches decodes them at once); the retries of a reply without a grade
-    then follow one by one. If the batch fails, each request is asked alone, so an error belongs to its own
-    request (returned in its place)."""
-    if not requests:
-        return []
-    overrides = {"max_new_tokens": MAX_NEW_TOKENS}
-    try:
-        first = engine.generate_many(judge, [m for m, _ in requests], preset="greedy", overrides=overrides)
-    except EsllmError:
-        first = None
-    out: list[tuple[Optional[int], list[str]] | EsllmError] = []
-    for i, (msgs, seed) in enumerate(requests):
-        try:
-            if first is None:
-                out.append(ask_grade(engine, judge, msgs, retries=retries, seed=seed))
-                continue
-            if not getattr(first[i], "complete", True):  # a server failed or cut this reply: no grade from it
-                raise EsllmError(f"El juez {judge} no respondió: {first[i].error or first[i].finish_reason}")
-            grade = parse_grade(strip_echo(first[i].text, msgs))
-            if grade is not None or retries == 0:
-                out.append((grade, [first[i].text]))
-                continue
-            grade, more = _retry(engine, judge, msgs, retries, seed)
-            out.append((grade, [first[i].text] + more))
-        except EsllmError as e:
-            out.append(e)
-    return out
-
-
-def _retry(engine, judge: str, messages: list[dict[str, str]], retries: int, seed: int) -> tuple[Optional[int], list[str]]:
-    """Tries 1..retries of `ask_grade` (the first, greedy one was made)."""
-    replies: list[str] = []
-    msgs = with_reminder(messages)
-    for attempt in range(1, retries + 1):
-        if attempt == 1:
-            preset, overrides = "greedy", {"max_new_tokens": MAX_NEW_TOKENS}
-        else:
-            preset, overrides = "temperature", {"max_new_tokens": MAX_NEW_TOKENS, "seed": seed + attempt}
-        res = engine.generate(judge, msgs, preset=preset, overrides=overrides)
-        replies.append(res.text)
-        grade = parse_grade(strip_echo(res.text, msgs))
-        if grade is not None:
-            return grade, replies
-    return None, replies
 
 
 def _prompt_limit(engine) -> int:

@@ -8,32 +8,24 @@ Timestamps are stored in UTC and come back as timezone-aware UTC datetimes, also
 Deleting a rating session deletes its contestant slots, raters, assignments and their scores; deleting
 anything that scores point at (an answer, a contestant, a user) is refused: deactivate users instead.
 Changing a model means a new Alembic revision under db/migrations/versions (see db.py).
+
+The declarative `Base`, its constraint naming convention `NAMING`, the column types `UTCDateTime` and
+`PlainText`, and `utcnow` live in esllm/store/base.py; they are re-exported here, and every table is defined on
+that `Base` here, so `from esllm.store.models import Base` (Alembic's env, the tests) gets the full metadata.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Iterable, Optional
 
-from sqlalchemy import (
-    JSON,
-    CheckConstraint,
-    DateTime,
-    ForeignKey,
-    Index,
-    MetaData,
-    String,
-    Text,
-    UniqueConstraint,
-    insert,
-    select,
-    text,
-)
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint, insert, select, text
+from sqlalchemy.orm import Mapped, Session, mapped_column
 from sqlalchemy.orm.attributes import flag_modified
-from sqlalchemy.types import TypeDecorator
+
+from esllm.store.base import NAMING, Base, PlainText, UTCDateTime, utcnow  # noqa: F401 (re-exported)
 
 ROLES = ("admin", "rater")  # people; a judge model grades as a user of role "judge" that cannot log in
 USER_ROLES = ROLES + ("judge",)
@@ -51,59 +43,9 @@ CRITERION_LABELS = {"general": "General", "exactitud": "Exactitud", "relevancia"
 VOTE_CHOICES = ("A", "B", "C", "tie", "all_bad")
 THUMBS = ("up", "down")
 
-# Named constraints: Alembic's batch mode on SQLite can only drop or alter constraints that have a name.
-NAMING = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
 
 def _in(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
-
-
-class UTCDateTime(TypeDecorator):
-    """A datetime stored as UTC; naive values are refused, results are aware UTC (SQLite drops tzinfo)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: Optional[datetime], dialect) -> Optional[datetime]:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime: pass a timezone-aware value (datetime.now(timezone.utc))")
-        value = value.astimezone(timezone.utc)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: Optional[datetime], dialect) -> Optional[datetime]:
-        if value is None:
-            return None
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-
-
-class PlainText(TypeDecorator):
-    """Text without U+0000, stored as U+FFFD on every backend: PostgreSQL's text cannot hold a NUL (psycopg refuses
-    the whole statement) and no reader wants one, but a model can generate it (a byte-fallback token) and a file
-    can carry it. The DDL is plain TEXT. (Where a person types the text, it is refused first: sessions.submit.)"""
-
-    impl = Text
-    cache_ok = True
-
-    def process_bind_param(self, value: Optional[str], dialect) -> Optional[str]:
-        return value.replace("\x00", "\ufffd") if isinstance(value, str) and "\x00" in value else value
-
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
 
 
 def _created() -> Mapped[datetime]:

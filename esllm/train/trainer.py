@@ -10,6 +10,10 @@ adapter weights (safetensors), `esllm_adapter.json` (metadata), `train_log.jsonl
 `README.md` (model card). On CUDA with a 4-bit base: prepare_model_for_kbit_training, gradient
 checkpointing, paged AdamW 8-bit. On CPU: bf16 base weights, fp32 LoRA weights, torch AdamW
 (bitsandbytes' paged optimisers need CUDA); the log says which was used.
+
+The loss (`answer_loss`, `eval_loss`) lives in esllm/train/loss.py, the checkpoint folders and early stopping's
+`BestKeeper` in esllm/train/checkpoints.py; this module imports them, so `trainer.answer_loss`, `trainer.eval_loss`
+and `trainer.CKPT_DIR` still work (tests patch `trainer.eval_loss`: `train` looks it up here).
 """
 
 from __future__ import annotations
@@ -33,9 +37,9 @@ from esllm.paths import file_sha256
 from esllm.train import data as D
 from esllm.train import output as O
 from esllm.train import portable as P
+from esllm.train.checkpoints import CKPT_DIR, BestKeeper, latest_checkpoint
+from esllm.train.loss import answer_loss, eval_loss
 from esllm.train.recipe import Recipe
-
-CKPT_DIR = "checkpoints"
 
 
 @dataclass
@@ -66,65 +70,6 @@ def base_fingerprint(path: str, source_sha: Optional[str]) -> str:
     return h.hexdigest()
 
 
-def _latest_checkpoint(out_dir: Path) -> Optional[Path]:
-    ck = sorted((out_dir / CKPT_DIR).glob("step-*")) if (out_dir / CKPT_DIR).is_dir() else []
-    ck = [c for c in ck if (c / "state.json").is_file()]
-    return ck[-1] if ck else None
-
-
-class BestKeeper:
-    """Early stopping: the best held-out loss so far, its weights on disk, evaluations since it.
-
-    The best weights live in `checkpoints/best-step-N/`; a regular checkpoint's state records the best
-    it knew, so a resume restores the same best and count. Best folders no checkpoint refers to are pruned.
-    """
-
-    def __init__(self, ckpt_root: Path, patience: Optional[int], min_delta: float):
-        self.root, self.patience, self.min_delta = ckpt_root, patience, min_delta
-        self.step: Optional[int] = None
-        self.loss = float("inf")
-        self.bad = 0
-
-    def state(self) -> dict:
-        return {"step": self.step, "loss": self.loss if self.step is not None else None, "bad": self.bad}
-
-    def restore(self, state: Optional[dict]) -> None:
-        if state and state.get("step") is not None:
-            self.step, self.loss, self.bad = state["step"], state["loss"], state["bad"]
-
-    def folder(self, step: Optional[int] = None) -> Path:
-        return self.root / f"best-step-{(self.step if step is None else step):06d}"
-
-    def update(self, step: int, loss: float, save: Callable[[Path], None]) -> bool:
-        """Record an evaluation; True when the run should stop (patience exhausted)."""
-        if loss < self.loss - self.min_delta:
-            self.step, self.loss, self.bad = step, loss, 0
-            d = self.folder()
-            shutil.rmtree(d, ignore_errors=True)
-            save(d)
-            self.prune()
-        else:
-            self.bad += 1
-        return bool(self.patience) and self.bad >= self.patience
-
-    def prune(self) -> None:
-        keep = {self.step}
-        for ck in self.root.glob("step-*"):
-            if (ck / "state.json").is_file():
-                keep.add((json.loads((ck / "state.json").read_text()).get("best") or {}).get("step"))
-        for d in self.root.glob("best-step-*"):
-            if int(d.name.rsplit("-", 1)[1]) not in keep:
-                shutil.rmtree(d, ignore_errors=True)
-
-    def reason(self, last_step: int, stopped: bool, export: str) -> str:
-        if export == "last" or self.step is None:
-            why = "export: last" if export == "last" else "sin evaluaciones de validación"
-            return f"último paso ({last_step}): {why}"
-        tail = (f"parada temprana en el paso {last_step} tras {self.bad} evaluaciones sin mejora (paciencia {self.patience})"
-                if stopped else f"entrenamiento completo hasta el paso {last_step}")
-        return f"mejor pérdida de validación ({self.loss:.4f}) en el paso {self.step}; {tail}"
-
-
 def train_dtype(model, recipe: Recipe, device: str, say: Callable[[str], None]):
     """The base in float32 on CPU (see TrainingSpec.dtype); quantized bases are left as they are."""
     want = recipe.training.dtype
@@ -132,50 +77,6 @@ def train_dtype(model, recipe: Recipe, device: str, say: Callable[[str], None]):
         model = model.float()
         say("Pesos del modelo base en float32 para entrenar (bf16 es lento en CPU)")
     return model
-
-
-def answer_loss(model, batch: dict, eos_id: Optional[int] = None, eos_weight: float = 1.0) -> tuple[torch.Tensor, int]:
-    """(summed cross-entropy, token count) over the answer tokens only.
-
-    `eos_weight` > 1 counts the answer-ending EOS that many times (training only; evaluation is unweighted):
-    a small model learns *when* to stop much later than *what* to say, and an adapter that never stops is
-    useless in the app, while more epochs to teach it overfit the content.
-
-    The LM head runs on the answer positions alone: with Gemma's 262k-token vocabulary the full
-    logits tensor would dominate time and memory on a CPU. Equivalent to `model(..., labels=)`.
-    """
-    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
-    out = causal.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
-    hidden = out.last_hidden_state[:, :-1]
-    labels = batch["labels"][:, 1:]
-    keep = labels != D.IGNORE
-    logits = causal.get_output_embeddings()(hidden[keep]).float()
-    cap = getattr(causal.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    n = int(keep.sum())
-    target = labels[keep]
-    if eos_id is None or eos_weight == 1.0:
-        return torch.nn.functional.cross_entropy(logits, target, reduction="sum"), n
-    ce = torch.nn.functional.cross_entropy(logits, target, reduction="none")
-    w = torch.where(target == eos_id, torch.tensor(eos_weight, dtype=ce.dtype, device=ce.device), torch.ones_like(ce))
-    return (ce * w).sum(), n
-
-
-@torch.no_grad()
-def eval_loss(model, examples: list[D.Tokenized], pad_id: int, batch_size: int) -> float:
-    """Mean cross-entropy per answer token over the held-out examples."""
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    for i in range(0, len(examples), batch_size):
-        batch = {k: v.to(model.device) for k, v in D.collate(examples[i:i + batch_size], pad_id).items()}
-        loss_sum, n = answer_loss(model, batch)
-        total += float(loss_sum)
-        count += n
-    if was_training:
-        model.train()
-    return total / max(count, 1)
 
 
 def _optimizer(recipe: Recipe, params, device: str, say):
@@ -220,7 +121,7 @@ def train(recipe: Recipe, *, root: Path = Path("."), resume: bool = False,
     torch.manual_seed(t.seed)
     out_dir = Path(recipe.output.dir)
     out_dir = out_dir if out_dir.is_absolute() else root / out_dir
-    ckpt = _latest_checkpoint(out_dir) if resume else None
+    ckpt = latest_checkpoint(out_dir) if resume else None
     if resume and ckpt is None:
         raise EsllmError(f"--resume: no hay checkpoints en {out_dir / CKPT_DIR}")
     if not resume and (out_dir / CKPT_DIR).exists():

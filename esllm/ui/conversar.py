@@ -12,6 +12,7 @@ Each answer is preceded in the chat by a small note (a message with Gradio `meta
 sees: `to_engine_messages` skips it) that names the contestant that wrote it and, once it ends, «N tokens ·
 X tok/s · Y s · terminó en EOS/límite»; unfolded, it lists the generation parameters. The contestant the chat
 starts with is the config's `chat_default` (an instruction-following one), else the first available.
+The contestant's card and the «Modelos y adaptadores» table are formatted in esllm/ui/conversar_ficha.py.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from esllm import EsllmError
 from esllm.engine.presets import PRESETS, preset_choices
 from esllm.study.feedback import save_feedback
 from esllm.ui.context import AppContext, bind, handler
+from esllm.ui.conversar_ficha import adapter_card, card_markdown, status_markdown
 
 ADVANCED = ("max_new_tokens", "temperature", "top_k", "top_p", "num_beams", "penalty_alpha", "repetition_penalty", "seed")
 
@@ -88,86 +90,6 @@ def details(result: Any) -> dict:
     d.pop("text", None)
     rate = result.new_tokens / result.latency_s if result.latency_s else 0.0
     return {"contestant": d.pop("contestant"), "tokens_per_s": round(rate, 2), **d}
-
-
-def status_markdown(ctx: AppContext) -> str:
-    eng = ctx.engine
-    lines = ["| concursante | modelo | adaptador | estado |", "|---|---|---|---|"]
-    for c in eng.contestants.values():
-        state = "disponible" if c.available else f"**no disponible**: {c.reason}"
-        adapter = c.adapter or (f"en el servidor: {c.served_model}" if getattr(c, "served_model", None) else "—")
-        lines.append(f"| {c.name} | {c.model_key} | {adapter} | {state} |")
-    bad = {n: r for n, r in eng.adapter_errors.items()}
-    if bad:
-        lines += ["", "**Carpetas de adaptador con problemas**", ""]
-        lines += [f"- `{n}`: {r}" for n, r in bad.items()]
-    for key, err in eng.base_errors.items():
-        lines += ["", f"**Modelo {key} no cargado:** {err}"]
-    return "\n".join(lines)
-
-
-def _card(ctx: AppContext, name) -> tuple[dict, Any]:
-    """An adapter's training metadata and its loss plot (as an image, so no file path is served)."""
-    if not name:
-        return {}, None
-    meta, plot = ctx.engine.adapter_card(name)
-    if not meta:
-        return {"adaptador": "ninguno (modelo base)" if name in ctx.engine.contestants else "—"}, None
-    if plot is None:
-        return meta, None
-    from PIL import Image
-
-    with Image.open(plot) as im:
-        return meta, im.copy()
-
-
-CARD_LABELS = {"description": "Descripción", "base_source": "Modelo base", "examples_used": "Ejemplos usados",
-               "examples_dropped": "Ejemplos descartados (demasiado largos)", "eval_examples": "Ejemplos de validación",
-               "steps": "Pasos", "epochs_done": "Épocas", "final_train_loss": "Pérdida final (entrenamiento)",
-               "final_eval_loss": "Pérdida final (validación)", "base_eval_loss": "Pérdida del modelo base (validación)",
-               "wall_seconds": "Duración (s)", "device": "Dispositivo", "optimizer": "Optimizador",
-               "dataset_sha256": "sha256 del conjunto de datos", "finished_at": "Terminado (UTC)", "limits": "Límites",
-               "lora": "LoRA"}
-INFO_LABELS = {"modelo": "Modelo", "motor": "Motor", "origen": "Origen", "cuantización": "Cuantización", "dispositivo": "Dispositivo",
-               "memoria_MiB": "Memoria (MiB)", "carga_s": "Carga (s)", "adaptador": "Adaptador",
-               "adaptador_r": "Rango LoRA (r)", "adaptador_sha256": "sha256 del adaptador",
-               "adaptador_MiB": "Tamaño del adaptador (MiB)", "plantilla": "Plantilla de chat",
-               "preset": "Preset de generación", "motivo": "Motivo", "servidor": "Servidor",
-               "api": "API", "modelos_servidos": "Modelos que sirve", "concurrencia": "Peticiones a la vez (lotes)",
-               "modelo_servido": "Modelo servido"}
-
-
-def _value(v: Any) -> str:
-    if isinstance(v, dict):
-        return ", ".join(f"{k}: {_value(x)}" for k, x in v.items())
-    if isinstance(v, (list, tuple)):
-        return ", ".join(_value(x) for x in v)
-    if isinstance(v, float):
-        return f"{v:.4g}".replace(".", ",")
-    text = str(v).replace("\n", " ")
-    return text if text else "—"
-
-
-def _table(rows: dict, labels: dict) -> str:
-    """One line per field: «**Label**: value» (a list, not a table: no empty header row)."""
-    return "\n".join(f"- **{labels.get(k, k.replace('_', ' ').capitalize())}**: {_value(v)}"
-                     for k, v in rows.items() if v is not None)
-
-
-def card_markdown(info: dict, meta: dict) -> str:
-    """The contestant card as text: what it is, then its adapter's training card (not raw JSON)."""
-    if not info:
-        return ""
-    state = "disponible" if info.get("disponible") else "**no disponible**"
-    head = f"### {info.get('concursante', '')}\n\n{state}\n\n"
-    rest = {k: v for k, v in info.items() if k not in ("concursante", "disponible")}
-    out = head + _table(rest, INFO_LABELS)
-    train = {k: v for k, v in (meta or {}).items() if k != "adaptador"}
-    if train:
-        out += "\n\n#### Ficha del adaptador (entrenamiento)\n\n" + _table(train, CARD_LABELS)
-    elif info.get("adaptador") and "ninguno" not in str(info.get("adaptador")):
-        out += "\n\nEl adaptador no trae ficha de entrenamiento (esllm_adapter.json)."
-    return out
 
 
 def _overrides(values: tuple) -> dict[str, Any]:
@@ -277,7 +199,7 @@ def describe(ctx: AppContext, name: str, request: gr.Request):
     «Parámetros avanzados» on its own settings: see `contestant_values`)."""
     d = ctx.engine.describe(name)
     c = ctx.engine.contestants[name]
-    meta, img = _card(ctx, name)
+    meta, img = adapter_card(ctx, name)
     return (d, c.preset, meta, gr.update(value=img, visible=img is not None), card_markdown(d, meta),
             *preset_values(c.preset, c.overrides))
 
