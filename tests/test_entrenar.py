@@ -97,6 +97,8 @@ def test_the_accordion_builds_and_stop_without_job_is_a_spanish_error(setup):
         entrenar.stop(ctx, ADMIN)
     with pytest.raises(gr.Error, match="Elija la sesión"):
         entrenar.start(ctx, "dpo", None, None, "", "pref", None, ADMIN)
+    with pytest.raises(gr.Error, match="Épocas: 0"):
+        entrenar.start(ctx, "dpo", None, "piloto", "", "pref", -1, ADMIN)
 
 
 def test_dpo_job_reads_the_session_and_starts_from_the_base_or_an_adapter(setup, monkeypatch):

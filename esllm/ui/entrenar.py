@@ -129,6 +129,8 @@ def start(ctx: AppContext, kind: Any, recipe: Any, session: Any, parent: Any, na
     parent = (parent or "").strip()
     overrides = [f"output.dir={out_dir}"]
     if epochs not in (None, "", 0):
+        if not isinstance(epochs, (int, float)) or not 0 < epochs <= 100:
+            raise EsllmError("Épocas: 0 (las de la receta) o un número entre 0 y 100, p. ej. 1 o 0.5.")
         overrides.append(f"training.epochs={float(epochs)}")
     set_name = None
     if kind == "dpo":
@@ -286,7 +288,7 @@ def build_entrenar(ctx: AppContext) -> None:
             kind = gr.Radio([("SFT (instrucciones, receta)", "sft"), ("DPO (sesión de calificación)", "dpo")],
                             value="dpo", label="Método")
             name = gr.Textbox(label="Nombre del nuevo adaptador (carpeta)", max_lines=1, max_length=64)
-            epochs = gr.Number(0, minimum=0, label="Épocas (0 = las de la receta)")
+            epochs = gr.Number(0, label="Épocas (0 = las de la receta)")
         with gr.Row():
             recipe = gr.Dropdown([], value=None, label="Receta SFT", allow_custom_value=True)
             session = gr.Dropdown([], value=None, label="Sesión (DPO)", allow_custom_value=True)
