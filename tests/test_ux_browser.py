@@ -248,6 +248,10 @@ def test_admin_lands_on_conversar_and_a_new_session_appears_in_resultados_withou
         page.get_by_role("button", name="Importar prompts").click()
         expect(page.locator("body")).to_contain_text("Coloque el archivo aquí")  # Gradio's own words, in Spanish
         expect(page.locator("body")).not_to_contain_text("Drop File Here")
+        # and what a screen reader reads: Gradio's hard-coded English aria-labels, in Spanish (login.ARIA_ES)
+        expect(page.locator('[aria-label="Haga clic para subir un archivo o suéltelo aquí"]').first).to_be_attached()
+        expect(page.locator('[aria-label="Click to upload or drop files"]')).to_have_count(0)
+        expect(page.locator('[aria-label="File upload"]')).to_have_count(0)
         # a failed action: its message in the one message area (the toast), nothing painted over its outputs
         # (Gradio's red «Error» badge hid the three prompt-set lists), their values kept
         chosen = page.locator("#lote-conjunto input").input_value()

@@ -16,6 +16,7 @@ Logging out is Gradio's `GET /logout`, which sends the browser back here.
 from __future__ import annotations
 
 import html
+import json
 from typing import Any
 
 PAGE = """<!doctype html>
@@ -88,8 +89,17 @@ PAGE = """<!doctype html>
 """
 
 
+# Gradio's words that its translations miss (hard-coded aria-labels, read aloud by screen readers), in Spanish.
+ARIA_ES = {"Click to upload or drop files": "Haga clic para subir un archivo o suéltelo aquí",
+           "File upload": "Subir archivo"}
 SPANISH_JS = (b'<script>try{Object.defineProperty(navigator,"language",{get:()=>"es"});'
-              b'Object.defineProperty(navigator,"languages",{get:()=>["es"]});}catch(e){}</script>')
+              b'Object.defineProperty(navigator,"languages",{get:()=>["es"]});}catch(e){}'
+              b'(function(){const m=' + json.dumps(ARIA_ES).encode("ascii") + b';'
+              b'const one=e=>{const t=m[e.getAttribute("aria-label")];if(t)e.setAttribute("aria-label",t);};'
+              b'new MutationObserver(ms=>{for(const x of ms){if(x.type==="attributes"){one(x.target);continue;}'
+              b'for(const n of x.addedNodes)if(n.nodeType===1){one(n);n.querySelectorAll("[aria-label]").forEach(one);}}})'
+              b'.observe(document,{subtree:true,childList:true,attributes:true,attributeFilter:["aria-label"]});'
+              b'})();</script>')  # only what changed is looked at: a streaming answer adds nodes every token
 
 
 def login_html(message: str) -> bytes:
