@@ -135,7 +135,7 @@ def test_stop_closes_the_stream(server, tmp_path):
     res = seen[-1].result
     assert res is not None and res.finish_reason == "stopped" and not res.complete
     assert res.new_tokens < 50 and time.perf_counter() - t0 < 20
-    wait_until(lambda: "Disconnected from client" in server.log_text(), timeout=20)  # the server saw it close
+    wait_until(lambda: "Disconnected from client" in server.log_text(), timeout=60)  # the server saw it close (slow on a busy machine)
     assert e.active == 0
     # a browser that goes away: the iterator is closed, the HTTP stream with it
     it = e.stream("srv-base", PROMPT, overrides={"max_new_tokens": 400})
