@@ -70,15 +70,12 @@ DANGEROUS_FIRST = ("=", "+", "-", "@", "\t", "\r")
 DPO_THRESHOLD = 1.0  # one rubric step: smaller gaps between item means are mostly rater noise
 CSV_ENCODING = "utf-8-sig"
 
-SCORE_CSV = {  # frame column -> puntuaciones.csv header
-    "session": "sesion", "rater": "evaluador", "item": "item", "category": "categoria", "series": "serie",
-    "turn": "turno", "label": "etiqueta", "contestant": "concursante", "criterion": "criterio",
+SCORE_CSV = {  # frame column -> puntuaciones.csv header; ids (categoria, criterio) with their names beside them
+    "session": "sesion", "rater": "evaluador", "item": "item", "category": "categoria",
+    "category_name": "categoria_nombre", "series": "serie", "turn": "turno", "label": "etiqueta",
+    "contestant": "concursante", "criterion": "criterio", "criterion_name": "criterio_nombre",
     "value": "puntuacion", "comment": "comentario", "seconds": "segundos_item", "timestamp": "fecha_utc",
 }
-
-# puntuaciones.csv and tabla.csv: the ids (categoria, criterio) and, beside each, its name as people read it
-SCORE_HEADER = ["sesion", "evaluador", "item", "categoria", "categoria_nombre", "serie", "turno", "etiqueta",
-                "concursante", "criterio", "criterio_nombre", "puntuacion", "comentario", "segundos_item", "fecha_utc"]
 TABLE_HEADER = ["criterio", "criterio_nombre", "categoria", "categoria_nombre", "concursante", "media", "ic95_inf",
                 "ic95_sup", "n", "n_puntuaciones"]
 
@@ -235,21 +232,20 @@ def write_exports(s: Session, session_id: Union[int, str], out_dir: Union[str, P
     criteria = CRITERIA if rs.rubric_mode == "full" else ("general",)
     paths: dict[str, Path] = {}
     labels, _ = set_labels_and_order(s, rs.prompt_set_id)
-    named = {"categoria_nombre": lambda r: labels.get(str(r["categoria"]), r["categoria"]),
-             "criterio_nombre": lambda r: CRITERION_LABELS.get(str(r["criterio"]), r["criterio"])}
-    cols = list(SCORE_CSV)
-    header = SCORE_HEADER
-    scores = (dict(zip([SCORE_CSV[c] for c in cols], row)) for row in df[cols].itertuples(index=False, name=None))
-    paths["puntuaciones.csv"] = write_csv(out / "puntuaciones.csv", header,
-                                          ([named[h](r) if h in named else r[h] for h in header] for r in scores))
+    cat_name = lambda c: labels.get(str(c), str(c))  # noqa: E731
+    crit_name = lambda c: CRITERION_LABELS.get(str(c), str(c))  # noqa: E731
+    # categorical columns: map() names each distinct value once, not each row
+    named = df.assign(category_name=df["category"].map(cat_name), criterion_name=df["criterion"].map(crit_name))
+    paths["puntuaciones.csv"] = write_csv(out / "puntuaciones.csv", list(SCORE_CSV.values()),
+                                          named[list(SCORE_CSV)].itertuples(index=False, name=None))
     table = table_records(df, criteria, seed=seed, n_boot=n_boot) if not df.empty else []
-    header = TABLE_HEADER
-    paths["tabla.csv"] = write_csv(out / "tabla.csv", header,
-                                   ([named[h](r) if h in named else r[h] for h in header] for r in table))
+    for r in table:
+        r.update(categoria_nombre=cat_name(r["categoria"]), criterio_nombre=crit_name(r["criterio"]))
+    paths["tabla.csv"] = write_csv(out / "tabla.csv", TABLE_HEADER, ([r[h] for h in TABLE_HEADER] for r in table))
     agreement = []
     for crit in criteria:
         a = stats.krippendorff_alpha_ordinal(df, crit) if not df.empty else stats.Agreement(float("nan"), 0, 0)
-        agreement.append([crit, CRITERION_LABELS.get(crit, crit), None if math.isnan(a.alpha) else _r(a.alpha),
+        agreement.append([crit, crit_name(crit), None if math.isnan(a.alpha) else _r(a.alpha),
                           a.units, a.values])
     paths["acuerdo.csv"] = write_csv(out / "acuerdo.csv", ["criterio", "criterio_nombre", "alfa_krippendorff_ordinal",
                                                            "unidades_con_2_o_mas", "puntuaciones"], agreement)

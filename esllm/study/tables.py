@@ -88,16 +88,12 @@ def category_labels(set_name: Optional[str], path: Path = LABELS_FILE) -> dict[s
 
 # ---------------------------------------------------------------- Tables 4 and 6
 
-def _ordered(categories: Sequence[str], order: Optional[Sequence[str]]) -> list[str]:
-    return stats.ordered_categories(categories, order or ())
-
-
 def plain_table(df: pd.DataFrame, criterion: str = "general", *, labels: Mapping[str, str] = {},
                 order: Optional[Sequence[str]] = None, title: str = "", average: bool = True) -> Grid:
     """The study's Table 4/6: rows = categories (set order) + Promedio, columns = contestants (df order), cells =
     the mean of the item scores (no CI), two decimals. `df` has the columns of stats.SCORE_COLUMNS."""
     items = stats.item_scores(df, criterion)
-    cats = _ordered([str(c) for c in pd.unique(items["category"])], order)
+    cats = stats.ordered_categories([str(c) for c in pd.unique(items["category"])], order or ())
     cons = [str(c) for c in pd.unique(items["contestant"])]
     means = items.groupby(["category", "contestant"], observed=True, sort=False)["score"].mean()
     grid = Grid(title, "Categoría", [labels.get(c, c) for c in cats], cons, total_row=PROMEDIO if average else None)
@@ -114,7 +110,7 @@ def plain_table(df: pd.DataFrame, criterion: str = "general", *, labels: Mapping
 def ci_table(table: stats.StudyTable, *, labels: Mapping[str, str] = {}, order: Optional[Sequence[str]] = None,
              title: str = "") -> Grid:
     """Today's view of the same table: each cell mean [95% bootstrap CI] n = items; Promedio last."""
-    cats = _ordered(table.categories, order)
+    cats = stats.ordered_categories(table.categories, order or ())
     grid = Grid(title, "Categoría", [labels.get(c, c) for c in cats] + [PROMEDIO], list(table.contestants),
                 total_row=PROMEDIO)
     for cat in cats + [PROMEDIO]:
