@@ -110,8 +110,8 @@ def bench_cold_warm(key: str, spec, skip_cold: bool) -> None:
 
 # ---------------------------------------------------------------- 2. adapter switch vs reload
 def bench_switch(key: str, spec, n_switches: int, n_reloads: int) -> None:
-    from esllm.engine import Engine
     from esllm.engine.adapters import peft_name
+    from esllm.engine.core import Engine
     from esllm.engine.loader import load_base
 
     header(f"2. Adapter switch vs base reload ({key}, {spec.quantization})")
@@ -133,7 +133,7 @@ def bench_switch(key: str, spec, n_switches: int, n_reloads: int) -> None:
         t0 = time.perf_counter()
         engine.start()
         print(f"  Engine.start (base load + 2 adapters): {time.perf_counter() - t0:.1f} s; "
-              f"errors: {engine.base_errors or engine.adapter_errors or 'none'}")
+              f"errors: {engine.registry.base_errors or engine.registry.adapter_errors or 'none'}")
         # The engine's whole request path, to show switching really changes the model and comes back.
         seq = ["base", "base+a1", "base+a2", "base+a1", "base"]
         texts = [engine.generate(c, [{"role": "user", "content": SHORT_PROMPT}], preset="greedy",
@@ -142,7 +142,7 @@ def bench_switch(key: str, spec, n_switches: int, n_reloads: int) -> None:
             print(f"    {c:8s} -> {t!r}")
         ok = texts[0] == texts[4] and texts[1] == texts[3] and len({texts[0], texts[1], texts[2]}) == 3
         print(f"  check (3 different answers, same answer when a contestant comes back): {'OK' if ok else 'FAILED'}")
-        base = engine.bases[key]
+        base = engine.registry.bases[key]
         switch, disable = time_switches(base, [peft_name("a1"), peft_name("a2")], n_switches)
     finally:
         shutil.rmtree(adir, ignore_errors=True)

@@ -60,7 +60,7 @@ def engine_on(backend: str, quantization: str = "nf4"):
     eng.start()
     missing = set(CONTESTANTS) - set(eng.available())
     if missing:
-        raise SystemExit(f"not available on {backend}: {sorted(missing)} ({eng.adapter_errors}, {eng.base_errors})")
+        raise SystemExit(f"not available on {backend}: {sorted(missing)} ({eng.registry.adapter_errors}, {eng.registry.base_errors})")
     return eng
 
 
@@ -100,7 +100,7 @@ def section_decode(args, lc, tf_nf4, tf_none) -> None:
 
     header(f"1. Decode tokens/s: same prompt, same GGUF, {args.rounds} interleaved rounds, "
            f"≤{args.new_tokens} new tokens, stop at EOS")
-    base = lc.bases["gemma-3-270m"]
+    base = lc.registry.bases["gemma-3-270m"]
     template = get_template(base.spec.template)
     ids, _ = prompt_ids(base.tok, template, MSGS, 2048)
     plain = Plain(Path(base.path), ids, eos_token_ids(base.tok, template), base.n_threads, args.new_tokens)
@@ -156,7 +156,7 @@ def section_decode(args, lc, tf_nf4, tf_none) -> None:
 
 def section_switch(args, lc) -> None:
     header("2. Adapter switch and concurrency (llama.cpp backend)")
-    base = lc.bases["gemma-3-270m"]
+    base = lc.registry.bases["gemma-3-270m"]
     base.switch_seconds.clear()
     short = [{"role": "user", "content": "Hola"}]
     for i in range(args.switches):

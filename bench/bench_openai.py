@@ -51,9 +51,9 @@ def main() -> None:
                "limits": {"max_new_tokens": args.max_new_tokens}}
         e = Engine(parse_config(cfg), root=ROOT)
         e.start()
-        missing = [n for n, c in e.contestants.items() if not c.available]
+        missing = [n for n, c in e.registry.contestants.items() if not c.available]
         if missing:
-            sys.exit(f"unavailable: {[e.contestants[n].reason for n in missing]}")
+            sys.exit(f"unavailable: {[e.registry.contestants[n].reason for n in missing]}")
         return e
 
     convs = [[{"role": "user", "content": prompts[i % len(prompts)]}] for i in range(args.requests)]
@@ -63,7 +63,7 @@ def main() -> None:
         t0 = time.perf_counter()
         out: dict[str, list] = {}
         threads = [threading.Thread(target=lambda n=n: out.__setitem__(n, e.generate_many(n, convs)))
-                   for n in e.contestants]
+                   for n in e.registry.contestants]
         for t in threads:  # together: the models' requests all in flight at once (mixed-adapter batching)
             t.start()
             if not together:

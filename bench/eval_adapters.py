@@ -41,15 +41,15 @@ def main() -> None:
     import torch
     from peft import PeftModel
 
-    from esllm.engine import Engine
     from esllm.engine.adapters import peft_name
     from esllm.engine.config import load_config
+    from esllm.engine.core import Engine
     from esllm.train import data as D
     from esllm.train.trainer import eval_loss
 
     engine = Engine(load_config(args.config), root=ROOT, progress=lambda m: None)
     engine.start()
-    contestants = list(engine.contestants.values())
+    contestants = list(engine.registry.contestants.values())
     missing = [f"{c.name}: {c.reason}" for c in contestants if not c.available]
     if missing:
         print("No disponibles:\n  " + "\n  ".join(missing))
@@ -70,7 +70,7 @@ def main() -> None:
             examples = examples[: args.limit]
         report["sets"][set_name] = {}
         for c in contestants:
-            base = engine.bases[c.model_key]
+            base = engine.registry.bases[c.model_key]
             tok, model, tpl = base.tokenizer, base.model, c.template
             eos = [tok.eos_token_id]
             with base.lock:

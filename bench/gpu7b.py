@@ -112,9 +112,9 @@ def _gpu_one(folder: Path, workdir: Path, quant: str, device: str, n_new: int, n
     """Load the random 7B with one quantisation; measure load, memory, tokens/s (and, nf4, one adapter)."""
     import torch
 
-    from esllm.engine import Engine
     from esllm.engine.adapters import peft_name
     from esllm.engine.config import ModelSpec
+    from esllm.engine.core import Engine
     from esllm.engine.loader import load_base
 
     key = "mistral-7b-random"
@@ -143,7 +143,7 @@ def _gpu_one(folder: Path, workdir: Path, quant: str, device: str, n_new: int, n
         t0 = time.perf_counter()
         engine.start()
         print(f"  adapter lora16 (r=16, q_proj,v_proj) loaded by the engine in {time.perf_counter() - t0:.2f} s; "
-              f"errors: {engine.adapter_errors or 'none'}")
+              f"errors: {engine.registry.adapter_errors or 'none'}")
         switch, disable = time_switches(base, [peft_name("lora16")], n_switches)
         print_switches(switch, disable, 1)
         print(f"  reload / switch = {base.load_seconds * 1e9 / statistics.median(switch):,.0f}x "

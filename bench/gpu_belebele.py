@@ -38,8 +38,8 @@ def main() -> None:
 
     import torch
 
-    from esllm.engine import Engine
     from esllm.engine.config import ModelSpec
+    from esllm.engine.core import Engine
     from esllm.engine.loader import load_base
     from esllm.evals.belebele import evaluate, load_belebele
 
@@ -68,7 +68,7 @@ def main() -> None:
     engine = Engine(engine_config(key, spec, ["lora256"], adir), root=work, loader=lambda *_, b=base: b, progress=quiet)
     engine.start()
     print(f"  random LoRA r=256 on q/k/v/o ({n_lora} modules) loaded; adapter errors: "
-          f"{engine.adapter_errors or 'none'}")
+          f"{engine.registry.adapter_errors or 'none'}")
     lens = [len(base.tokenizer(it.passage + it.question)["input_ids"]) for it in sample]
     print(f"  prompt length (passage + question, this tokenizer): {min(lens)}-{max(lens)} tokens")
     evaluate(engine, "base", items[:8], batch_size=8)  # warm-up (kernels, allocator)

@@ -147,9 +147,9 @@ def reference(tiny):
     The model is loaded fresh (plain transformers, plus peft for an adapter), never through the engine.
     """
 
-    from esllm.engine.backend import HFTok
     from esllm.engine.messages import visible
     from esllm.engine.templates import get_template
+    from esllm.engine.tokens import HFTok
 
     models: dict[tuple, Any] = {}
     results: dict[tuple, Reference] = {}

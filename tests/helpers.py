@@ -28,10 +28,11 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable, Iterator, NamedTuple, Optional
 
 import yaml
+
+from esllm.engine.core import Engine
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "artifacts"
@@ -62,26 +63,119 @@ def wait_until(condition: Callable[[], Any], timeout: float = 30.0, interval: fl
 # ----------------------------------------------------------------------------- engines
 def make_engine(config: dict, root: Path, **kw):
     """A started Engine over `config` (a dict as Tiny.config() returns it)."""
-    from esllm.engine import Engine
     from esllm.engine.config import parse_config
+    from esllm.engine.core import Engine
 
     engine = Engine(parse_config(config), root=root, progress=lambda msg: None, **kw)
     engine.start()
     return engine
 
 
-class FakeEngine:
-    """An engine without a model: canned replies, every request recorded in `calls` as
-    (name, messages, preset, overrides).
+class FakeModel:
+    """A base model without weights, as the registry holds any base (esllm/engine/runner.py's `LoadedModel`): it
+    gives each contestant a `FakeRunner`, and says «apagado» for those in `unavailable`."""
+
+    def __init__(self, reply, code: dict, unavailable=()):
+        import itertools
+        import threading
+
+        self.key, self.adapters, self.lock = "m", {}, threading.RLock()
+        self.reply, self.code, self.unavailable, self.counter = reply, code, set(unavailable), itertools.count(1)
+
+    def load_adapter(self, info) -> None:
+        from esllm import EsllmError
+
+        raise EsllmError("el modelo falso no carga adaptadores")
+
+    def unload_adapter(self, name: str) -> None:
+        pass
+
+    def refresh(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def unavailable_reason(self, c):
+        return "apagado" if c.name in self.unavailable else None
+
+    def runner(self, c, limits):
+        return FakeRunner(self, c)
+
+
+class FakeRunner:
+    """A contestant with canned replies: the whole `runner.Runner` protocol, no model. The text is
+    `model.reply(name, messages)`, else "<code>#<seed>#<n>" (n counts every answer of the engine)."""
+
+    def __init__(self, model: FakeModel, c):
+        from esllm.engine.runner import Capabilities
+
+        self.model, self.c = model, c
+        self.capabilities = Capabilities(scores_tokens=False, max_batch=1)
+        self.active = 0
+
+    def record(self):
+        from esllm.engine.runner import ContestantRecord
+
+        return ContestantRecord(name=self.c.name, available=True, base="m", base_source=FakeEngine.BASE,
+                                base_sha256="b" * 64, backend="fake", quantization="none", dtype="float32",
+                                device="cpu", template="alpaca-es", template_sha256=self.c.template.sha256,
+                                preset=self.c.preset, params=dict(self.c.overrides))
+
+    def _answer(self, messages, params):
+        from esllm.engine.types import GenerationResult
+
+        n = next(self.model.counter)
+        if self.model.reply is not None:
+            text = self.model.reply(self.c.name, messages)
+        else:
+            text = f"{self.model.code[self.c.name]}#{params.seed}#{n}"
+        return GenerationResult(text=text, contestant=self.c.name, base=FakeEngine.BASE, adapter=None,
+                                template="alpaca-es", params=params.as_dict(), prompt_tokens=5, new_tokens=3,
+                                latency_s=0.1, first_token_s=0.05, finish_reason="eos", backend="fake")
+
+    def stream(self, messages, params, stop):
+        from esllm.engine.types import StreamEvent
+
+        result = self._answer(messages, params)
+        yield StreamEvent(result.text[: len(result.text) // 2])
+        yield StreamEvent(result.text, result)
+
+    def generate_many(self, conversations, params, stop):
+        return [self._answer(m, params) for m in conversations]
+
+    def _no_scores(self, *a, **kw):
+        from esllm import EsllmError
+
+        raise EsllmError(f"{self.c.name} es un concursante falso: no da probabilidades de tokens.")
+
+    loglikelihood = next_token_logprobs = encode = _no_scores
+
+
+def _fake_config(names, *, preset, params, max_prompt_chars, max_new_tokens, adapters_dir):
+    """A loaded configuration as load_config gives it, built without validation: tests use contestant names a
+    config file refuses («=uno», to test CSV escaping)."""
+    from esllm.engine.config import AppConfig, ContestantSpec, Limits, ModelSpec
+
+    specs = [ContestantSpec.model_construct(name=n, model="m", adapter=None, template=None, preset=preset,
+                                            params=dict(params or {}), vary_attempts=[], served_model=None, lora=[])
+             for n in names]
+    return AppConfig.model_construct(
+        models={"m": ModelSpec(source=FakeEngine.BASE, backend="transformers", template="alpaca-es")},
+        contestants=specs, limits=Limits(max_prompt_chars=max_prompt_chars, max_new_tokens=max_new_tokens),
+        adapters_dir=str(adapters_dir), auto_contestants=False, chat_default=None)
+
+
+class FakeEngine(Engine):
+    """The real Engine over one `FakeModel`: canned replies, no weights. Every request is recorded in `calls` as
+    (name, messages, preset, overrides) on its way in; everything else (the registry, message caps, parameters,
+    availability) is the engine's own.
 
     `names`: its contestants, all available except those in `unavailable`. `reply(name, messages) -> text`
-    (it may raise, to make a request fail); by default "<code>#<seed>#<call>": the code (r0, r1, … by
-    position) stands for the contestant without naming it, the seed is overrides["seed"] (the attempt, in
-    batch runs), the call counts every request. `generate` and `stream` return the real GenerationResult and
-    StreamEvent (the text in two pieces); `contestant` refuses like the real Engine; the base is
-    FakeEngine.BASE and the template alpaca-es. Enough of the rest (describe, adapter_card, refresh, the
-    errors dicts, config.limits) for the UI handlers. `preset`: every contestant's (a sampling one by default, so
-    batch runs of N attempts are not refused as identical); `params`: their config overrides (`overrides`).
+    (it may raise, to make a request fail); by default "<code>#<seed>#<n>": the code (r0, r1, … by position)
+    stands for the contestant without naming it, the seed is the request's (the attempt, in batch runs), n counts
+    every answer. `preset`: every contestant's (a sampling one by default, so batch runs of N attempts are not
+    refused as identical); `params`: their config overrides.
     """
 
     BASE = "bundled:falso"
@@ -89,76 +183,36 @@ class FakeEngine:
     def __init__(self, names=("modelo-a", "modelo-b"), reply: Optional[Callable[[str, list], str]] = None, *,
                  unavailable=(), max_prompt_chars: int = 4000, max_new_tokens: int = 256, preset: str = "top-k",
                  params: Optional[dict] = None):
-        self.reply, self.calls, self.preset = reply, [], preset
-        self.code = {n: f"r{i}" for i, n in enumerate(names)}
-        self.contestants = {n: SimpleNamespace(name=n, model_key="m", adapter=None, preset=preset,
-                                               overrides=dict(params or {}),
-                                               template=SimpleNamespace(name="alpaca-es"),
-                                               available=n not in unavailable,
-                                               reason="apagado" if n in unavailable else "")
-                            for n in names}
-        self.bases = {"m": SimpleNamespace(spec=SimpleNamespace(source=self.BASE, template="alpaca-es"))}
-        self.adapters: dict = {}
-        self.adapter_errors: dict = {}
-        self.base_errors: dict = {}
-        self.config = SimpleNamespace(limits=SimpleNamespace(max_prompt_chars=max_prompt_chars,
-                                                             max_new_tokens=max_new_tokens))
+        import tempfile
 
-    def available(self) -> list[str]:
-        return [c.name for c in self.contestants.values() if c.available]
+        self.calls: list = []
+        self.model = FakeModel(reply, {n: f"r{i}" for i, n in enumerate(names)}, unavailable)
+        config = _fake_config(names, preset=preset, params=params, max_prompt_chars=max_prompt_chars,
+                              max_new_tokens=max_new_tokens, adapters_dir=Path(tempfile.gettempdir()) / "esllm-ninguno")
+        super().__init__(config, Path("."), opener=lambda *_: self.model, progress=lambda msg: None)
+        self.start()
 
-    def contestant(self, name):
-        from esllm import EsllmError
+    @property
+    def reply(self):
+        return self.model.reply
 
-        c = self.contestants.get(name)
-        if c is None:
-            raise EsllmError(f"No existe el concursante {name!r}.")
-        if not c.available:
-            raise EsllmError(f"El concursante {name} no está disponible: {c.reason}")
-        return c
+    @reply.setter
+    def reply(self, fn) -> None:  # a test makes later requests fail
+        self.model.reply = fn
 
-    def hashes(self, name) -> dict:
-        self.contestant(name)
-        return {"contestant": name, "base": self.BASE, "base_sha256": "b" * 64, "adapter": None,
-                "adapter_sha256": None, "template": "alpaca-es", "preset": self.preset}
+    @property
+    def code(self) -> dict:
+        return self.model.code
 
-    def describe(self, name) -> dict:
-        self.contestant(name)
-        return {"concursante": name, "modelo": "m", "base": self.BASE, "adaptador": None, "disponible": True}
-
-    def adapter_card(self, name):
-        return {}, None
-
-    def refresh(self):
-        from esllm.engine.types import RefreshReport
-
-        return RefreshReport()
-
-    def _answer(self, name, messages, preset, overrides):
-        from esllm.engine.types import GenerationResult
-
+    def stream(self, name, messages, *, preset=None, overrides=None, stop_event=None):
         self.contestant(name)
         self.calls.append((name, messages, preset, overrides))
-        if self.reply is not None:
-            text = self.reply(name, messages)
-        else:
-            text = f"{self.code[name]}#{(overrides or {}).get('seed')}#{len(self.calls)}"
-        return GenerationResult(text=text, contestant=name, base=self.BASE, adapter=None, template="alpaca-es",
-                                params={"preset": preset or self.preset, **(overrides or {})}, prompt_tokens=5,
-                                new_tokens=3, latency_s=0.1, first_token_s=0.05, finish_reason="eos")
+        yield from super().stream(name, messages, preset=preset, overrides=overrides, stop_event=stop_event)
 
-    def generate(self, name, messages, preset=None, overrides=None):
-        return self._answer(name, messages, preset, overrides)
-
-    def generate_many(self, name, conversations, preset=None, overrides=None, stop_event=None):
-        return [self._answer(name, m, preset, overrides) for m in conversations]
-
-    def stream(self, name, messages, preset=None, overrides=None, stop_event=None):
-        from esllm.engine.types import StreamEvent
-
-        result = self._answer(name, messages, preset, overrides)
-        yield StreamEvent(result.text[: len(result.text) // 2])
-        yield StreamEvent(result.text, result)
+    def generate_many(self, name, conversations, *, preset=None, overrides=None, stop_event=None):
+        self.contestant(name)
+        self.calls.extend((name, m, preset, overrides) for m in conversations)
+        return super().generate_many(name, conversations, preset=preset, overrides=overrides, stop_event=stop_event)
 
 
 # ----------------------------------------------------------------------------- the store

@@ -68,18 +68,18 @@ def broken_engine(tiny, tmp_path_factory):
 
 
 def test_each_broken_adapter_is_reported_with_its_reason(broken_engine):
-    errors = broken_engine.adapter_errors
+    errors = broken_engine.registry.adapter_errors
     assert set(errors) == set(BROKEN), errors
     for name, reason in BROKEN.items():
         assert reason in errors[name], (name, errors[name])
-    assert set(broken_engine.adapters) == {"bueno"}
+    assert set(broken_engine.registry.adapters) == {"bueno"}
 
 
 def test_broken_adapters_leave_the_rest_working(broken_engine, reference):
     eng = broken_engine
-    assert set(eng.bases["llama"].model.peft_config) == {"bueno"}  # no half-loaded adapter left behind
-    assert eng.contestants["llama + bueno"].available and eng.contestants["llama + bueno"].auto
-    for c in eng.contestants.values():  # a contestant on a broken folder is shown unavailable, with the reason
+    assert set(eng.registry.bases["llama"].model.peft_config) == {"bueno"}  # no half-loaded adapter left behind
+    assert eng.registry.contestants["llama + bueno"].available and eng.registry.contestants["llama + bueno"].auto
+    for c in eng.registry.contestants.values():  # a contestant on a broken folder is shown unavailable, with the reason
         if c.adapter in BROKEN:
             assert not c.available and BROKEN[c.adapter] in c.reason, (c.name, c.reason)
     assert eng.generate("llama + bueno", PROMPT).text == reference("llama", "a1").text
@@ -87,7 +87,7 @@ def test_broken_adapters_leave_the_rest_working(broken_engine, reference):
 
 
 def test_listed_contestants_on_broken_or_missing_adapters_say_why(broken_engine):
-    roto, ausente = broken_engine.contestants["roto"], broken_engine.contestants["ausente"]
+    roto, ausente = broken_engine.registry.contestants["roto"], broken_engine.registry.contestants["ausente"]
     assert not roto.available and roto.reason.startswith("adaptador truncado:") and "truncado o dañado" in roto.reason
     assert not ausente.available and "no existe la carpeta" in ausente.reason and "no-existe" in ausente.reason
     with pytest.raises(Exception, match="El concursante roto no está disponible: adaptador truncado"):
@@ -100,8 +100,8 @@ def test_llama_adapter_on_falcon_is_refused(tiny, tmp_path, reference):
     eng = make_engine(falcon.config(adapters_dir=tmp_path / "adapters", contestants=[
         {"name": "f", "model": "falcon"}, {"name": "f+llama", "model": "falcon", "adapter": "de-llama"}]), tmp_path)
     assert "incompatible con este modelo base: la capa model.layers.0.self_attn.q_proj no existe" \
-        in eng.adapter_errors["de-llama"]
-    assert not eng.contestants["f+llama"].available
+        in eng.registry.adapter_errors["de-llama"]
+    assert not eng.registry.contestants["f+llama"].available
     assert eng.generate("f", PROMPT).text == reference("falcon").text
 
 
@@ -126,10 +126,10 @@ def test_adapter_own_template_wins(tiny, tmp_path):
     (ad / "a1" / "esllm_adapter.json").write_text(json.dumps({"stop_strings": ["\nP:"]}), encoding="utf-8")
     (ad / "a2" / "esllm_adapter.json").write_text(json.dumps({"template": "alpaca-es"}), encoding="utf-8")
     eng = make_engine(t.config(adapters_dir=ad), tmp_path)
-    tok = eng.bases["llama"].tokenizer
+    tok = eng.registry.bases["llama"].tokenizer
     own = eng.generate("llama-a1", PROMPT)
     assert own.template == "a1 (propia)"
-    assert eng.contestants["llama-a1"].template.stop_strings == ("\nP:",)
+    assert eng.registry.contestants["llama-a1"].template.stop_strings == ("\nP:",)
     assert own.prompt_tokens == len(tok("<s>P: Hola, ¿cómo estás?\nR:", add_special_tokens=False)["input_ids"])
     assert eng.generate("llama-a2", PROMPT).template == "alpaca-es"
     assert eng.generate("llama-base", PROMPT).template == "llama-2"
@@ -141,12 +141,12 @@ def test_refresh_adds_reloads_and_removes_without_restart(tiny, tmp_path, refere
     shutil.copytree(t.adapters_dir / "a1", ad / "a1")
     eng = make_engine(t.config(adapters_dir=ad, contestants=[
         {"name": "llama-base", "model": "llama"}, {"name": "llama-a1", "model": "llama", "adapter": "a1"}]), tmp_path)
-    assert set(eng.contestants) == {"llama-base", "llama-a1"}
+    assert set(eng.registry.contestants) == {"llama-base", "llama-a1"}
 
     shutil.copytree(t.adapters_dir / "a2", ad / "a3")  # a new folder appears
     report = eng.refresh()
     assert (report.added, report.reloaded, report.removed, report.errors) == (["a3"], [], [], {})
-    new = eng.contestants["llama + a3"]
+    new = eng.registry.contestants["llama + a3"]
     assert new.available and new.auto and new.adapter == "a3"
     assert eng.generate("llama + a3", PROMPT).text == reference("llama", "a2").text
 
@@ -161,8 +161,8 @@ def test_refresh_adds_reloads_and_removes_without_restart(tiny, tmp_path, refere
     shutil.rmtree(ad / "a3")
     report = eng.refresh()
     assert report.removed == ["a3"]
-    assert "llama + a3" not in eng.contestants and "a3" not in eng.adapters
-    assert set(eng.bases["llama"].model.peft_config) == {"a1"}
+    assert "llama + a3" not in eng.registry.contestants and "a3" not in eng.registry.adapters
+    assert set(eng.registry.bases["llama"].model.peft_config) == {"a1"}
 
 
 def test_base_still_answers_after_its_last_adapter_is_removed(tiny, tmp_path, reference):
@@ -174,18 +174,18 @@ def test_base_still_answers_after_its_last_adapter_is_removed(tiny, tmp_path, re
     shutil.copytree(t.adapters_dir / "a1", ad / "a1")
     eng = make_engine(t.config(adapters_dir=ad, contestants=[
         {"name": "llama-base", "model": "llama"}, {"name": "llama-a1", "model": "llama", "adapter": "a1"}]), tmp_path)
-    raw = eng.bases["llama"].model.get_base_model()
+    raw = eng.registry.bases["llama"].model.get_base_model()
 
     shutil.rmtree(ad / "a1")  # a listed adapter disappears: its contestant says why
     eng.refresh()
-    assert not eng.contestants["llama-a1"].available and "no existe la carpeta" in eng.contestants["llama-a1"].reason
+    assert not eng.registry.contestants["llama-a1"].available and "no existe la carpeta" in eng.registry.contestants["llama-a1"].reason
     assert eng.generate("llama-base", PROMPT).text == reference("llama").text
-    assert eng.bases["llama"].model is raw  # no adapter left: the plain model, never reloaded
+    assert eng.registry.bases["llama"].model is raw  # no adapter left: the plain model, never reloaded
     assert not any("lora" in n for n, _ in raw.named_modules())
 
     shutil.copytree(t.adapters_dir / "a1", ad / "a1")  # and adapters can come back
     assert eng.refresh().added == ["a1"]
-    assert isinstance(eng.bases["llama"].model, PeftModel) and eng.bases["llama"].model.get_base_model() is raw
+    assert isinstance(eng.registry.bases["llama"].model, PeftModel) and eng.registry.bases["llama"].model.get_base_model() is raw
     assert eng.generate("llama-a1", PROMPT).text == reference("llama", "a1").text
     assert eng.generate("llama-base", PROMPT).text == reference("llama").text
 
@@ -202,7 +202,7 @@ def test_scoring_uses_each_contestants_own_weights_and_hashes_trace_them(engine,
     assert abs(logp["llama-base"] - logp["llama-a1"]).max() > 0.05
     assert abs(logp["llama-a1"] - logp["llama-a2"]).max() > 0.05
     model, tok = tm.load_with_adapter(t.model_dir, t.adapters_dir / "a2")
-    bos = tok.bos_token if eng.bases["llama"].tok.add_bos else ""  # raw text: BOS only where the tokenizer adds it
+    bos = tok.bos_token if eng.registry.bases["llama"].tok.add_bos else ""  # raw text: BOS only where the tokenizer adds it
     want = torch.log_softmax(tm.last_logits(model, tok, bos + text), dim=-1)
     assert abs(logp["llama-a2"] - want.numpy()).max() < 2e-3
     h = eng.hashes("llama-a1")

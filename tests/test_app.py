@@ -48,7 +48,7 @@ def answer_text(history) -> str:
 
 def raw(ctx):
     """The transformers model under peft: generate() runs its forward, not PeftModel's."""
-    m = ctx.engine.bases["llama"].model
+    m = ctx.engine.registry.bases["llama"].model
     return m.get_base_model() if hasattr(m, "get_base_model") else m
 
 
@@ -185,7 +185,7 @@ def test_refresh_picks_up_new_adapter_without_restart(client, tiny_app, tiny):
     shutil.rmtree(adapters / "nuevo")
     shutil.rmtree(adapters / "roto")
     client.predict("llama-base", api_name="/actualizar_adaptadores")
-    assert "llama + nuevo" not in ctx.engine.contestants
+    assert "llama + nuevo" not in ctx.engine.registry.contestants
 
 
 def test_regenerate_replaces_last_answer(client):
@@ -253,7 +253,7 @@ def test_shipped_adapters_load_and_change_the_default_model(real_app):
     ctx, _ = real_app
     eng = ctx.engine
     for name, adapter in (("gemma-instrucciones", "instrucciones-es"), ("gemma-tributario", "tributario-ec")):
-        c = eng.contestants[name]
+        c = eng.registry.contestants[name]
         assert c.available, c.reason
         folder = app_root() / "adapters" / adapter
         meta = json.loads((folder / "esllm_adapter.json").read_text(encoding="utf-8"))
@@ -261,7 +261,7 @@ def test_shipped_adapters_load_and_change_the_default_model(real_app):
         # (the adapters overfit: see configs/recipes/ and bench/results/eval_adapters.txt).
         assert 0 < meta["final_eval_loss"] < 10 and 0 < meta["base_eval_loss"] < 10 and meta["examples_used"] > 100
         assert (folder / "loss.png").stat().st_size > 5000 and not (folder / "adapter_model.bin").exists()
-        card, _ = eng.adapter_card(name)
+        card, _ = eng.registry.adapters[adapter].card()
         assert card["steps"] == meta["steps"]
     ex = load_examples(app_root() / "data" / "tributario-ec" / "eval.json")[0]
     msgs = [{"role": "user", "content": ex.messages[-1]["content"]}]

@@ -49,7 +49,7 @@ def sample():
 @contextmanager
 def favour(engine, family: str, token_id: int):
     """Add a large bonus to `token_id` in the output layer of the family's loaded base (every forward)."""
-    model = engine.bases[family].model
+    model = engine.registry.bases[family].model
 
     def hook(module, args, output):
         output = output.clone()
@@ -67,7 +67,7 @@ def favour(engine, family: str, token_id: int):
 def test_scoring_picks_the_letter_whose_logit_is_raised_and_follows_the_control(engine, sample):
     eng = engine("llama")
     items = sample[:10]
-    letter_ids = B.letter_token_ids(eng.bases["llama"].tokenizer)
+    letter_ids = B.letter_token_ids(eng.registry.bases["llama"].tokenizer)
     for name in ("llama-base", "llama-a1"):
         for letter in ("C", "A"):
             with favour(eng, "llama", letter_ids[letter][-1]):

@@ -74,7 +74,7 @@ def test_a_tiny_model_pushed_towards_one_letter_picks_it_and_the_run_records_the
     import torch
 
     engine = make_engine(tiny("llama").config(), tiny_root)
-    base = engine.bases["llama"]
+    base = engine.registry.bases["llama"]
     tok = base.tok
     items = load_belebele(SAMPLE)[:3]
     ctx = lmeval_prompt(raw_rows(SAMPLE)[items[0].line])

@@ -378,7 +378,7 @@ def test_stop_ends_the_comparison_and_it_cannot_be_voted(cmp_app):
     from gradio_client.exceptions import AppError
 
     ctx, url, *_ = cmp_app
-    m = ctx.engine.bases[MODEL_KEY].model
+    m = ctx.engine.registry.bases[MODEL_KEY].model
     raw = m.get_base_model() if hasattr(m, "get_base_model") else m
     c = client(url, "admin")
     with tm.slowed(raw, 0.1) as calls:

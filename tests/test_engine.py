@@ -28,7 +28,7 @@ CAP = LIMITS["max_new_tokens"]
 
 def raw_model(engine, family):
     """The transformers model under the engine's PeftModel wrapper."""
-    return engine.bases[family].model.get_base_model()
+    return engine.registry.bases[family].model.get_base_model()
 
 
 # ---------------------------------------------------------------- adapter routing
@@ -39,7 +39,7 @@ def test_adapters_give_different_logits_equal_to_peft(family, engine, tiny):
     """Activated the way the engine does (set_adapter / disable_adapter), each adapter's logits are
     those of peft loading that adapter alone, and the three differ from each other."""
     eng, t = engine(family), tiny(family)
-    base = eng.bases[family]
+    base = eng.registry.bases[family]
     tok = base.tokenizer
     prompt = get_template(t.template).render(PROMPT, bos_token=tok.bos_token, eos_token=tok.eos_token)
     got = {}
@@ -66,8 +66,8 @@ def test_greedy_answer_equals_reference(family, which, engine, reference):
     from peft import PeftModel
 
     eng = engine(family)
-    assert isinstance(eng.bases[family].model, PeftModel)  # adapters are loaded on this base
-    assert set(eng.bases[family].adapters) == {"a1", "a2"}
+    assert isinstance(eng.registry.bases[family].model, PeftModel)  # adapters are loaded on this base
+    assert set(eng.registry.bases[family].adapters) == {"a1", "a2"}
     res = eng.generate(f"{family}-{which}", PROMPT, preset="greedy")
     ref = reference(family, None if which == "base" else which)
     assert (res.text, res.new_tokens) == (ref.text, ref.new_tokens)
@@ -152,8 +152,8 @@ def test_contrastive_search_matches_uncached_reference(family, engine, tiny):
     eos_ids = [tok.eos_token_id] + [tok.convert_tokens_to_ids(x) for x in template.end_tokens]
     _, p = PRESETS["contrastive"]
     want = tm.contrastive_reference(model, ids, p["top_k"], p["penalty_alpha"], 10, eos_ids)
-    from esllm.engine.backend import HFTok
     from esllm.engine.messages import visible
+    from esllm.engine.tokens import HFTok
 
     assert res.text == visible(HFTok(tok), want, eos_ids, template, final=True)[0]
     assert res.new_tokens == len(want)
@@ -167,7 +167,7 @@ def test_end_token_ends_the_answer(family, engine, reference):
     """The model emits 3 tokens, then EOS (Gemma: <end_of_turn>): finish_reason eos, 4 new tokens, and
     the text is the first 3 tokens of the normal answer, without the end token."""
     eng = engine(family)
-    tok = eng.bases[family].tokenizer
+    tok = eng.registry.bases[family].tokenizer
     normal = eng.generate(f"{family}-a1", PROMPT, overrides={"max_new_tokens": 3})
     end = tok.convert_tokens_to_ids("<end_of_turn>") if family == "gemma" else tok.eos_token_id
     with tm.forced_tokens(raw_model(eng, family), [None, None, None, end]):
@@ -178,7 +178,7 @@ def test_end_token_ends_the_answer(family, engine, reference):
 
 def test_stop_string_ends_the_answer(engine):
     eng = engine("falcon")
-    tok = eng.bases["falcon"].tokenizer
+    tok = eng.registry.bases["falcon"].tokenizer
     forced = tok("Muy bien.\nUser: y tú, ¿cómo estás hoy en Quito?", add_special_tokens=False)["input_ids"]
     until_stop = len(tok("Muy bien.\nUser:", add_special_tokens=False)["input_ids"])
     assert until_stop < CAP < len(forced)
@@ -222,7 +222,7 @@ def test_bad_messages_are_refused(messages, message, engine):
 
 
 def test_single_message_over_the_token_cap_is_refused(engine):
-    tok = engine("llama").bases["llama"].tokenizer
+    tok = engine("llama").registry.bases["llama"].tokenizer
     text = "жщ" * 150  # 300 characters (under the cap) of bytes the tokenizer never merged
     assert len(text) <= LIMITS["max_prompt_chars"] and len(tok(text)["input_ids"]) > LIMITS["max_prompt_tokens"]
     with pytest.raises(EsllmError, match=r"demasiado largo: \d+ tokens \(máximo 128\)"):
@@ -231,7 +231,7 @@ def test_single_message_over_the_token_cap_is_refused(engine):
 
 def test_long_history_drops_oldest_turns(engine):
     eng = engine("llama")
-    tok = eng.bases["llama"].tokenizer
+    tok = eng.registry.bases["llama"].tokenizer
     system = [{"role": "system", "content": "Responde en español."}]
     turns = []
     for i in range(8):
@@ -281,7 +281,7 @@ def test_stop_event_ends_the_stream_early(engine, reference):
 
 def test_closing_the_stream_stops_the_worker(engine, reference):
     eng = engine("llama")
-    base = eng.bases["llama"]
+    base = eng.registry.bases["llama"]
     with tm.slowed(raw_model(eng, "llama"), 0.1) as calls:
         gen = eng.stream("llama-a2", PROMPT, preset="greedy")
         next(gen)
@@ -312,8 +312,8 @@ def test_nf4_with_adapter(device, tiny, tiny_root):
         {"name": "q-base", "model": "llama"}, {"name": "q-a1", "model": "llama", "adapter": "a1"}])
     cfg["models"]["llama"]["device"] = device
     eng = make_engine(cfg, tiny_root)
-    assert eng.base_errors == {} and eng.adapter_errors == {}
-    base = eng.bases["llama"]
+    assert eng.registry.base_errors == {} and eng.registry.adapter_errors == {}
+    base = eng.registry.bases["llama"]
     assert (base.quantization, base.device, base.model.device.type) == ("nf4", device, device)
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in base.model.modules())
     plain = eng.generate("q-base", PROMPT, preset="greedy")
@@ -333,15 +333,15 @@ SPANISH_WORDS = {"de", "la", "el", "que", "en", "y", "los", "las", "es", "un", "
 @pytest.mark.slow
 def test_bundled_gemma_end_to_end():
     """configs/default.yaml as shipped: bundled gemma-3-270m (GGUF converted once, cached), nf4."""
-    from esllm.engine import Engine
     from esllm.engine.config import load_config
+    from esllm.engine.core import Engine
 
     eng = Engine(load_config(REPO / "configs" / "default.yaml"), root=REPO, progress=lambda m: None)
     eng.start()
-    assert eng.base_errors == {}
-    assert eng.contestants["gemma-base"].available
+    assert eng.registry.base_errors == {}
+    assert eng.registry.contestants["gemma-base"].available
     for name in ("gemma-instrucciones", "gemma-tributario"):
-        c = eng.contestants[name]
+        c = eng.registry.contestants[name]
         adapter_dir = REPO / "adapters" / c.adapter
         if adapter_dir.exists():  # someone trained it: then it must load
             assert c.available, c.reason

@@ -84,7 +84,7 @@ def test_job_start_progress_stop_resume_and_new_contestant(setup):
     assert logged_steps(out) >= stopped_at
     msg, _ = entrenar.status(ctx, ADMIN)
     assert "terminado" in msg, msg + open(job["log"]).read()[-2000:]
-    new = [c for c in ctx.engine.contestants.values() if c.adapter == "nuevo"]
+    new = [c for c in ctx.engine.registry.contestants.values() if c.adapter == "nuevo"]
     assert new and new[0].available, "the finished adapter is a contestant without a restart"
     assert ctx.engine.generate(new[0].name, [{"role": "user", "content": "Hola"}]).text is not None
 

@@ -321,7 +321,7 @@ def test_limit_unknown_judge_and_bad_arguments(rated):
     with S() as s:  # a person already called like the judge's user: refused, not taken over
         users.add_user(s, "juez-otro", "contraseña-segura", "rater")
         s.commit()
-    eng.contestants["otro"] = SimpleNamespace(name="otro", available=True)
+    eng.registry.contestants["otro"] = SimpleNamespace(name="otro", available=True)
     with pytest.raises(EsllmError, match="no es un juez"):
         grade_session(S, eng, "sesion-1", "otro")
 

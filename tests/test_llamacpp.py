@@ -15,10 +15,10 @@ import pytest
 
 from esllm import EsllmError
 from esllm.engine.adapters import inspect_adapter
-from esllm.engine.backend import HFTok, StopRule
 from esllm.engine.config import ModelSpec
 from esllm.engine.presets import GenParams
 from esllm.engine.templates import get_template
+from esllm.engine.tokens import HFTok, StopRule
 from tests import tiny_gguf
 from tests.helpers import PROMPT, make_engine
 
@@ -236,12 +236,12 @@ def test_engine_on_llama_cpp_lists_a_broken_adapter_with_its_reason_and_chats(ti
     cfg["modules_to_save"] = ["lm_head"]
     (adir / "a2" / "adapter_config.json").write_text(json.dumps(cfg))
     eng, _ = _gguf_engine(tiny, tmp_path, adapters_dir=adir)
-    assert eng.contestants["llama-a1"].available
-    c = eng.contestants["llama-a2"]
+    assert eng.registry.contestants["llama-a1"].available
+    c = eng.registry.contestants["llama-a2"]
     assert not c.available and "módulos completos" in c.reason
     res = eng.generate("llama-a1", PROMPT, preset="greedy", overrides={"max_new_tokens": 8})
     assert res.backend == "llama.cpp" and res.new_tokens >= 1
-    assert eng.describe("llama-a1")["motor"] == "llama.cpp"
+    assert eng.record("llama-a1").backend == "llama.cpp"
 
 
 def test_two_chat_users_on_two_adapters_each_get_their_own_answer(tiny, tmp_path):
@@ -332,7 +332,7 @@ def test_belebele_letters_are_the_same_on_both_backends_with_the_bundled_model(t
         c = cfg.model_copy(update={"models": {"gemma-3-270m": spec}})
         eng = Engine(c, Path(ROOT), loader=fp32)
         eng.start()
-        assert eng.bases["gemma-3-270m"].name == backend
+        assert eng.registry.bases["gemma-3-270m"].name == backend
         preds[backend] = {n: [d["predicted"] for d in B.evaluate(eng, n, items, batch_size=8)["details"]]
                           for n in eng.available()}
     assert preds["llama.cpp"].keys() == preds["transformers"].keys() and len(preds["llama.cpp"]) == 3

@@ -113,7 +113,7 @@ def test_completions_api_sends_esllms_own_template_and_its_stop_strings(server, 
     from esllm.engine.templates import get_template
 
     e = engine_for(config(server.url, api="completions"), tmp_path)
-    c, base = e.contestant("srv-a1"), e.bases["srv"]
+    c, base = e.contestant("srv-a1"), e.registry.bases["srv"]
     body, params, template = remote.request(e, c, base, PROMPT, None, {"max_new_tokens": 10})
     tpl = get_template("llama-2")
     assert body["prompt"] == tpl.render(PROMPT, bos_token="", eos_token="") and "messages" not in body
@@ -149,7 +149,7 @@ def test_an_unknown_served_model_is_unavailable_with_the_reason(server, tmp_path
                                           {"name": "fantasma", "model": "srv", "served_model": "no-existe"}])
     e = engine_for(cfg, tmp_path)
     assert e.available() == ["srv-base"]
-    reason = e.contestants["fantasma"].reason
+    reason = e.registry.contestants["fantasma"].reason
     assert "no sirve «no-existe»" in reason and "tiny-a1" in reason and f"127.0.0.1:{server.port}" in reason
     with pytest.raises(EsllmError, match="no está disponible"):
         list(e.stream("fantasma", PROMPT))
@@ -166,7 +166,7 @@ def test_a_server_absent_at_start_leaves_the_rest_working_and_refresh_finds_it(f
     cfg["adapters_dir"] = str(t.adapters_dir)
     e = engine_for(cfg, tmp_path)
     assert "local" in e.available() and "srv-a1" not in e.available()
-    assert "No se puede conectar con el servidor 127.0.0.1:%d" % port in e.contestants["srv-a1"].reason
+    assert "No se puede conectar con el servidor 127.0.0.1:%d" % port in e.registry.contestants["srv-a1"].reason
     assert e.generate("local", PROMPT).text is not None  # the rest of the app works
     srv = LlamaServer([files["tiny-a1"]], api_key=KEY, folder=tmp_path / "srv", port=port).start()
     try:
@@ -176,17 +176,17 @@ def test_a_server_absent_at_start_leaves_the_rest_working_and_refresh_finds_it(f
     finally:
         srv.stop()
     e.refresh()
-    assert "srv-a1" not in e.available() and "No se puede conectar" in e.contestants["srv-a1"].reason
+    assert "srv-a1" not in e.available() and "No se puede conectar" in e.registry.contestants["srv-a1"].reason
 
 
 def test_a_wrong_key_is_a_clear_error_without_the_key(server, tmp_path, monkeypatch):
     monkeypatch.setenv(ENV, "sk-equivocada-123")
     e = engine_for(config(server.url), tmp_path)
-    reason = e.contestants["srv-a1"].reason
+    reason = e.registry.contestants["srv-a1"].reason
     assert "rechazó la clave de API (401)" in reason and ENV in reason and "sk-equivocada" not in reason
     monkeypatch.delenv(ENV)
     e = engine_for(config(server.url), tmp_path)
-    assert f"La variable de entorno {ENV}" in e.contestants["srv-a1"].reason
+    assert f"La variable de entorno {ENV}" in e.registry.contestants["srv-a1"].reason
 
 
 def test_a_server_killed_mid_answer_keeps_the_text_marked_cut(files, tmp_path):
@@ -233,7 +233,7 @@ def test_a_cut_answer_is_never_stored_by_a_batch_job(files, tmp_path):
 def test_a_batch_job_runs_concurrently_and_stores_every_answer_once(server, tmp_path):
     store = new_store(tmp_path / "t.sqlite3", prompt_sets={"mini": ROWS})
     e = engine_for(config(server.url, concurrency=4), tmp_path)
-    base = e.bases["srv"]
+    base = e.registry.bases["srv"]
     inflight, peak, lock = [0], [0], threading.Lock()
     real = base.stream
 
@@ -305,7 +305,7 @@ def test_rated_judged_and_exported_like_a_local_contestant_and_the_key_is_nowher
     haystack.append(caplog.text)
     haystack.append(json.dumps([e.describe(n) for n in names], ensure_ascii=False))
     haystack.append(json.dumps(e.hashes("srv-a1")))
-    haystack.append(repr(e.bases["srv"]))
+    haystack.append(repr(e.registry.bases["srv"]))
     assert all(KEY not in h for h in haystack)
     assert any(f"127.0.0.1:{server.port}" in h for h in haystack[:-4]), "answers trace the server"
     store.dispose()

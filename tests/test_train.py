@@ -105,8 +105,8 @@ def test_training_lowers_loss_writes_adapter_and_changes_engine_output(tiny, dat
     engine = make_engine(t.config(adapters_dir=out.parent, contestants=[
         {"name": "base", "model": "llama", "preset": "greedy"},
         {"name": "tuned", "model": "llama", "adapter": "mi-adaptador", "preset": "greedy"}]), tmp_path)
-    assert engine.contestants["tuned"].available, engine.contestants["tuned"].reason
-    assert engine.contestants["tuned"].template.name == "alpaca-es"
+    assert engine.registry.contestants["tuned"].available, engine.registry.contestants["tuned"].reason
+    assert engine.registry.contestants["tuned"].template.name == "alpaca-es"
     msgs = [{"role": "user", "content": "¿Cuál es la capital de Ecuador?"}]
     tuned = engine.generate("tuned", msgs)
     base = engine.generate("base", msgs)

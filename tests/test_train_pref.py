@@ -89,7 +89,7 @@ def test_preference_training_lowers_loss_and_loads_in_peft_and_engine(tiny, tmp_
     PeftModel.from_pretrained(model, str(out))  # plain peft
     engine = make_engine(t.config(adapters_dir=out.parent, contestants=[
         {"name": "pref", "model": "llama", "adapter": out.name, "preset": "greedy"}]), tmp_path)
-    assert engine.contestants["pref"].available, engine.contestants["pref"].reason
+    assert engine.registry.contestants["pref"].available, engine.registry.contestants["pref"].reason
 
 
 def test_dpo_continues_an_adapter_and_resumes_after_ctrl_c(tiny, tmp_path, dpo_file, monkeypatch):

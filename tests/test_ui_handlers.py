@@ -491,7 +491,7 @@ def test_resultados_page_load_fills_every_section_for_admins_only(ctx, study):
 def test_juez_and_tareas_check_their_values_after_the_role(ctx, study):
     with pytest.raises(gr.Error, match="No tiene permiso"):
         resultados_juez.grade_handler(ctx, "piloto", "modelo-uno", "general", ANA)
-    off = ctx.engine.contestants["modelo-tres"]
+    off = ctx.engine.registry.contestants["modelo-tres"]
     off.available, off.reason = False, "apagado"
     with pytest.raises(gr.Error, match="concursante disponible"):
         resultados_juez.grade_handler(ctx, "piloto", "modelo-tres", "general", ADMIN)
@@ -509,7 +509,7 @@ def test_juez_and_tareas_check_their_values_after_the_role(ctx, study):
 def test_the_sliders_start_on_the_contestants_own_settings(ctx):
     """A contestant's config `params:` fill «Parámetros avanzados» for its own preset (the chat sends the sliders,
     so otherwise a chat answer would not use the settings the contestant is rated with); another preset: its own."""
-    c = ctx.engine.contestants["modelo-uno"]
+    c = ctx.engine.registry.contestants["modelo-uno"]
     c.preset, c.overrides = "top-p", {"top_p": 0.8, "repetition_penalty": 1.15, "max_new_tokens": 64}
     got = [u["value"] for u in conversar.contestant_values(ctx, "modelo-uno", "top-p", ADMIN)]
     assert got == [64, 1.0, 0, 0.8, 1, 0.0, 1.15]

@@ -14,8 +14,8 @@ from esllm.paths import ROOT
 
 def start_engine(config_path: Optional[str], progress: Callable[[str], None] | None = None):
     """The started engine of a contestants file (default configs/default.yaml); tests replace this function."""
-    from esllm.engine import Engine
     from esllm.engine.config import load_config
+    from esllm.engine.core import Engine
 
     engine = Engine(load_config(config_path), root=ROOT,
                     progress=progress or (lambda m: print(m, file=sys.stderr)))
@@ -37,7 +37,7 @@ def pick_contestants(engine, requested: Optional[Sequence[str]]) -> list[str]:
         for name in requested:
             engine.contestant(name)
         return list(requested)
-    for c in engine.contestants.values():
+    for c in engine.registry.contestants.values():
         if not c.available:
             print(f"(no disponible, se omite: {c.name}: {c.reason})", file=sys.stderr)
     names = engine.available()

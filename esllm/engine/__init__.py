@@ -1,9 +1,2 @@
-"""Model engine: base models loaded once, LoRA adapters hot-swapped, streaming generation.
-
-Imports torch lazily: importing this package loads no model and no heavy library.
-"""
-
-from esllm.engine.core import Engine
-from esllm.engine.types import GenerationResult, LoadedContestant, RefreshReport, StreamEvent
-
-__all__ = ["LoadedContestant", "Engine", "GenerationResult", "RefreshReport", "StreamEvent"]
+"""Model engine: base models loaded once, LoRA adapters hot-swapped, contestants that answer (esllm/engine/core.py's
+`Engine`; docs/ARCHITECTURE.md draws the modules). Importing it loads no model and no heavy library."""

@@ -42,6 +42,17 @@ class AdapterInfo:
     meta: dict[str, Any] = field(default_factory=dict)
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
+    def card(self) -> tuple[dict[str, Any], Optional[Path]]:
+        """(the training metadata worth showing, the loss plot's path or None)."""
+        keys = ("description", "base_source", "examples_used", "examples_dropped", "eval_examples", "steps",
+                "epochs_done", "final_train_loss", "final_eval_loss", "base_eval_loss", "wall_seconds", "device",
+                "optimizer", "dataset_sha256", "finished_at", "limits")
+        meta = {k: self.meta[k] for k in keys if k in self.meta}
+        if "recipe" in self.meta:
+            meta["lora"] = self.meta["recipe"].get("lora")
+        plot = self.path / "loss.png"
+        return meta, plot if plot.is_file() else None
+
     def summary(self) -> dict[str, Any]:
         return {
             "adaptador": self.name, "carpeta": str(self.path), "estado": "ok" if self.ok else "error",

@@ -10,11 +10,12 @@ threads: the caller holds the base model's lock.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from esllm.engine.presets import GenParams
+
+if TYPE_CHECKING:  # torch is imported when a decode runs: importing the engine must not cost torch's ~2.5 s
+    import torch
 
 OnToken = Callable[[int], None]
 
@@ -44,6 +45,8 @@ class _StopCriteria:
         self.tail = max((len(s) for s in stop_strings), default=0) + 8
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        import torch
+
         stop = self.should_stop()
         if not stop and self.stops and input_ids.shape[0] == 1:
             gen = input_ids[0, self.prompt_len:]
@@ -63,15 +66,19 @@ def decode(
     should_stop: Callable[[], bool],
     on_token: OnToken,
 ) -> list[int]:
-    """The new token ids (a final EOS included); why decoding ended is backend.StopRule.reason's job."""
+    """The new token ids (a final EOS included); why decoding ended is tokens.StopRule.reason's job."""
+    import torch
+
     if params.seed is not None:
         torch.manual_seed(params.seed)
     if params.strategy == "contrastive":
-        return _contrastive(model, input_ids, params, eos_ids, should_stop, on_token, tokenizer, stop_strings)
+        with torch.no_grad():
+            return _contrastive(model, input_ids, params, eos_ids, should_stop, on_token, tokenizer, stop_strings)
     return _hf_generate(model, tokenizer, input_ids, params, eos_ids, stop_strings, should_stop, on_token)
 
 
 def _hf_generate(model, tokenizer, input_ids, p: GenParams, eos_ids, stop_strings, should_stop, on_token) -> list[int]:
+    import torch
     from transformers import GenerationConfig, StoppingCriteriaList
 
     kw = dict(
@@ -106,8 +113,9 @@ def _hf_generate(model, tokenizer, input_ids, p: GenParams, eos_ids, stop_string
     return ids
 
 
-@torch.no_grad()
 def _contrastive(model, input_ids, p: GenParams, eos_ids, should_stop, on_token, tokenizer, stop_strings) -> list[int]:
+    import torch
+
     """Contrastive search (Su et al., 2022): pick, among the top-k next tokens, the one that balances
     model confidence against similarity to the context, score = (1-a)·p(v) - a·max cos(h_v, h_ctx).
     One batched forward of the k candidates per step, on a KV cache repeated k times then narrowed.

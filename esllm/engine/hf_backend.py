@@ -15,10 +15,12 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 from esllm import EsllmError
 from esllm.engine.adapters import AdapterInfo, check_compatible, peft_name
-from esllm.engine.backend import Backend, HFTok, OnToken, StopRule
+from esllm.engine.backend import Backend, OnToken
 from esllm.engine.config import ModelSpec
+from esllm.engine.decoding import decode
 from esllm.engine.loader import load_base
 from esllm.engine.presets import GenParams
+from esllm.engine.tokens import HFTok, StopRule
 
 
 @dataclass
@@ -31,7 +33,8 @@ class TransformersBackend(Backend):
              loader: Callable[..., Any] = load_base) -> "TransformersBackend":
         b = loader(key, spec, progress)
         return cls(key=key, spec=spec, tok=HFTok(b.tokenizer), device=b.device, quantization=b.quantization,
-                   path=b.path, source_sha256=b.source_sha256, load_seconds=b.load_seconds, model=b.model)
+                   dtype=str(b.model.dtype).removeprefix("torch."), path=b.path, source_sha256=b.source_sha256,
+                   load_seconds=b.load_seconds, model=b.model)
 
     @property
     def footprint_bytes(self) -> int:
@@ -92,8 +95,6 @@ class TransformersBackend(Backend):
     def generate(self, adapter: Optional[str], prompts: Sequence[Sequence[int]], params: GenParams, *,
                  stop: StopRule, on_token: OnToken) -> list[list[int]]:
         import torch
-
-        from esllm.engine.decoding import decode
 
         outs = []
         with self.activated(adapter) as model:

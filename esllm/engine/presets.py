@@ -21,11 +21,11 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "top-p": ("Muestreo de núcleo (top-p)", {"strategy": "sample", "top_k": 0, "top_p": 0.9, "temperature": 1.0}),
     "temperature": ("Temperatura", {"strategy": "sample", "top_k": 0, "top_p": 1.0, "temperature": 0.7}),
     # The study found contrastive search best for legal questions; transformers 5 dropped it
-    # from generate(), so the engine implements it (esllm/engine/contrastive.py).
+    # from generate(), so the engine implements it (esllm/engine/decoding.py on transformers,
+    # esllm/engine/llamacpp_search.py on llama.cpp).
     "contrastive": ("Búsqueda contrastiva", {"strategy": "contrastive", "penalty_alpha": 0.6, "top_k": 4}),
 }
 
-STRATEGIES = ("greedy", "beam", "sample", "contrastive")
 _OVERRIDABLE = {"max_new_tokens", "temperature", "top_k", "top_p", "num_beams", "penalty_alpha",
                 "repetition_penalty", "seed"}
 

@@ -69,10 +69,10 @@ class ContestantRecord:
     details: dict[str, Any] = field(default_factory=dict)
 
     def provenance(self) -> dict[str, Any]:
-        """What a stored result ran on (an `eval_run`'s hashes, an answer's snapshot): the record without its
-        availability and the display-only details."""
+        """What a stored result ran on (an `eval_run`'s hashes): `base` is the base's source (its config key is
+        `base_key`); no availability, no display-only details."""
         d = asdict(self)
-        d["contestant"] = d.pop("name")
+        d["contestant"], d["base_key"], d["base"] = d.pop("name"), d["base"], d.pop("base_source")
         for k in ("available", "reason", "details", "adapter_rank", "adapter_mib"):
             d.pop(k)
         if not self.served_model:
@@ -113,20 +113,27 @@ class Runner(Protocol):
 
 
 class Counter:
-    """A thread-safe count of decodes in flight, used as `with counter:` around one."""
+    """A thread-safe count of decodes in flight: `with counter:` around one, or `up()` here and `down()` in the
+    thread that finishes it."""
 
     def __init__(self) -> None:
         self.value = 0
         self._lock = threading.Lock()
 
-    def __enter__(self) -> "Counter":
+    def up(self) -> None:
         with self._lock:
             self.value += 1
+
+    def down(self) -> None:
+        with self._lock:
+            self.value -= 1
+
+    def __enter__(self) -> "Counter":
+        self.up()
         return self
 
     def __exit__(self, *exc) -> None:
-        with self._lock:
-            self.value -= 1
+        self.down()
 
 
 class LoadedModel(Protocol):

@@ -11,6 +11,7 @@ tokenizes it with `add_special_tokens=False`.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -100,6 +101,12 @@ class ChatTemplate:
     end_tokens: tuple[str, ...] = ()
     default_system: str = ""
     extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of what decides the prompt and its end: the Jinja source, stop strings, end tokens, system."""
+        what = "\0".join([self.source, "\x1f".join(self.stop_strings), "\x1f".join(self.end_tokens), self.default_system])
+        return hashlib.sha256(what.encode("utf-8")).hexdigest()
 
     def render(
         self,

@@ -33,23 +33,24 @@ from esllm.study.prompts import ordered_prompts
 
 def own_params(c) -> dict:
     """A loaded contestant's own generation values: its preset's kwargs with the config's `params` over them."""
-    return {**PRESETS[c.preset][1], **(getattr(c, "overrides", None) or {})}
+    return {**PRESETS[c.preset][1], **(c.overrides)}
+
+
+# A server that applies its own chat template (api: chat) has been stored under this word since the first answers:
+# another word would split such a contestant's answers over two snapshots.
+SERVER_TEMPLATE = "servidor"
 
 
 def snapshot(session: Session, engine, name: str) -> ContestantSnapshot:
     """The stored snapshot of an engine contestant as it is loaded now (params: preset + the config's params)."""
     c = engine.contestant(name)  # raises if unavailable
-    base = engine.bases[c.model_key]
-    info = engine.adapters.get(c.adapter) if c.adapter else None
-    params, template = own_params(c), c.template.name if c.template else base.spec.template
-    served = getattr(c, "served_model", None)
-    if served:  # on a server: what it serves is part of the contestant's identity
-        params = {**params, "served_model": served, **({"lora": c.lora} if c.lora else {})}
-        template = "servidor" if base.spec.api == "chat" else template
+    r = engine.record(name)
+    params = own_params(c)
+    if r.served_model:  # on a server: what it serves is part of the contestant's identity
+        params = {**params, "served_model": r.served_model, **({"lora": r.lora} if r.lora else {})}
     return get_or_create_contestant(
-        session, name=c.name, base=base.spec.source, template=template,
-        preset=c.preset, params=params, adapter=c.adapter,
-        adapter_sha256=info.sha256 if info else None)
+        session, name=r.name, base=r.base_source, template=SERVER_TEMPLATE if r.template == "server" else r.template,
+        preset=r.preset, params=params, adapter=r.adapter, adapter_sha256=r.adapter_sha256)
 
 
 def contestant_vary(engine, name: str) -> list[Setting]:
@@ -58,7 +59,7 @@ def contestant_vary(engine, name: str) -> list[Setting]:
     specs = list(getattr(getattr(engine, "config", None), "contestants", None) or [])
     spec = next((x for x in specs if x.name == name), None)
     if spec is None:
-        c = engine.contestants.get(name) if hasattr(engine, "contestants") else None
+        c = engine.registry.contestants.get(name)
         spec = next((x for x in specs if c is not None and x.model == c.model_key), None)
     return [(v.preset, dict(v.params)) for v in (spec.vary_attempts if spec else [])]
 
@@ -69,7 +70,7 @@ def plan_for(engine, name: str, attempts: int, vary: Optional[Sequence[Setting]]
     c = engine.contestant(name)
     settings = list(vary) if vary else contestant_vary(engine, name)
     try:
-        return plan_attempts(c.preset, getattr(c, "overrides", None) or {}, settings, attempts,
+        return plan_attempts(c.preset, c.overrides, settings, attempts,
                              cap=engine.config.limits.max_new_tokens, max_new_tokens=max_new_tokens)
     except EsllmError as e:
         raise EsllmError(f"{name}: {e}") from None
@@ -148,7 +149,7 @@ def generate_answers(
                         todo.append((pid, series, msgs))
                 if stop is not None and stop.is_set():
                     return rep
-                step = max(BATCH, engine.batch_size(name) if hasattr(engine, "batch_size") else 1)
+                step = max(BATCH, engine.runner(name).capabilities.max_batch)
                 for start in range(0, len(todo), step):
                     chunk = todo[start:start + step]
                     try:

@@ -26,7 +26,7 @@ from esllm import EsllmError
 from esllm.engine.presets import PRESETS, preset_choices
 from esllm.study.feedback import save_feedback
 from esllm.ui.context import AppContext, bind, handler
-from esllm.ui.conversar_ficha import adapter_card, card_markdown, status_markdown
+from esllm.ui.conversar_ficha import adapter_card, card_markdown, contestant_info, status_markdown
 
 ADVANCED = ("max_new_tokens", "temperature", "top_k", "top_p", "num_beams", "penalty_alpha", "repetition_penalty", "seed")
 
@@ -197,8 +197,8 @@ def rate_down(ctx: AppContext, rated: Any, request: gr.Request) -> tuple[dict, s
 def describe(ctx: AppContext, name: str, request: gr.Request):
     """The chosen contestant: (info, its preset, adapter card, loss plot, the card as text, the 7 sliders of
     «Parámetros avanzados» on its own settings: see `contestant_values`)."""
-    d = ctx.engine.describe(name)
-    c = ctx.engine.contestants[name]
+    d = contestant_info(ctx.engine.record(name))
+    c = ctx.engine.registry.contestants[name]
     meta, img = adapter_card(ctx, name)
     return (d, c.preset, meta, gr.update(value=img, visible=img is not None), card_markdown(d, meta),
             *preset_values(c.preset, c.overrides))
@@ -220,7 +220,7 @@ def preset_values(preset_name: str, own: Optional[dict] = None):
 def contestant_values(ctx: AppContext, name: str, preset_name: str, request: gr.Request):
     """The sliders for `preset_name`: the contestant's own values (its config `params:`) when it is its preset,
     so a chat answer uses the settings the contestant is rated with unless the user changes them."""
-    c = ctx.engine.contestants.get(name) if name else None
+    c = ctx.engine.registry.contestants.get(name) if name else None
     return preset_values(preset_name, c.overrides if c is not None and c.preset == preset_name else None)
 
 
@@ -250,8 +250,8 @@ def load_conversar(ctx: AppContext, request: gr.Request):
     names = ctx.engine.available()
     default = getattr(ctx.config, "chat_default", None)
     first = default if default in names else (names[0] if names else None)
-    return (gr.update(choices=names, value=first), ctx.engine.describe(first) if first else {},
-            ctx.engine.contestants[first].preset if first else gr.skip(), status_markdown(ctx))
+    return (gr.update(choices=names, value=first), contestant_info(ctx.engine.record(first)) if first else {},
+            ctx.engine.registry.contestants[first].preset if first else gr.skip(), status_markdown(ctx))
 
 
 # ---------------------------------------------------------------------------------------------- layout

@@ -123,7 +123,7 @@ def start(ctx: AppContext, kind: Any, recipe: Any, session: Any, parent: Any, na
     if job and alive(job.get("pid")):
         raise EsllmError(f"Ya hay un entrenamiento en curso ({job['name']}): deténgalo o espere a que termine.")
     name = _check_name(name)
-    out_dir = ctx.engine.adapters_dir / name
+    out_dir = ctx.engine.registry.adapters_dir / name
     if out_dir.exists():
         raise EsllmError(f"Ya existe la carpeta de adaptador {name!r}: elija otro nombre.")
     parent = (parent or "").strip()
@@ -143,7 +143,7 @@ def start(ctx: AppContext, kind: Any, recipe: Any, session: Any, parent: Any, na
         description = (f"Afinado con DPO desde {start_from} con las puntuaciones de la sesión «{session}» (conjunto "
                        f"«{set_name}»): pares de respuestas cuyas medias difieren en 1 punto o más.")
         overrides += ["data.path=null", f"data.session={session}",
-                      f"preference.start_from={ctx.engine.adapters_dir / parent if parent else chr(39) * 2}",  # '' = base
+                      f"preference.start_from={ctx.engine.registry.adapters_dir / parent if parent else chr(39) * 2}",  # '' = base
                       f"output.description={json.dumps(description)}"]
     else:
         if recipe not in recipes():
@@ -225,7 +225,7 @@ def status(ctx: AppContext, request: gr.Request):
             job["refreshed"] = True
             _write_job(ctx, job)
             job["refresh_note"] = str(report)
-        names = [c.name for c in ctx.engine.contestants.values() if c.adapter == job["name"]]
+        names = [c.name for c in ctx.engine.registry.contestants.values() if c.adapter == job["name"]]
         meta = json.loads((out / "esllm_adapter.json").read_text(encoding="utf-8"))
         msg = (f"{head}: terminado (paso exportado {meta.get('exported_step')}: {meta.get('export_reason', '')}). "
                f"Concursante: **{names[0] if names else 'no disponible: pulse «Actualizar adaptadores» en «Conversar»'}**.")
@@ -243,7 +243,7 @@ def opened(ctx: AppContext, request: gr.Request):
         sessions = [x.name for x in admin.list_sessions(s)]
         sets = admin.set_names(s)
         raters = admin.rater_names(s)
-    folders = sorted(c.adapter for c in ctx.engine.contestants.values() if c.adapter)
+    folders = sorted(c.adapter for c in ctx.engine.registry.contestants.values() if c.adapter)
     msg, curve = status(ctx, request)
     job = read_job(ctx) or {}
     return (gr.update(choices=recipes()), gr.update(choices=sessions), gr.update(choices=[""] + folders),
@@ -262,7 +262,7 @@ def compare_session(ctx: AppContext, ses_name: Any, set_name: Any, raters: Any, 
     job = read_job(ctx)
     if not job or not (Path(job["out_dir"]) / "esllm_adapter.json").is_file() or alive(job.get("pid")):
         raise EsllmError("Primero termine un entrenamiento.")
-    cons = list(ctx.engine.contestants.values())
+    cons = list(ctx.engine.registry.contestants.values())
     new = next((c for c in cons if c.adapter == job["name"] and c.available), None)
     if new is None:
         raise EsllmError(f"El adaptador {job['name']} no está disponible como concursante.")
