@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import itertools
 import json
 import os
 import random
@@ -42,13 +43,15 @@ BIAS = {"=uno": (4, 5), "+dos": (2, 4), "@tres": (1, 3)}  # each contestant's sc
 DANGER = ("=", "+", "-", "@", "\t", "\r")
 
 
-class FormulaEngine(FakeEngine):
-    """FakeEngine whose answers start with = + - @ in turn."""
+def formula_engine(names) -> FakeEngine:
+    """A FakeEngine whose answers start with = + - @ in turn (each one different)."""
+    n = itertools.count(1)
 
-    def _answer(self, name, messages, preset, overrides):
-        res = super()._answer(name, messages, preset, overrides)
-        res.text = "=+-@"[len(self.calls) % 4] + res.text
-        return res
+    def reply(name, messages):
+        i = next(n)
+        return f"{'=+-@'[i % 4]}{name} responde #{i}"
+
+    return FakeEngine(names, reply)
 
 
 def rate_everything(S, sid: int, seed: int = 11) -> dict:
@@ -80,7 +83,7 @@ def study_file(module_backend):
     path = module_backend.new_url(at_head=True)
     store = new_store(path, accounts=dict.fromkeys(("ana", "beto", "carla"), "rater"), prompt_sets={"mini": ROWS})
     S = store.Session
-    generate_answers(S, FormulaEngine(NAMES), "mini", NAMES, attempts=2)
+    generate_answers(S, formula_engine(NAMES), "mini", NAMES, attempts=2)
     with S() as s:  # the parser refuses such a category; the export must not trust that
         s.execute(update(Prompt).where(Prompt.external_id == "p3").values(category="=cmd|' /C calc'!A0"))
         ids = [c.id for c in s.scalars(select(ContestantSnapshot).order_by(ContestantSnapshot.id))]
