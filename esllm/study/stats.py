@@ -1,10 +1,7 @@
-"""The study's numbers from plain data: category means with bootstrap CIs and the
-Promedio row, Krippendorff's alpha (ordinal), and Bradley–Terry ratings from Comparar votes.
+"""The study's table from plain data: category means with bootstrap CIs and the Promedio row.
 
     table = study_table(df, "general", seed=0)   # df: item, category, contestant, rater, criterion, value
     rows = table_rows(table)                     # list of dicts for display or CSV (Spanish keys)
-    alpha = krippendorff_alpha_ordinal(df)       # units = (item, contestant), coders = raters
-    bt = bradley_terry([(["m1", "m2", "m3"], "A"), ...], seed=0)
 
 Pure functions over pandas/numpy data: no database, no Gradio, no models. Every random draw comes from
 the explicit seed or `numpy.random.Generator` passed in, so a result is reproducible.
