@@ -9,8 +9,8 @@ Every handler is declared `@handler("admin")`: a rater or an anonymous caller ge
 Nothing in the page's initial config names a session, contestant or rater (the dropdown is filled on load
 for admins). Export files are named with `EXPORT_PREFIX`, so `ExportGuard` (esllm/ui/downloads.py) refuses
 them to anyone but an admin even with the link. The numbers come from esllm/study/stats.py, krippendorff.py
-and bradley_terry.py, the data from esllm/study/results.py, the files from esllm/study/export.py. Handlers are module-level; `build_resultados`
-only lays out and wires.
+and bradley_terry.py, the data from esllm/study/results.py, the files from esllm/study/export.py. Handlers are
+module-level; `build_resultados` only lays out and wires.
 """
 
 from __future__ import annotations
