@@ -21,10 +21,10 @@ from sqlalchemy import select
 from esllm import EsllmError
 from esllm.evals.agreement import judge_agreement
 from esllm.evals.belebele_table import MODE_LABELS, MODES, belebele_grid
+from esllm.store.models import PromptSet
 from esllm.study import stats, tables
 from esllm.study.export import plain_grid, set_labels_and_order, study_grids
 from esllm.study.results import find_session, prompt_set_scores_frame, session_scores_frame
-from esllm.store.models import PromptSet
 from esllm.ui.context import AppContext, bind, handler
 from esllm.ui.downloads import EXPORT_PREFIX, new_export_dir
 
