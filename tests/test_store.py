@@ -23,8 +23,8 @@ from sqlalchemy.exc import IntegrityError
 from esllm import EsllmError
 from esllm.store import db
 from esllm.store.models import (
-    Answer,
     METADATA,
+    Answer,
     Assignment,
     ChatFeedback,
     ContestantSnapshot,

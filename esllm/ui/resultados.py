@@ -26,7 +26,7 @@ from esllm import EsllmError
 from esllm.store.models import ASPECTS, CRITERION_LABELS, PromptSet, RatingSession
 from esllm.study import charts, stats
 from esllm.study.admin import STATUS_ES, set_names
-from esllm.study.bradley_terry import bradley_terry
+from esllm.study.bradley_terry import bradley_terry as bt_ratings  # the handler below is named bradley_terry
 from esllm.study.export import set_labels_and_order, write_exports
 from esllm.study.krippendorff import krippendorff_alpha_ordinal
 from esllm.study.results import (
@@ -180,7 +180,7 @@ def bradley_terry(ctx: AppContext, request: gr.Request):
         votes = comparar_votes(s)
     if not votes:
         raise EsllmError("Aún no hay votos de «Comparar».")
-    res = bradley_terry(votes, seed=0)
+    res = bt_ratings(votes, seed=0)
     rows = [[r.contestant, round(r.rating, 1), round(r.ci_low, 1), round(r.ci_high, 1), r.n_votes]
             for r in res.ratings]
     return rows, charts.bt_bars(res)
