@@ -34,7 +34,8 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from esllm.study.stats import krippendorff_alpha_ordinal, study_table
+from esllm.study.krippendorff import krippendorff_alpha_ordinal
+from esllm.study.stats import study_table
 
 CATEGORIES = ["comprension_basica", "tareas_complejas", "creativas", "contextual"]
 CONTESTANTS = ["llama-2-chat", "mistral-instruct", "falcon-instruct"]

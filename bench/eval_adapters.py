@@ -45,7 +45,7 @@ def main() -> None:
     from esllm.engine.config import load_config
     from esllm.engine.core import Engine
     from esllm.train import data as D
-    from esllm.train.trainer import eval_loss
+    from esllm.train.loss import eval_loss
 
     engine = Engine(load_config(args.config), root=ROOT, progress=lambda m: None)
     engine.start()

@@ -4,7 +4,7 @@
         --adapter shipped=adapters/instrucciones-es --out bench/results/retrain_cpu.json
 
 For the base alone and for every adapter, on the held-out prompts of `data/<set>/eval.json`:
-  * held-out loss: cross-entropy per answer token (EOS included), the trainer's measure (esllm.train.trainer.eval_loss),
+  * held-out loss: cross-entropy per answer token (EOS included), the trainer's measure (esllm.train.loss.eval_loss),
   * the share of greedy answers that end on EOS within --max-new-tokens tokens (batched, left padding),
   * mean new tokens.
 The base is loaded once (bundled gemma-3-270m, `--quantization none` = float32 as the trainer uses on CPU, or
@@ -44,7 +44,7 @@ def main() -> None:
     from esllm.engine.loader import load_base
     from esllm.engine.templates import get_template
     from esllm.train import data as D
-    from esllm.train.trainer import eval_loss
+    from esllm.train.loss import eval_loss
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -19,7 +19,8 @@ import pytest
 from sqlalchemy import func, select
 
 from esllm import EsllmError
-from esllm.study.arena import LABELS, Comparisons, check_prompt, choose_contestants, draw_order
+from esllm.store.models import LABELS
+from esllm.study.arena import Comparisons, check_prompt, choose_contestants, draw_order
 from tests import tiny as tm
 from tests.helpers import disguised_config, login, new_store, running_app, wait_until
 

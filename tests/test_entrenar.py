@@ -11,6 +11,7 @@ import gradio as gr
 import pytest
 import yaml
 
+from esllm.paths import ROOT
 from esllm.ui import entrenar
 from esllm.ui.context import AppContext
 from tests.helpers import make_engine, new_store, wait_until
@@ -114,11 +115,11 @@ def test_dpo_job_reads_the_session_and_starts_from_the_base_or_an_adapter(setup,
     E.start(ctx, "dpo", None, "piloto", "a1", "desde-a1", 2, ADMIN)
     base_job, child_job = launched
     assert base_job["set"] == "mini" and base_job["session"] == "piloto"
-    r = load_recipe(E.ROOT / base_job["recipe"], base_job["overrides"])
+    r = load_recipe(ROOT / base_job["recipe"], base_job["overrides"])
     assert (r.method, r.data.path, r.data.session, r.preference.start_from) == ("dpo", None, "piloto", "")
     assert r.output.dir == str(adapters / "desde-base")
     # the card says what it learned from (not the recipe's words about its bundled demo pairs)
     assert r.output.description == ("Afinado con DPO desde el modelo base con las puntuaciones de la sesión «piloto» "
                                     "(conjunto «mini»): pares de respuestas cuyas medias difieren en 1 punto o más.")
-    r = load_recipe(E.ROOT / child_job["recipe"], child_job["overrides"])
+    r = load_recipe(ROOT / child_job["recipe"], child_job["overrides"])
     assert r.preference.start_from == str(adapters / "a1") and r.training.epochs == 2

@@ -23,6 +23,7 @@ from sqlalchemy import select, update
 from esllm import EsllmError
 from esllm.store.models import Answer, Assignment, ChatFeedback, ContestantSnapshot, Prompt, Score, User
 from esllm.study import export as ex
+from esllm.study import files
 from esllm.study.answers import generate_answers
 from esllm.study.results import find_session, progress_by_rater, prompt_set_scores_frame, session_scores_frame
 from esllm.study.sessions import create_session, criteria, next_item, submit
@@ -120,7 +121,7 @@ def unescape(v: str) -> str:
     ("hola", "hola"), ("", ""), ("a=b", "a=b"), (" =x", " =x"), ("'=x", "'=x"), (3, 3), (-2.5, -2.5), (None, None),
 ])
 def test_escape_cell(value, out):
-    assert ex.escape_cell(value) == out
+    assert files.escape_cell(value) == out
 
 
 def test_scores_csv_equals_the_stored_scores(study, tmp_path):
@@ -340,7 +341,7 @@ def test_unwritable_folder_and_full_disk_raise_a_clear_error(study, tmp_path, mo
         def full(fd):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-        monkeypatch.setattr(ex.os, "fsync", full)
+        monkeypatch.setattr(files.os, "fsync", full)
         with pytest.raises(EsllmError, match="espacio en el disco"):
             ex.write_exports(s, sid, out)
     assert (out / "tabla.csv").read_bytes() == before  # the old file is intact

@@ -24,7 +24,7 @@ from sqlalchemy import func, inspect, select
 
 from esllm import EsllmError
 from esllm.store import db
-from esllm.store.models import Assignment, Base, ContestantSnapshot, Score, User
+from esllm.store.models import METADATA, Assignment, ContestantSnapshot, Score, User
 from esllm.study.answers import generate_answers
 from esllm.study.sessions import create_session, submit
 from tests.helpers import EVALUAR, REPO, ROWS, FakeEngine, login, new_store, open_session, rate_app, save
@@ -46,8 +46,8 @@ def test_upgrade_from_an_empty_database_equals_the_models(postgres):
         with engine.connect() as conn:
             mc = MigrationContext.configure(conn, opts={"compare_type": True})
             assert mc.get_current_revision() == db.head_revision()
-            assert compare_metadata(mc, Base.metadata) == []
-        assert set(inspect(engine).get_table_names()) == {t.name for t in Base.metadata.sorted_tables} | {
+            assert compare_metadata(mc, METADATA) == []
+        assert set(inspect(engine).get_table_names()) == {t.name for t in METADATA.sorted_tables} | {
             "alembic_version"}
     finally:
         engine.dispose()

@@ -8,7 +8,8 @@ from collections import Counter
 import pytest
 
 from esllm import EsllmError
-from esllm.study.assignment import LABELS, Item, assign_items, label_permutations, plan_session
+from esllm.store.models import LABELS
+from esllm.study.assignment import Item, assign_items, label_permutations, plan_session
 
 ITEMS = [Item(f"p{i}") for i in range(25)] + [Item(f"s{s}t{t}", f"s{s}", t) for s in range(5) for t in (3, 1, 2, 5, 4)]
 

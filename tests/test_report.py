@@ -9,16 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from esllm.study.stats import (
-    PROMEDIO,
-    alpha_ordinal,
-    bradley_terry,
-    display_frame,
-    krippendorff_alpha_ordinal,
-    promedio,
-    study_table,
-    table_rows,
-)
+from esllm.study.bradley_terry import bradley_terry
+from esllm.study.krippendorff import alpha_ordinal, krippendorff_alpha_ordinal
+from esllm.study.stats import PROMEDIO, display_frame, promedio, study_table, table_rows
 
 # The study's category means (its Table 4) and its Promedio row.
 STUDY = {

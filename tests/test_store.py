@@ -23,9 +23,9 @@ from sqlalchemy.exc import IntegrityError
 from esllm import EsllmError
 from esllm.store import db
 from esllm.store.models import (
+    METADATA,
     Answer,
     Assignment,
-    Base,
     ChatFeedback,
     ContestantSnapshot,
     Prompt,
@@ -104,10 +104,10 @@ def test_upgrade_empty_db_to_head_matches_models(url, engine):
     with engine.connect() as conn:
         mc = MigrationContext.configure(conn, opts={"compare_type": True})
         assert mc.get_current_revision() == db.head_revision() == "0003"
-        assert compare_metadata(mc, Base.metadata) == []
+        assert compare_metadata(mc, METADATA) == []
         # the comparison does see differences: drop an index and it reports it
         conn.exec_driver_sql("DROP INDEX ix_score_answer_id")
-        diff = compare_metadata(mc, Base.metadata)
+        diff = compare_metadata(mc, METADATA)
         assert [d[0] for d in diff] == ["add_index"] and diff[0][1].name == "ix_score_answer_id"
 
 
@@ -129,10 +129,10 @@ def _schema_details(e) -> dict:
 
 def test_migration_has_the_models_checks_cascades_and_partial_index(engine, backend):
     direct = db.make_engine(backend.new_url())  # the same backend, schema made by create_all from the models
-    Base.metadata.create_all(direct)
+    METADATA.create_all(direct)
     want, got = _schema_details(direct), _schema_details(engine)
     direct.dispose()
-    assert set(got) == {t.name for t in Base.metadata.sorted_tables}
+    assert set(got) == {t.name for t in METADATA.sorted_tables}
     assert got == want
     assert ("value_range" in str(got["score"][0])) and ("CASCADE" in str(got["score"][1]))
     partial = [i for i in got["answer"][2] if i[0] == "uq_answer_selected"]

@@ -21,7 +21,7 @@ from esllm.cli.evals import register
 from esllm.evals import pictos, question_checks, questions
 from esllm.evals.question_checks import EXAMPLE_TEXT, check_questions, parse_questions
 from esllm.evals.questions import check_request
-from esllm.paths import file_sha256
+from esllm.paths import PICTOS_DIR, file_sha256
 from esllm.store.models import EvalRun
 from tests.helpers import FakeEngine, serve
 
@@ -216,7 +216,7 @@ def test_bundled_sample_loads():
                                                    "transporte"}
     assert all(i.keywords and i.reference.endswith((".", "?", "!")) for i in items)
     assert pictos.SAMPLE.name in [p.name for p in pictos.list_files()]
-    assert (pictos.PICTOS_DIR / "LEEME.md").is_file()
+    assert (PICTOS_DIR / "LEEME.md").is_file()
 
 
 def test_malformed_rows_are_rejected_with_line_numbers(tmp_path):
@@ -297,7 +297,7 @@ def test_resolve_file_stays_under_data_pictos():
     assert pictos.resolve_file("muestra-es.jsonl") == pictos.SAMPLE.resolve()
     assert pictos.resolve_file("data/pictos/muestra-es.jsonl") == pictos.SAMPLE.resolve()
     for bad in ("../prompts/general.jsonl", "data/prompts/general.jsonl", "/etc/passwd", "LEEME.md",
-                "no-existe.jsonl", "", str(pictos.PICTOS_DIR / ".." / "prompts" / "general.jsonl")):
+                "no-existe.jsonl", "", str(PICTOS_DIR / ".." / "prompts" / "general.jsonl")):
         with pytest.raises(EsllmError):
             pictos.resolve_file(bad)
 

@@ -68,7 +68,7 @@ def test_answer_loss_equals_transformers_loss(tiny):
 
     from esllm.engine.templates import get_template
     from esllm.train.data import Example, collate, tokenize
-    from esllm.train.trainer import answer_loss
+    from esllm.train.loss import answer_loss
     from tests.tiny import load_plain
 
     model, tok = load_plain(tiny("llama").model_dir)

@@ -131,7 +131,7 @@ def test_eos_weight_counts_the_eos_token_that_many_times(tiny):
 
     from esllm.engine.templates import get_template
     from esllm.train.data import IGNORE, Example, collate, tokenize
-    from esllm.train.trainer import answer_loss
+    from esllm.train.loss import answer_loss
     from tests.tiny import load_plain
 
     model, tok = load_plain(tiny("llama").model_dir)

@@ -13,10 +13,10 @@ from __future__ import annotations
 from alembic import context
 
 from esllm.store.db import database_url, make_engine
-from esllm.store.models import Base
+from esllm.store.models import METADATA
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = METADATA
 UPGRADE_LOCK = 0x65736C6C6D  # "esllm": the advisory lock key of schema upgrades on PostgreSQL
 
 

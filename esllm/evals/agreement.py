@@ -28,7 +28,8 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from esllm.study.stats import SCORE_COLUMNS, alpha_ordinal
+from esllm.study.krippendorff import alpha_ordinal
+from esllm.study.score_frame import SCORE_COLUMNS
 
 UNIT = ["item", "contestant", "criterion"]
 

@@ -2,8 +2,8 @@
 constraint naming convention `NAMING`), `UTCDateTime` (timezone-aware UTC datetimes, also on SQLite), `PlainText`
 (text without U+0000) and `utcnow`.
 
-The tables themselves are in esllm/store/models.py, which re-exports every name here; `Base.metadata` holds
-them once that module is imported (Alembic's env and the tests import `Base` from there).
+The tables themselves are in esllm/store/models.py; `Base.metadata` holds them once that module is imported
+(`esllm.store.models.METADATA` is that metadata, for Alembic's env and the schema tests).
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@ anything that scores point at (an answer, a contestant, a user) is refused: deac
 Changing a model means a new Alembic revision under db/migrations/versions (see db.py).
 
 The declarative `Base`, its constraint naming convention `NAMING`, the column types `UTCDateTime` and
-`PlainText`, and `utcnow` live in esllm/store/base.py; they are re-exported here, and every table is defined on
-that `Base` here, so `from esllm.store.models import Base` (Alembic's env, the tests) gets the full metadata.
+`PlainText`, and `utcnow` live in esllm/store/base.py (import them from there); every table is defined on that
+`Base` here, and `METADATA` is its metadata with every table on it: what Alembic's env and the schema tests
+compare the database with.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstra
 from sqlalchemy.orm import Mapped, Session, mapped_column
 from sqlalchemy.orm.attributes import flag_modified
 
-from esllm.store.base import NAMING, Base, PlainText, UTCDateTime, utcnow  # noqa: F401 (re-exported)
+from esllm.store.base import Base, PlainText, utcnow
 
 ROLES = ("admin", "rater")  # people; a judge model grades as a user of role "judge" that cannot log in
 USER_ROLES = ROLES + ("judge",)
@@ -346,3 +347,6 @@ class EvalRun(Base):
     error: Mapped[Optional[str]] = mapped_column(PlainText)
     started_at: Mapped[datetime] = _created()
     finished_at: Mapped[Optional[datetime]]
+
+
+METADATA = Base.metadata  # every table above (Alembic's env and the schema tests compare the database with it)

@@ -29,7 +29,7 @@ from esllm.store.models import (
     User,
 )
 from esllm.study.attempts import identical_groups, same_text_groups
-from esllm.study.prompts import import_prompt_set, parse_prompt_file
+from esllm.study.prompts import import_prompt_set, ordered_prompts, parse_prompt_file
 from esllm.study.sessions import check_session_name, create_session, progress
 
 SET_NAME_MAX = 64
@@ -144,8 +144,6 @@ def snapshots_with_answers(s: Session, set_name: str) -> list[tuple[str, int]]:
 
 def prompt_choices(s: Session, set_name: str) -> list[tuple[str, int]]:
     ps = get_set(s, set_name)
-    from esllm.study.prompts import ordered_prompts
-
     out = []
     for p in ordered_prompts(s, ps.id):
         short = p.text if len(p.text) <= 60 else p.text[:57] + "…"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
 from esllm import EsllmError
-from esllm.engine.presets import PRESETS, GenParams, is_deterministic
+from esllm.engine.presets import PRESETS, GenParams
 
 Setting = tuple[str, Mapping[str, Any]]  # (preset, params)
 CARRIED = ("max_new_tokens", "repetition_penalty")  # the contestant's values that every attempt keeps
@@ -116,5 +116,4 @@ def same_text_groups(texts_by_attempt: Mapping[int, str]) -> list[list[int]]:
     return [g for g in groups.values() if len(g) > 1]
 
 
-__all__ = ["PlannedAttempt", "plan_attempts", "parse_vary", "identical_groups", "identity_key", "same_text_groups",
-           "is_deterministic"]
+__all__ = ["PlannedAttempt", "plan_attempts", "parse_vary", "identical_groups", "identity_key", "same_text_groups"]

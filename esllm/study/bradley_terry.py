@@ -4,7 +4,7 @@
     bt.ratings, bt.rows()
 
 Pure functions over plain data: every random draw comes from the explicit seed or `numpy.random.Generator`
-passed in. Re-exported by esllm/study/stats.py, where callers usually import them from.
+passed in.
 """
 
 from __future__ import annotations

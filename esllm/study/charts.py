@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
-from esllm.study.stats import PROMEDIO, BTResult, StudyTable, ordered_categories
+from esllm.study.bradley_terry import BTResult
+from esllm.study.stats import PROMEDIO, StudyTable, ordered_categories
 
 
 def _plt():

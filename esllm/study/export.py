@@ -29,22 +29,18 @@ Files:
 
 CSV files are UTF-8 with a BOM (`utf-8-sig`), so Excel opens accents right; every string cell that starts
 with = + - @ tab or CR gets a leading ' (OWASP's advice against formula injection). JSONL files are
-training data, not spreadsheets, and are left unescaped. Each file is written to a temporary file in the
-target folder and renamed over the old one, so a reader never sees half a file. These files name the
-contestants: offer them to admins only.
+training data, not spreadsheets, and are left unescaped. Each file is written atomically (esllm/study/files.py
+writes every file), so a reader never sees half a file. These files name the contestants: offer them to
+admins only.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
-import os
-import tempfile
 from itertools import combinations
 from pathlib import Path
-from typing import Any, Iterable, Sequence, Union
+from typing import Any, Sequence, Union
 
 import pandas as pd
 from sqlalchemy import select
@@ -63,12 +59,12 @@ from esllm.store.models import (
     Score,
 )
 from esllm.study import stats, tables
+from esllm.study.files import write_csv, write_jsonl
+from esllm.study.krippendorff import Agreement, krippendorff_alpha_ordinal
 from esllm.study.prompts import ordered_prompts
-from esllm.study.results import contestant_names, find_session, session_scores_frame  # noqa: F401 (also offered here)
+from esllm.study.results import contestant_names, find_session, session_scores_frame
 
-DANGEROUS_FIRST = ("=", "+", "-", "@", "\t", "\r")
 DPO_THRESHOLD = 1.0  # one rubric step: smaller gaps between item means are mostly rater noise
-CSV_ENCODING = "utf-8-sig"
 
 SCORE_CSV = {  # frame column -> puntuaciones.csv header; ids (categoria, criterio) with their names beside them
     "session": "sesion", "rater": "evaluador", "item": "item", "category": "categoria",
@@ -78,58 +74,6 @@ SCORE_CSV = {  # frame column -> puntuaciones.csv header; ids (categoria, criter
 }
 TABLE_HEADER = ["criterio", "criterio_nombre", "categoria", "categoria_nombre", "concursante", "media", "ic95_inf",
                 "ic95_sup", "n", "n_puntuaciones"]
-
-
-def escape_cell(v: Any) -> Any:
-    """A string that a spreadsheet would read as a formula gets a leading "'"; anything else is returned as is."""
-    if isinstance(v, str) and v.startswith(DANGEROUS_FIRST):
-        return "'" + v
-    return v
-
-
-# ---------------------------------------------------------------- atomic writes
-
-def _atomic_write(path: Path, text: str, encoding: str = "utf-8") -> Path:
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding=encoding, newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as e:
-        raise EsllmError(f"No se pudo escribir {path}: {e.strerror or e}. Revise que la carpeta exista, "
-                         "que tenga permiso de escritura y que quede espacio en el disco.") from e
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def _cell(v: Any) -> Any:
-    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
-        return ""
-    return escape_cell(v)
-
-
-def _csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\r\n")
-    w.writerow([escape_cell(h) for h in header])
-    for row in rows:
-        w.writerow([_cell(v) for v in row])
-    return buf.getvalue()
-
-
-def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
-    """A CSV file (utf-8-sig, every cell through escape_cell), written atomically."""
-    return _atomic_write(path, _csv_text(header, rows), CSV_ENCODING)
-
-
-def write_jsonl(path: Path, records: Iterable[dict]) -> Path:
-    return _atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 # ---------------------------------------------------------------- what goes in the files
@@ -244,7 +188,7 @@ def write_exports(s: Session, session_id: Union[int, str], out_dir: Union[str, P
     paths["tabla.csv"] = write_csv(out / "tabla.csv", TABLE_HEADER, ([r[h] for h in TABLE_HEADER] for r in table))
     agreement = []
     for crit in criteria:
-        a = stats.krippendorff_alpha_ordinal(df, crit) if not df.empty else stats.Agreement(float("nan"), 0, 0)
+        a = krippendorff_alpha_ordinal(df, crit) if not df.empty else Agreement(float("nan"), 0, 0)
         agreement.append([crit, crit_name(crit), None if math.isnan(a.alpha) else _r(a.alpha),
                           a.units, a.values])
     paths["acuerdo.csv"] = write_csv(out / "acuerdo.csv", ["criterio", "criterio_nombre", "alfa_krippendorff_ordinal",

@@ -3,8 +3,7 @@
     alpha = krippendorff_alpha_ordinal(df)       # units = (item, contestant), coders = raters
     alpha.alpha, alpha.units, alpha.values
 
-Pure functions over numpy/pandas data (the score frame of esllm/study/score_frame.py); re-exported by
-esllm/study/stats.py, where callers usually import them from.
+Pure functions over numpy/pandas data (the score frame of esllm/study/score_frame.py).
 """
 
 from __future__ import annotations

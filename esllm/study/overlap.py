@@ -30,6 +30,7 @@ import yaml
 
 from esllm import EsllmError
 from esllm.paths import ROOT, display_path, jsonl_lines
+from esllm.study.prompts import parse_prompt_file
 
 THRESHOLD = 0.6  # trigram Jaccard at which two texts are near duplicates (same question, a few words changed)
 CONTAINMENT = 0.8  # share of the prompt's trigrams found in one field
@@ -141,8 +142,6 @@ def example_texts(path: Path) -> Iterator[tuple[int, str, str]]:
 
 def prompt_texts(path: Path) -> Iterator[tuple[str, str]]:
     """(id, text) of a prompt file (JSONL or CSV, as the importer reads it)."""
-    from esllm.study.prompts import parse_prompt_file
-
     for r in parse_prompt_file(path):
         yield r.id, r.text
 

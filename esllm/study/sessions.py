@@ -17,8 +17,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from esllm import EsllmError
+from esllm.store.base import utcnow
 from esllm.store.models import (
     ASPECTS,
+    LABELS,
     Answer,
     Assignment,
     ContestantSnapshot,
@@ -30,10 +32,9 @@ from esllm.store.models import (
     SessionRater,
     User,
     save_scores,
-    utcnow,
 )
 from esllm.study.answers import selected_answers
-from esllm.study.assignment import LABELS, Item, plan_session
+from esllm.study.assignment import Item, plan_session
 
 MISSING_FOR_RATER = "Falta una respuesta seleccionada para este ítem; avise al administrador."
 

@@ -1,10 +1,7 @@
-"""The study's numbers from plain data: category means with bootstrap CIs and the
-Promedio row, Krippendorff's alpha (ordinal), and Bradley–Terry ratings from Comparar votes.
+"""The study's table from plain data: category means with bootstrap CIs and the Promedio row.
 
     table = study_table(df, "general", seed=0)   # df: item, category, contestant, rater, criterion, value
     rows = table_rows(table)                     # list of dicts for display or CSV (Spanish keys)
-    alpha = krippendorff_alpha_ordinal(df)       # units = (item, contestant), coders = raters
-    bt = bradley_terry([(["m1", "m2", "m3"], "A"), ...], seed=0)
 
 Pure functions over pandas/numpy data: no database, no Gradio, no models. Every random draw comes from
 the explicit seed or `numpy.random.Generator` passed in, so a result is reproducible.
@@ -18,8 +15,8 @@ multinomial over the cell's distinct item scores (counts ~ Multinomial(m, share 
 same distribution as drawing item indices, at a cost that does not grow with m.
 
 This module holds the study table; Krippendorff's alpha lives in esllm/study/krippendorff.py, Bradley–Terry in
-esllm/study/bradley_terry.py, and the score frame's columns, codes and seed rule in esllm/study/score_frame.py.
-All of them are re-exported here, so `from esllm.study.stats import …` reaches every name.
+esllm/study/bradley_terry.py, and the score frame's columns, codes and seed rule in esllm/study/score_frame.py:
+import each name from the module that defines it.
 """
 
 from __future__ import annotations
@@ -31,21 +28,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from esllm.study.bradley_terry import VOTE_CHOICES, BTResult, Rating, bradley_terry  # noqa: F401 (re-exported)
-from esllm.study.krippendorff import (  # noqa: F401 (re-exported)
-    Agreement,
-    alpha_ordinal,
-    coincidences,
-    krippendorff_alpha_ordinal,
-    ordinal_delta2,
-)
-from esllm.study.score_frame import (  # noqa: F401 (SCORE_COLUMNS re-exported)
-    SCORE_COLUMNS,
-    Seed,
-    as_generator,
-    criterion_rows,
-    value_codes,
-)
+from esllm.study.score_frame import Seed, as_generator, criterion_rows, value_codes
 
 PROMEDIO = "Promedio"
 

@@ -29,6 +29,8 @@ import yaml
 
 from esllm.paths import PROMPTS_DIR
 from esllm.study import stats
+from esllm.study.files import CSV_ENCODING, escape_cell, write_text
+from esllm.study.prompts import CATEGORY_LABELS
 
 LABELS_FILE = PROMPTS_DIR / "categorias.yaml"
 PROMEDIO = stats.PROMEDIO
@@ -77,8 +79,6 @@ class Grid:
 
 def category_labels(set_name: Optional[str], path: Path = LABELS_FILE) -> dict[str, str]:
     """category key -> label as people read it, for one prompt set (see the module docstring)."""
-    from esllm.study.prompts import CATEGORY_LABELS
-
     labels = dict(CATEGORY_LABELS)
     if path.is_file():
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -218,8 +218,6 @@ def to_csv(grid: Grid) -> str:
     """Wide CSV: one row per table row, one column per table column (the number as printed; with a CI, three
     more columns per contestant: «… IC95 inf», «… IC95 sup», «… n»). Cells that a spreadsheet would read as
     a formula get a leading ' (as every export)."""
-    from esllm.study.export import escape_cell
-
     header = [grid.corner or "fila"]
     for c in grid.columns:
         header.append(c)
@@ -244,9 +242,7 @@ def to_csv(grid: Grid) -> str:
 
 def write_table(grid: Grid, out_dir: Path, stem: str) -> dict[str, Path]:
     """`stem`.csv (utf-8-sig), `stem`.md and `stem`.tex in out_dir, each written atomically."""
-    from esllm.study.export import CSV_ENCODING, _atomic_write
-
     out_dir = Path(out_dir)
-    return {f"{stem}.csv": _atomic_write(out_dir / f"{stem}.csv", to_csv(grid), CSV_ENCODING),
-            f"{stem}.md": _atomic_write(out_dir / f"{stem}.md", to_markdown(grid)),
-            f"{stem}.tex": _atomic_write(out_dir / f"{stem}.tex", to_latex(grid))}
+    return {f"{stem}.csv": write_text(out_dir / f"{stem}.csv", to_csv(grid), CSV_ENCODING),
+            f"{stem}.md": write_text(out_dir / f"{stem}.md", to_markdown(grid)),
+            f"{stem}.tex": write_text(out_dir / f"{stem}.tex", to_latex(grid))}

@@ -1,6 +1,6 @@
 """The training objective: summed cross-entropy over the answer tokens only (the answer-ending EOS optionally
 weighted), and the held-out loss per answer token that evaluation, early stopping and the benches report.
-Used by esllm/train/trainer.py, which re-exports both functions.
+Used by esllm/train/trainer.py, esllm/train/pref.py and the benches.
 """
 
 from __future__ import annotations

@@ -29,8 +29,9 @@ from esllm.paths import file_sha256
 from esllm.train import output as O
 from esllm.train import portable as P
 from esllm.train import pref_data as PD
+from esllm.train.checkpoints import CKPT_DIR
 from esllm.train.recipe import Recipe
-from esllm.train.trainer import CKPT_DIR, TrainResult, base_fingerprint, train_dtype
+from esllm.train.trainer import TrainResult, base_fingerprint, train_dtype
 
 ADAPTER = "adapter_model.safetensors"
 

@@ -12,8 +12,8 @@ checkpointing, paged AdamW 8-bit. On CPU: bf16 base weights, fp32 LoRA weights, 
 (bitsandbytes' paged optimisers need CUDA); the log says which was used.
 
 The loss (`answer_loss`, `eval_loss`) lives in esllm/train/loss.py, the checkpoint folders and early stopping's
-`BestKeeper` in esllm/train/checkpoints.py; this module imports them, so `trainer.answer_loss`, `trainer.eval_loss`
-and `trainer.CKPT_DIR` still work (tests patch `trainer.eval_loss`: `train` looks it up here).
+`BestKeeper` in esllm/train/checkpoints.py: import them from there (a test that fakes the held-out loss patches
+`trainer.eval_loss`, the name `train` looks up).
 """
 
 from __future__ import annotations

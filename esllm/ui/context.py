@@ -21,10 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
 import gradio as gr
+from sqlalchemy import select
 
 from esllm import EsllmError
 from esllm.engine.config import AppConfig
 from esllm.engine.core import Engine
+from esllm.store.models import User
+from esllm.store.users import authenticate
 from esllm.ui.throttle import LoginThrottle
 
 
@@ -69,8 +72,6 @@ class AppContext:
 
     # ------------------------------------------------------------ accounts
     def check_login(self, name: str, password: str) -> bool:
-        from esllm.store.users import authenticate
-
         with self.sessionmaker() as s:
             return authenticate(s, name or "", password or "") is not None
 
@@ -80,10 +81,6 @@ class AppContext:
         name = getattr(request, "username", None) if request is not None else None
         if not name or self.sessionmaker is None:
             return None
-        from sqlalchemy import select
-
-        from esllm.store.models import User
-
         # Asked on every call (a deactivated user is refused at once); three columns, no ORM object to build.
         with self.sessionmaker() as s:
             row = s.execute(select(User.id, User.name, User.role).where(User.name == str(name).lower(),

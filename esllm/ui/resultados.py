@@ -8,9 +8,9 @@ resultados_juez.py and resultados_tareas.py).
 Every handler is declared `@handler("admin")`: a rater or an anonymous caller gets an error and no data.
 Nothing in the page's initial config names a session, contestant or rater (the dropdown is filled on load
 for admins). Export files are named with `EXPORT_PREFIX`, so `ExportGuard` (esllm/ui/downloads.py) refuses
-them to anyone but an admin even with the link. The numbers come from esllm/study/stats.py, the data from
-esllm/study/results.py, the files from esllm/study/export.py. Handlers are module-level; `build_resultados`
-only lays out and wires.
+them to anyone but an admin even with the link. The numbers come from esllm/study/stats.py, krippendorff.py
+and bradley_terry.py, the data from esllm/study/results.py, the files from esllm/study/export.py. Handlers are
+module-level; `build_resultados` only lays out and wires.
 """
 
 from __future__ import annotations
@@ -20,12 +20,15 @@ import re
 from typing import Any
 
 import gradio as gr
+from sqlalchemy import select
 
 from esllm import EsllmError
-from esllm.store.models import ASPECTS, CRITERION_LABELS, RatingSession
+from esllm.store.models import ASPECTS, CRITERION_LABELS, PromptSet, RatingSession
 from esllm.study import charts, stats
 from esllm.study.admin import STATUS_ES, set_names
+from esllm.study.bradley_terry import bradley_terry as bt_ratings  # the handler below is named bradley_terry
 from esllm.study.export import set_labels_and_order, write_exports
+from esllm.study.krippendorff import krippendorff_alpha_ordinal
 from esllm.study.results import (
     comparar_votes,
     find_session,
@@ -47,8 +50,6 @@ BT_HEADERS = ["concursante", "puntuación (tipo Elo)", "IC 95 % inf.", "IC 95 % 
 
 
 def _session_choices(s) -> list[tuple[str, str]]:
-    from sqlalchemy import select
-
     rows = s.scalars(select(RatingSession).order_by(RatingSession.id))
     return [(f"{r.name} ({STATUS_ES.get(r.status, r.status)})", r.name) for r in rows]
 
@@ -73,10 +74,6 @@ def compute(s, scope: str, which: str, *, seed: int = 0) -> dict[str, Any]:
         if which not in set_names(s):
             raise EsllmError(f"No existe el conjunto de prompts {which!r}.")
         df = prompt_set_scores_frame(s, which)
-        from sqlalchemy import select
-
-        from esllm.store.models import PromptSet
-
         ps = s.scalars(select(PromptSet).where(PromptSet.name == which)).one()
         sessions = list(s.scalars(select(RatingSession).where(RatingSession.prompt_set_id == ps.id)
                                   .order_by(RatingSession.id)))
@@ -93,7 +90,7 @@ def compute(s, scope: str, which: str, *, seed: int = 0) -> dict[str, Any]:
     criteria = ["general"] + [a for a in ASPECTS if (df["criterion"] == a).any()]
     for crit in criteria:
         out["tables"][crit] = stats.study_table(df, crit, seed=seed)
-        a = stats.krippendorff_alpha_ordinal(df, crit)
+        a = krippendorff_alpha_ordinal(df, crit)
         out["alpha"].append([CRITERION_LABELS.get(crit, crit), _fmt(a.alpha), a.units, a.values])
     out["raters"] = int(df["rater"].nunique())
     out["items"] = int(df["item"].nunique())
@@ -183,7 +180,7 @@ def bradley_terry(ctx: AppContext, request: gr.Request):
         votes = comparar_votes(s)
     if not votes:
         raise EsllmError("Aún no hay votos de «Comparar».")
-    res = stats.bradley_terry(votes, seed=0)
+    res = bt_ratings(votes, seed=0)
     rows = [[r.contestant, round(r.rating, 1), round(r.ci_low, 1), round(r.ci_high, 1), r.n_votes]
             for r in res.ratings]
     return rows, charts.bt_bars(res)

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 import gradio as gr
+from sqlalchemy import select
 
 from esllm import EsllmError
-from esllm.evals.belebele import CHANCE, DATA_DIR, KIND, run_belebele
-from esllm.evals.belebele_table import MODE_LABELS, MODES
-from esllm.paths import ROOT, display_path
+from esllm.evals.belebele import CHANCE, KIND, run_belebele
+from esllm.evals.belebele_table import MODE_LABELS, MODES, run_mode
+from esllm.paths import BELEBELE_DIR, ROOT, display_path
+from esllm.store.models import EvalRun
 from esllm.ui.context import AppContext, bind, handler
 
 HEADERS = ["concursante", "archivo", "exactitud", "IC 95 %", "n", "fecha (UTC)", "base sha256", "adaptador sha256",
@@ -26,13 +28,13 @@ CHANCE_NOTE = (f"Azar: {CHANCE:.0%} (cuatro opciones). Puntuación por la probab
                "sin muestreo; IC 95 % bootstrap sobre preguntas.")
 
 
-def file_choices(data_dir: Path = DATA_DIR) -> list[str]:
+def file_choices(data_dir: Path = BELEBELE_DIR) -> list[str]:
     """The .jsonl files under data_dir, as paths relative to the repository (the bundled sample first)."""
     files = sorted(data_dir.rglob("*.jsonl"), key=lambda p: (p.name != "muestra-es.jsonl", str(p)))
     return [display_path(p) for p in files if p.is_file()]
 
 
-def resolve_file(value: Any, data_dir: Path = DATA_DIR) -> Path:
+def resolve_file(value: Any, data_dir: Path = BELEBELE_DIR) -> Path:
     """The file an admin picked, if it is one of `file_choices`; else EsllmError."""
     if not isinstance(value, str) or not value.strip():
         raise EsllmError("Elija un archivo de Belebele.")
@@ -46,11 +48,6 @@ def resolve_file(value: Any, data_dir: Path = DATA_DIR) -> Path:
 
 
 def runs_table(s) -> list[list[Any]]:
-    from sqlalchemy import select
-
-    from esllm.evals.belebele_table import run_mode
-    from esllm.store.models import EvalRun
-
     rows, seen = [], set()
     for r in s.scalars(select(EvalRun).where(EvalRun.kind == KIND, EvalRun.status == "done")
                        .order_by(EvalRun.id.desc())):  # the newest run per contestant, file and mode
@@ -120,7 +117,7 @@ def load_belebele(ctx: AppContext, data_dir: Path, request: gr.Request):
 
 def build_belebele(ctx: AppContext, *, data_dir: Optional[Path] = None):
     """The accordion; returns (load function, its outputs) for demo.load, like the tabs' builders."""
-    data_dir = data_dir or DATA_DIR
+    data_dir = data_dir or BELEBELE_DIR
     with gr.Accordion("Belebele (comprensión lectora, opción múltiple)", open=False):
         gr.Markdown("Comprensión lectora en el formato de Belebele: pasaje, pregunta y cuatro opciones. La muestra "
                     "incluida es original (no es el Belebele real); para el real copie `spa_Latn.jsonl` en "

@@ -14,11 +14,12 @@ import math
 from typing import Any
 
 import gradio as gr
+from sqlalchemy import select
 
 from esllm import EsllmError
 from esllm.evals.judge import CRITERION_CHOICES, grade_session, latest_judge_runs
 from esllm.evals.judge_prompt import JUDGE_PROMPTS
-from esllm.store.models import CRITERION_LABELS
+from esllm.store.models import CRITERION_LABELS, RatingSession
 from esllm.ui.context import AppContext, bind, handler
 
 HEADERS = ["sesión", "juez", "criterio", "calificadas", "ilegibles", "exacto %", "±1 %", "Spearman", "alfa",
@@ -46,10 +47,6 @@ def runs_table(s) -> list[list[Any]]:
 
 
 def _session_names(s) -> list[str]:
-    from sqlalchemy import select
-
-    from esllm.store.models import RatingSession
-
     return list(s.scalars(select(RatingSession.name).order_by(RatingSession.id)))
 
 

@@ -16,10 +16,12 @@ from typing import Any
 
 import gradio as gr
 import pandas as pd
+from sqlalchemy import select
 
 from esllm import EsllmError
 from esllm.evals.agreement import judge_agreement
 from esllm.evals.belebele_table import MODE_LABELS, MODES, belebele_grid
+from esllm.store.models import PromptSet
 from esllm.study import stats, tables
 from esllm.study.export import plain_grid, set_labels_and_order, study_grids
 from esllm.study.results import find_session, prompt_set_scores_frame, session_scores_frame
@@ -42,10 +44,6 @@ def _files(grids: dict[str, tables.Grid]) -> list[str]:
 
 def study_tables(s, scope: str, which: str) -> dict[str, Any]:
     """{grids: {stem: Grid}, judge: Grid | None, agreement: rows} for a session ("Sesión") or a prompt set."""
-    from sqlalchemy import select
-
-    from esllm.store.models import PromptSet
-
     if scope == "Sesión":
         rs = find_session(s, which)
         df = session_scores_frame(s, rs.id)
