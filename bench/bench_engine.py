@@ -110,7 +110,7 @@ def bench_cold_warm(key: str, spec, skip_cold: bool) -> None:
 
 # ---------------------------------------------------------------- 2. adapter switch vs reload
 def bench_switch(key: str, spec, n_switches: int, n_reloads: int) -> None:
-    from esllm.engine import Engine
+    from esllm.engine.core import Engine
     from esllm.engine.adapters import peft_name
     from esllm.engine.loader import load_base
 

@@ -41,7 +41,7 @@ def main() -> None:
     import torch
     from peft import PeftModel
 
-    from esllm.engine import Engine
+    from esllm.engine.core import Engine
     from esllm.engine.adapters import peft_name
     from esllm.engine.config import load_config
     from esllm.train import data as D

@@ -14,7 +14,7 @@ from esllm.paths import ROOT
 
 def start_engine(config_path: Optional[str], progress: Callable[[str], None] | None = None):
     """The started engine of a contestants file (default configs/default.yaml); tests replace this function."""
-    from esllm.engine import Engine
+    from esllm.engine.core import Engine
     from esllm.engine.config import load_config
 
     engine = Engine(load_config(config_path), root=ROOT,

@@ -1,9 +1,5 @@
 """Model engine: base models loaded once, LoRA adapters hot-swapped, streaming generation.
 
-Imports torch lazily: importing this package loads no model and no heavy library.
+Imports nothing: importing this package loads no model and no heavy library (the engine is
+`esllm.engine.core.Engine`).
 """
-
-from esllm.engine.core import Engine
-from esllm.engine.types import GenerationResult, LoadedContestant, RefreshReport, StreamEvent
-
-__all__ = ["LoadedContestant", "Engine", "GenerationResult", "RefreshReport", "StreamEvent"]

@@ -11,6 +11,8 @@ tokenizes it with `add_special_tokens=False`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -100,6 +102,13 @@ class ChatTemplate:
     end_tokens: tuple[str, ...] = ()
     default_system: str = ""
     extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of what shapes a prompt and ends an answer: the Jinja source, stop strings, end tokens and
+        default system prompt (a result traces the exact template it ran with, not only its name)."""
+        definition = [self.source, list(self.stop_strings), list(self.end_tokens), self.default_system]
+        return hashlib.sha256(json.dumps(definition, ensure_ascii=False).encode("utf-8")).hexdigest()
 
     def render(
         self,

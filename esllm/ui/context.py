@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Optional
 import gradio as gr
 
 from esllm import EsllmError
-from esllm.engine import Engine
+from esllm.engine.core import Engine
 from esllm.engine.config import AppConfig
 from esllm.ui.throttle import LoginThrottle
 
