@@ -1,9 +1,13 @@
 """Contestants on an OpenAI-compatible server, against a real one: llama-cpp-python's server on 127.0.0.1 serving a
-tiny Llama GGUF without and with two LoRA adapters (converted by esllm/engine/gguf_lora.py). Chat streams, the
-adapter changes the answer, stop closes the stream, an unknown served model, a server absent at start or killed
-mid-answer, a wrong key, a batch job with concurrency > 1 storing every answer once, and the study flow (rate,
-judge, export) with the API key found nowhere. Only the HTTP status mapping of 429/5xx/404 (which this server
-never answers) runs on httpx's in-process transport."""
+tiny Llama GGUF without and with two LoRA adapters (converted by esllm/engine/gguf_lora.py).
+
+Two layers. The `test_runner_*` tests drive esllm/engine/remote.py's RemoteModel and RemoteRunner straight, as the
+engine's registry calls them: chat streams, the adapter changes the answer, stop closes the stream, an unknown
+served model, a server absent at open or killed mid-answer, a wrong key, a batch with concurrency > 1. What a real
+server rarely does (429/5xx/404 statuses, cut streams, error events, slow answers) and the exact request bodies run
+on tests/openai_server.py's CannedServer, through the real `openai` client. The tests that take an `Engine`
+(`engine_for`) are the end-to-end ones: the study flow (rate, judge, export) with the API key found nowhere, and a
+batch job storing every answer once and never a cut one."""
 
 from __future__ import annotations
 
@@ -14,7 +18,6 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import func, select
 
