@@ -45,8 +45,8 @@ def create(config_path: str, progress=print, db_url: str | None = None):
 
     Upgrades the rating store's schema first. No accounts -> single-user local mode (admin).
     """
-    from esllm.engine.core import Engine
     from esllm.engine.config import load_config
+    from esllm.engine.core import Engine
     from esllm.store import db, users
     from esllm.ui import build_app
     from esllm.ui.context import AppContext

@@ -110,8 +110,8 @@ def bench_cold_warm(key: str, spec, skip_cold: bool) -> None:
 
 # ---------------------------------------------------------------- 2. adapter switch vs reload
 def bench_switch(key: str, spec, n_switches: int, n_reloads: int) -> None:
-    from esllm.engine.core import Engine
     from esllm.engine.adapters import peft_name
+    from esllm.engine.core import Engine
     from esllm.engine.loader import load_base
 
     header(f"2. Adapter switch vs base reload ({key}, {spec.quantization})")

@@ -41,9 +41,9 @@ def main() -> None:
     import torch
     from peft import PeftModel
 
-    from esllm.engine.core import Engine
     from esllm.engine.adapters import peft_name
     from esllm.engine.config import load_config
+    from esllm.engine.core import Engine
     from esllm.train import data as D
     from esllm.train.trainer import eval_loss
 

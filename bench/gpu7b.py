@@ -112,9 +112,9 @@ def _gpu_one(folder: Path, workdir: Path, quant: str, device: str, n_new: int, n
     """Load the random 7B with one quantisation; measure load, memory, tokens/s (and, nf4, one adapter)."""
     import torch
 
-    from esllm.engine.core import Engine
     from esllm.engine.adapters import peft_name
     from esllm.engine.config import ModelSpec
+    from esllm.engine.core import Engine
     from esllm.engine.loader import load_base
 
     key = "mistral-7b-random"

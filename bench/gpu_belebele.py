@@ -38,8 +38,8 @@ def main() -> None:
 
     import torch
 
-    from esllm.engine.core import Engine
     from esllm.engine.config import ModelSpec
+    from esllm.engine.core import Engine
     from esllm.engine.loader import load_base
     from esllm.evals.belebele import evaluate, load_belebele
 

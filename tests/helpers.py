@@ -62,8 +62,8 @@ def wait_until(condition: Callable[[], Any], timeout: float = 30.0, interval: fl
 # ----------------------------------------------------------------------------- engines
 def make_engine(config: dict, root: Path, **kw):
     """A started Engine over `config` (a dict as Tiny.config() returns it)."""
-    from esllm.engine.core import Engine
     from esllm.engine.config import parse_config
+    from esllm.engine.core import Engine
 
     engine = Engine(parse_config(config), root=root, progress=lambda msg: None, **kw)
     engine.start()

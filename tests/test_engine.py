@@ -333,8 +333,8 @@ SPANISH_WORDS = {"de", "la", "el", "que", "en", "y", "los", "las", "es", "un", "
 @pytest.mark.slow
 def test_bundled_gemma_end_to_end():
     """configs/default.yaml as shipped: bundled gemma-3-270m (GGUF converted once, cached), nf4."""
-    from esllm.engine.core import Engine
     from esllm.engine.config import load_config
+    from esllm.engine.core import Engine
 
     eng = Engine(load_config(REPO / "configs" / "default.yaml"), root=REPO, progress=lambda m: None)
     eng.start()

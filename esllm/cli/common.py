@@ -14,8 +14,8 @@ from esllm.paths import ROOT
 
 def start_engine(config_path: Optional[str], progress: Callable[[str], None] | None = None):
     """The started engine of a contestants file (default configs/default.yaml); tests replace this function."""
-    from esllm.engine.core import Engine
     from esllm.engine.config import load_config
+    from esllm.engine.core import Engine
 
     engine = Engine(load_config(config_path), root=ROOT,
                     progress=progress or (lambda m: print(m, file=sys.stderr)))

@@ -23,8 +23,8 @@ from typing import Any, Callable, Iterator, Optional
 import gradio as gr
 
 from esllm import EsllmError
-from esllm.engine.core import Engine
 from esllm.engine.config import AppConfig
+from esllm.engine.core import Engine
 from esllm.ui.throttle import LoginThrottle
 
 
