@@ -1,9 +1,13 @@
 """Contestants on an OpenAI-compatible server, against a real one: llama-cpp-python's server on 127.0.0.1 serving a
-tiny Llama GGUF without and with two LoRA adapters (converted by esllm/engine/gguf_lora.py). Chat streams, the
-adapter changes the answer, stop closes the stream, an unknown served model, a server absent at start or killed
-mid-answer, a wrong key, a batch job with concurrency > 1 storing every answer once, and the study flow (rate,
-judge, export) with the API key found nowhere. Only the HTTP status mapping of 429/5xx/404 (which this server
-never answers) runs on httpx's in-process transport."""
+tiny Llama GGUF without and with two LoRA adapters (converted by esllm/engine/gguf_lora.py).
+
+Two layers. The `test_runner_*` tests drive esllm/engine/remote.py's RemoteModel and RemoteRunner straight, as the
+engine's registry calls them: chat streams, the adapter changes the answer, stop closes the stream, an unknown
+served model, a server absent at open or killed mid-answer, a wrong key, a batch with concurrency > 1. What a real
+server rarely does (429/5xx/404 statuses, cut streams, error events, slow answers) and the exact request bodies run
+on tests/openai_server.py's CannedServer, through the real `openai` client. The tests that take an `Engine`
+(`engine_for`) are the end-to-end ones: the study flow (rate, judge, export) with the API key found nowhere, and a
+batch job storing every answer once and never a cut one."""
 
 from __future__ import annotations
 
@@ -14,21 +18,23 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import func, select
 
 from esllm import EsllmError
-from esllm.engine.config import ConfigError, parse_config
-from esllm.engine.core import Engine
-from esllm.engine.openai_backend import OpenAIBackend, RemoteError, Reply
+from esllm.engine import remote
+from esllm.engine.config import ConfigError, Limits, ModelSpec, parse_config
 from esllm.engine.presets import GenParams
+from esllm.engine.remote import RemoteModel, RemoteRunner
+from esllm.engine.remote_errors import RemoteError
+from esllm.engine.templates import get_template
+from esllm.engine.types import LoadedContestant
 from esllm.store.models import Answer, Assignment, ContestantSnapshot, User
 from esllm.study.answers import generate_answers
 from esllm.study.sessions import create_session, next_item, submit
 from tests import tiny_gguf
 from tests.helpers import LIMITS, PROMPT, ROWS, free_port, new_store, wait_until
-from tests.openai_server import LlamaServer
+from tests.openai_server import CannedServer, LlamaServer, sse
 
 llama_cpp = pytest.importorskip("llama_cpp")
 pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python[server] extras (requirements-dev.txt)")
@@ -80,7 +86,28 @@ def config(url: str, *, api: str = "chat", concurrency: int = 4, contestants=Non
     }
 
 
-def engine_for(cfg: dict, root: Path) -> Engine:
+def spy_in_flight(monkeypatch) -> list[int]:
+    """[peak]: the most requests any RemoteRunner had open at once, from now on."""
+    real = RemoteRunner._pieces
+    inflight, peak, lock = [0], [0], threading.Lock()
+
+    def counting(self, request, reply, stop):
+        with lock:
+            inflight[0] += 1
+            peak[0] = max(peak[0], inflight[0])
+        try:
+            yield from real(self, request, reply, stop)
+        finally:
+            with lock:
+                inflight[0] -= 1
+
+    monkeypatch.setattr(RemoteRunner, "_pieces", counting)
+    return peak
+
+
+def engine_for(cfg: dict, root: Path):
+    from esllm.engine.core import Engine  # the registry that will hold RemoteModel (issue 24) is rewritten beside
+
     e = Engine(parse_config(cfg), root=root)
     e.start()
     return e
@@ -105,19 +132,11 @@ def test_chat_streams_and_the_adapter_changes_the_answer(server, tmp_path):
     assert d["motor"] == "servidor OpenAI-compatible" and d["modelo_servido"] == "tiny-a1"
 
 
-def test_completions_api_sends_esllms_own_template_and_its_stop_strings(server, tmp_path):
-    """api: completions renders esllm's template (the format adapters are trained on) and sends its stop strings;
-    the server tokenizes and decodes it. (Its greedy tokens match the in-process llama.cpp backend's for the first
-    few only: on a random tiny model near-ties flip with the server's thread count.)"""
-    from esllm.engine import remote
-    from esllm.engine.templates import get_template
-
+def test_completions_api_through_the_engine(server, tmp_path):
+    """api: completions renders esllm's template (the format adapters are trained on); the server tokenizes and
+    decodes it. (Its greedy tokens match the in-process llama.cpp backend's for the first few only: on a random
+    tiny model near-ties flip with the server's thread count.)"""
     e = engine_for(config(server.url, api="completions"), tmp_path)
-    c, base = e.contestant("srv-a1"), e.registry.bases["srv"]
-    body, params, template = remote.request(e, c, base, PROMPT, None, {"max_new_tokens": 10})
-    tpl = get_template("llama-2")
-    assert body["prompt"] == tpl.render(PROMPT, bos_token="", eos_token="") and "messages" not in body
-    assert body["stop"] == list(tpl.stop_strings)[:4] and body["temperature"] == 0.0 and template == "llama-2"
     res = e.generate("srv-a1", PROMPT, overrides={"max_new_tokens": 10})
     assert res.complete and res.template == "llama-2" and res.text
     assert res.text != e.generate("srv-base", PROMPT, overrides={"max_new_tokens": 10}).text
@@ -149,7 +168,7 @@ def test_an_unknown_served_model_is_unavailable_with_the_reason(server, tmp_path
                                           {"name": "fantasma", "model": "srv", "served_model": "no-existe"}])
     e = engine_for(cfg, tmp_path)
     assert e.available() == ["srv-base"]
-    reason = e.registry.contestants["fantasma"].reason
+    reason = e.contestants["fantasma"].reason
     assert "no sirve «no-existe»" in reason and "tiny-a1" in reason and f"127.0.0.1:{server.port}" in reason
     with pytest.raises(EsllmError, match="no está disponible"):
         list(e.stream("fantasma", PROMPT))
@@ -166,7 +185,7 @@ def test_a_server_absent_at_start_leaves_the_rest_working_and_refresh_finds_it(f
     cfg["adapters_dir"] = str(t.adapters_dir)
     e = engine_for(cfg, tmp_path)
     assert "local" in e.available() and "srv-a1" not in e.available()
-    assert "No se puede conectar con el servidor 127.0.0.1:%d" % port in e.registry.contestants["srv-a1"].reason
+    assert "No se puede conectar con el servidor 127.0.0.1:%d" % port in e.contestants["srv-a1"].reason
     assert e.generate("local", PROMPT).text is not None  # the rest of the app works
     srv = LlamaServer([files["tiny-a1"]], api_key=KEY, folder=tmp_path / "srv", port=port).start()
     try:
@@ -176,17 +195,17 @@ def test_a_server_absent_at_start_leaves_the_rest_working_and_refresh_finds_it(f
     finally:
         srv.stop()
     e.refresh()
-    assert "srv-a1" not in e.available() and "No se puede conectar" in e.registry.contestants["srv-a1"].reason
+    assert "srv-a1" not in e.available() and "No se puede conectar" in e.contestants["srv-a1"].reason
 
 
 def test_a_wrong_key_is_a_clear_error_without_the_key(server, tmp_path, monkeypatch):
     monkeypatch.setenv(ENV, "sk-equivocada-123")
     e = engine_for(config(server.url), tmp_path)
-    reason = e.registry.contestants["srv-a1"].reason
+    reason = e.contestants["srv-a1"].reason
     assert "rechazó la clave de API (401)" in reason and ENV in reason and "sk-equivocada" not in reason
     monkeypatch.delenv(ENV)
     e = engine_for(config(server.url), tmp_path)
-    assert f"La variable de entorno {ENV}" in e.registry.contestants["srv-a1"].reason
+    assert f"La variable de entorno {ENV}" in e.contestants["srv-a1"].reason
 
 
 def test_a_server_killed_mid_answer_keeps_the_text_marked_cut(files, tmp_path):
@@ -230,24 +249,10 @@ def test_a_cut_answer_is_never_stored_by_a_batch_job(files, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ batch + study
-def test_a_batch_job_runs_concurrently_and_stores_every_answer_once(server, tmp_path):
+def test_a_batch_job_runs_concurrently_and_stores_every_answer_once(server, tmp_path, monkeypatch):
     store = new_store(tmp_path / "t.sqlite3", prompt_sets={"mini": ROWS})
     e = engine_for(config(server.url, concurrency=4), tmp_path)
-    base = e.registry.bases["srv"]
-    inflight, peak, lock = [0], [0], threading.Lock()
-    real = base.stream
-
-    def counting(body, reply, should_stop):  # a spy on the real requests: how many are open at once
-        with lock:
-            inflight[0] += 1
-            peak[0] = max(peak[0], inflight[0])
-        try:
-            yield from real(body, reply, should_stop)
-        finally:
-            with lock:
-                inflight[0] -= 1
-
-    base.stream = counting
+    peak = spy_in_flight(monkeypatch)
     rep = generate_answers(store.Session, e, "mini", ["srv-base", "srv-a1", "srv-a2"], attempts=2, max_new_tokens=8,
                            vary=[("top-p", {})])
     assert (rep.generated, rep.errors) == (4 * 3 * 2, [])
@@ -305,7 +310,7 @@ def test_rated_judged_and_exported_like_a_local_contestant_and_the_key_is_nowher
     haystack.append(caplog.text)
     haystack.append(json.dumps([e.describe(n) for n in names], ensure_ascii=False))
     haystack.append(json.dumps(e.hashes("srv-a1")))
-    haystack.append(repr(e.registry.bases["srv"]))
+    haystack.append(repr(e.bases["srv"]))
     assert all(KEY not in h for h in haystack)
     assert any(f"127.0.0.1:{server.port}" in h for h in haystack[:-4]), "answers trace the server"
     store.dispose()
@@ -317,6 +322,300 @@ def test_scoring_evaluations_say_why_they_cannot_run_on_a_server(server, tmp_pat
         e.next_token_logprobs("srv-a1", ["¿A o B?"])
     with pytest.raises(EsllmError, match="probabilidades de cada token"):
         e.loglikelihood("srv-a1", [("P: x\nA:", " A")])
+
+
+# ------------------------------------------------------------------------------------------------ RemoteRunner
+# The runner straight, as the registry will call it: RemoteModel.open, .runner(c, limits), .stream(msgs, params, stop).
+def open_model(url: str, *, api: str = "chat", concurrency: int = 4, retries: int = 2, **spec) -> RemoteModel:
+    return RemoteModel.open("srv", ModelSpec(source=f"openai:{url}", api_key_env=ENV, api=api, concurrency=concurrency,
+                                             retries=retries, timeout_s=spec.pop("timeout_s", 30),
+                                             template="llama-2", **spec))
+
+
+def runner_for(model: RemoteModel, served: str = "tiny-base", *, lora=(), overrides=None) -> RemoteRunner:
+    c = LoadedContestant(f"srv-{served}", "srv", None, None, "greedy", available=True, served_model=served,
+                         lora=[dict(x) for x in lora], overrides=dict(overrides or {}))
+    return model.runner(c, Limits(**LIMITS))
+
+
+def params(preset: str = "greedy", **overrides) -> GenParams:
+    return GenParams.build(preset, overrides, max_new_tokens_cap=400)
+
+
+def answer(r: RemoteRunner, p: GenParams, messages=PROMPT):
+    events = list(r.stream(messages, p, threading.Event()))
+    assert events[-1].result is not None and all(ev.result is None for ev in events[:-1])
+    return events
+
+
+def test_runner_streams_chat_and_the_adapter_changes_the_answer(server):
+    m = open_model(server.url)
+    assert sorted(m.served) == sorted(ALIASES) and m.host == f"127.0.0.1:{server.port}" and m.adapters == {}
+    assert all(m.unavailable_reason(runner_for(m, a).contestant) is None for a in ALIASES)
+    r = runner_for(m, "tiny-a1")
+    events = answer(r, params(max_new_tokens=12))
+    texts = [ev.text for ev in events[:-1]]
+    assert len(texts) >= 2 and all(texts[i + 1].startswith(texts[i].strip()) for i in range(len(texts) - 1))
+    res = events[-1].result
+    assert res.finish_reason in ("eos", "length") and res.complete and res.backend == "openai" and not res.error
+    assert res.params["served_model"] == "tiny-a1" and res.params["host"] == m.host and res.template == "servidor"
+    assert 0 < res.new_tokens <= 12 and res.first_token_s is not None  # this server sends no usage: the chunks
+    assert answer(r, params(max_new_tokens=12))[-1].result.text == res.text, "greedy on the server is reproducible"
+    base = answer(runner_for(m, "tiny-base"), params(max_new_tokens=12))[-1].result
+    assert base.text != res.text, "the adapter the server applies changes the answer"
+    assert r.active == 0
+    m.close()
+
+
+def test_runner_on_the_completions_api_renders_esllms_template(server):
+    m = open_model(server.url, api="completions")
+    a1 = runner_for(m, "tiny-a1").generate_many([PROMPT], params(max_new_tokens=10), threading.Event())[0]
+    assert a1.complete and a1.template == "llama-2" and a1.text
+    base = runner_for(m, "tiny-base").generate_many([PROMPT], params(max_new_tokens=10), threading.Event())[0]
+    assert base.text != a1.text
+
+
+def test_runner_stop_closes_the_stream(server):
+    r = runner_for(open_model(server.url))
+    stop, seen, t0 = threading.Event(), [], time.perf_counter()
+    before = server.log_text().count("Disconnected from client")
+    for ev in r.stream(PROMPT, params(max_new_tokens=400), stop):
+        seen.append(ev)
+        if len(seen) == 3:
+            stop.set()
+    res = seen[-1].result
+    assert res is not None and res.finish_reason == "stopped" and not res.complete
+    assert res.new_tokens < 50 and time.perf_counter() - t0 < 20 and r.active == 0
+    wait_until(lambda: server.log_text().count("Disconnected from client") > before, timeout=60)
+    # a browser that goes away: the consumer closes the iterator, the HTTP stream with it
+    it = r.stream(PROMPT, params(max_new_tokens=400), threading.Event())
+    next(it), next(it)
+    assert r.active == 1
+    it.close()
+    assert r.active == 0
+    wait_until(lambda: server.log_text().count("Disconnected from client") > before + 1, timeout=60)
+
+
+def test_runner_an_unknown_served_model_has_the_reason(server):
+    m = open_model(server.url)
+    reason = m.unavailable_reason(runner_for(m, "no-existe").contestant)
+    assert "no sirve «no-existe»" in reason and "tiny-a1" in reason and m.host in reason
+    assert m.unavailable_reason(runner_for(m, "tiny-a2").contestant) is None
+
+
+def test_runner_a_wrong_or_missing_key_is_a_clear_error_without_the_key(server, monkeypatch):
+    monkeypatch.setenv(ENV, "sk-equivocada-123")
+    with pytest.raises(RemoteError, match="rechazó la clave de API \\(401\\)") as err:
+        open_model(server.url)
+    assert ENV in str(err.value) and "sk-equivocada" not in str(err.value) and str(server.port) in str(err.value)
+    monkeypatch.delenv(ENV)
+    with pytest.raises(EsllmError, match=f"La variable de entorno {ENV}"):
+        open_model(server.url)
+
+
+def test_runner_a_server_down_at_open_and_one_killed_mid_answer(files, tmp_path):
+    port = free_port()
+    with pytest.raises(RemoteError, match=f"No se puede conectar con el servidor 127.0.0.1:{port}"):
+        open_model(f"http://127.0.0.1:{port}/v1")
+    srv = LlamaServer([files["tiny-base"]], api_key=KEY, folder=tmp_path / "srv", port=port).start()
+    try:
+        m = open_model(srv.url)
+        r = runner_for(m)
+        events = []
+        for ev in r.stream(PROMPT, params(max_new_tokens=400), threading.Event()):
+            events.append(ev)
+            if len(events) == 3:
+                srv.kill()
+        res = events[-1].result
+        assert res is not None and res.finish_reason == "cut" and not res.complete and r.active == 0
+        assert res.text and res.text.startswith(events[2].text.strip()[:5]), "what was received is kept"
+        assert "cortó la conexión" in res.error and m.host in res.error
+        with pytest.raises(RemoteError, match="No se puede conectar"):  # the next request: the server is gone
+            answer(r, params())
+        with pytest.raises(RemoteError, match="No se puede conectar"):
+            m.refresh()
+    finally:
+        srv.stop()
+
+
+def test_runner_batch_keeps_concurrency_requests_in_flight_in_order(server, monkeypatch):
+    r = runner_for(open_model(server.url, concurrency=3))
+    peak = spy_in_flight(monkeypatch)
+    convs = [[{"role": "user", "content": f"Pregunta número {i}: ¿qué es el RUC?"}] for i in range(6)]
+    results = r.generate_many(convs, params(max_new_tokens=6), threading.Event())
+    assert len(results) == 6 and all(x.complete for x in results) and r.active == 0
+    assert peak[0] == 3, "three requests at once, never more"
+    assert [answer(r, params(max_new_tokens=6), convs[i])[-1].result.text for i in (0, 5)] == \
+        [results[0].text, results[5].text], "results come back in the order of the conversations"
+
+
+# ------------------------------------------------------------------------------------------------ canned server
+@pytest.fixture
+def canned():
+    servers = []
+
+    def start(reply, **kw) -> CannedServer:
+        servers.append(CannedServer(reply, **kw).start())
+        return servers[-1]
+
+    yield start
+    for srv in servers:
+        srv.stop()
+
+
+def test_the_request_body_carries_the_params_extras_and_lora(canned):
+    srv = canned(lambda n, req: (200, sse("Hola")))
+    m = open_model(srv.url, sampling_extras=True)
+    runner_for(m, "m", lora=[{"id": 0, "scale": 0.5}]).generate_many([PROMPT], params(seed=7), threading.Event())
+    runner_for(m, "m").generate_many([PROMPT], params("top-p", temperature=0.8), threading.Event())
+    greedy, top_p = (x["body"] for x in srv.requests)
+    assert srv.requests[0]["path"] == "/v1/chat/completions" and greedy["messages"] == PROMPT
+    assert greedy["stream"] is True and greedy["stream_options"] == {"include_usage": True}
+    assert (greedy["model"], greedy["temperature"], greedy["seed"], greedy["max_tokens"]) == ("m", 0.0, 7, 256)
+    assert (greedy["top_k"], greedy["min_p"], greedy["repetition_penalty"], greedy["repeat_penalty"]) == (1, 0.0, 1.0, 1.0)
+    assert greedy["lora"] == [{"id": 0, "scale": 0.5}] and "top_p" not in greedy and "lora" not in top_p
+    assert (top_p["temperature"], top_p["top_p"], top_p["top_k"]) == (0.8, 0.9, 0) and "seed" not in top_p
+    assert srv.requests[0]["headers"]["authorization"] == f"Bearer {KEY}"  # the key travels only in the header
+    plain = open_model(srv.url, sampling_extras=False)
+    runner_for(plain, "m").generate_many([PROMPT], params(), threading.Event())
+    assert not {"top_k", "min_p", "repetition_penalty", "repeat_penalty"} & set(srv.requests[-1]["body"])
+
+
+def test_the_completions_api_sends_the_template_without_bos_and_its_stop_strings(canned):
+    srv = canned(lambda n, req: (200, sse("Hola", chat=False)))
+    res = runner_for(open_model(srv.url, api="completions"), "m").generate_many(
+        [PROMPT], params(max_new_tokens=10), threading.Event())[0]
+    body, tpl = srv.requests[0]["body"], get_template("llama-2")
+    assert srv.requests[0]["path"] == "/v1/completions" and "messages" not in body
+    assert body["prompt"] == tpl.render(PROMPT, bos_token="", eos_token="") and not body["prompt"].startswith("<s>")
+    assert body["stop"] == list(tpl.stop_strings)[:4] and body["temperature"] == 0.0
+    assert (res.text, res.finish_reason, res.template) == ("Hola", "eos", "llama-2")
+
+
+def test_without_a_key_variable_no_key_is_sent_not_even_openais(canned, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-de-openai-no-debe-salir")
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-no-debe-salir")
+    srv = canned(lambda n, req: (200, sse("Hola")))
+    m = RemoteModel.open("srv", ModelSpec(source=f"openai:{srv.url}"))
+    assert runner_for(m, "m").generate_many([PROMPT], params(), threading.Event())[0].text == "Hola"
+    headers = srv.requests[0]["headers"]
+    assert "authorization" not in headers and "openai-organization" not in headers
+
+
+@pytest.mark.parametrize("status, msg, retry", [
+    (429, "saturado (429", True), (500, "falló (500). detalle", True), (503, "falló (503)", True),
+    (404, "no sirve el modelo «m» (404). detalle", False), (401, "rechazó la clave de API (401)", False),
+    (403, "rechazó la clave de API (403)", False), (400, "rechazó la petición (400). detalle", False),
+])
+def test_status_codes_become_spanish_errors_sent_once(canned, status, msg, retry):
+    srv = canned(lambda n, req: (status, json.dumps({"error": {"message": "detalle"}}).encode()))
+    m = open_model(srv.url)
+    with pytest.raises(RemoteError, match=msg.replace("(", r"\(").replace(")", r"\)")) as err:
+        answer(runner_for(m, "m"), params())
+    assert err.value.retry is retry and KEY not in str(err.value) and m.host in str(err.value)
+    assert len(srv.requests) == 1, "a chat answer is never retried (nor by the openai client)"
+
+
+def test_a_slow_server_is_a_timeout(canned):
+    release = threading.Event()
+    srv = canned(lambda n, req: (release.wait(10), (200, sse("tarde")))[1])
+    with pytest.raises(RemoteError, match="no respondió en 0.5 s") as err:
+        answer(runner_for(open_model(srv.url, timeout_s=0.5), "m"), params())
+    assert err.value.retry
+    release.set()
+
+
+def test_a_batch_retries_a_429_then_gets_the_answer(canned, monkeypatch):
+    monkeypatch.setattr(remote, "BACKOFF_S", 0.01)
+    srv = canned(lambda n, req: (429, b"{}") if n < 2 else (200, sse("Ho", "la")))
+    res = runner_for(open_model(srv.url, retries=2), "m").generate_many([PROMPT], params(), threading.Event())[0]
+    assert (res.text, res.finish_reason, len(srv.requests)) == ("Hola", "eos", 3)
+
+
+def test_a_batch_retries_a_cut_stream_and_gives_up_after_its_retries(canned, monkeypatch):
+    monkeypatch.setattr(remote, "BACKOFF_S", 0.01)
+    srv = canned(lambda n, req: (200, sse("Ho", "la", finish=None, done=False)) if n < 1 else (200, sse("Hola")))
+    res = runner_for(open_model(srv.url, retries=1), "m").generate_many([PROMPT], params(), threading.Event())[0]
+    assert (res.text, res.finish_reason, len(srv.requests)) == ("Hola", "eos", 2)
+    always_cut = canned(lambda n, req: (200, sse("Ho", "la ", finish=None, done=False)))
+    res = runner_for(open_model(always_cut.url, retries=2), "m").generate_many([PROMPT], params(), threading.Event())[0]
+    assert (res.text, res.finish_reason, len(always_cut.requests)) == ("Hola ", "cut", 3) and not res.complete
+    assert "cerró la respuesta sin terminarla" in res.error and "127.0.0.1" in res.error
+    missing = canned(lambda n, req: (404, b"{}"))
+    res = runner_for(open_model(missing.url, retries=3), "m").generate_many([PROMPT], params(), threading.Event())[0]
+    assert (res.finish_reason, len(missing.requests)) == ("error", 1) and "(404)" in res.error, "a 404 is not retried"
+
+
+def test_a_chat_stream_without_its_end_is_cut_and_not_retried(canned):
+    srv = canned(lambda n, req: (200, sse("Ho", "la ", finish=None, done=False)))
+    res = answer(runner_for(open_model(srv.url), "m"), params())[-1].result
+    assert (res.text, res.finish_reason, len(srv.requests)) == ("Hola ", "cut", 1) and not res.complete
+    assert "127.0.0.1" in res.error
+
+
+def test_an_error_event_cuts_the_answer_after_text_and_fails_it_before(canned):
+    error = b'data: {"error": {"message": "sin memoria"}}\n\n'
+    after = canned(lambda n, req: (200, sse("Ho", "la", finish=None, done=False) + [error]))
+    res = answer(runner_for(open_model(after.url), "m"), params())[-1].result
+    assert (res.text, res.finish_reason) == ("Hola", "cut") and "informó un error: sin memoria" in res.error
+    before = canned(lambda n, req: (200, [error]))
+    with pytest.raises(RemoteError, match="informó un error con «m»: sin memoria") as err:
+        answer(runner_for(open_model(before.url), "m"), params())
+    assert err.value.retry
+
+
+def test_tokens_come_from_usage_else_from_the_chunks(canned):
+    usage = {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}
+    srv = canned(lambda n, req: (200, sse("Ho", "la", usage=usage) if n == 0 else sse("Ho", "la", "!")))
+    r = runner_for(open_model(srv.url), "m")
+    with_usage, without = (answer(r, params())[-1].result for _ in range(2))
+    assert (with_usage.prompt_tokens, with_usage.new_tokens) == (11, 3)
+    assert (without.prompt_tokens, without.new_tokens, without.text) == (0, 3, "Hola!")
+
+
+def test_strategies_a_server_cannot_run_are_refused_before_sending(canned):
+    srv = canned(lambda n, req: (200, sse("Hola")))
+    r = runner_for(open_model(srv.url), "m")
+    assert r.capabilities.strategies == {"greedy", "sample"} and r.capabilities.max_batch == 4
+    for preset, what in (("contrastive", "búsqueda contrastiva"), ("beam", "búsqueda en haz")):
+        with pytest.raises(EsllmError, match=what):
+            answer(r, params(preset))
+        with pytest.raises(EsllmError, match=what):
+            r.generate_many([PROMPT], params(preset), threading.Event())
+    assert srv.requests == []
+
+
+def test_a_stopped_batch_sends_nothing_more(canned):
+    srv = canned(lambda n, req: (200, sse("Hola")))
+    stop = threading.Event()
+    stop.set()
+    results = runner_for(open_model(srv.url), "m").generate_many([PROMPT] * 3, params(), stop)
+    assert [x.finish_reason for x in results] == ["stopped"] * 3 and srv.requests == []
+
+
+def test_the_record_scoring_refusals_and_no_key_in_repr(canned):
+    srv = canned(lambda n, req: (200, sse("Hola")), models=("m", "otro"))
+    chat = runner_for(open_model(srv.url, concurrency=5), "m", lora=[{"id": 1, "scale": 1.0}],
+                      overrides={"temperature": 0.7})
+    rec = chat.record()
+    assert (rec.name, rec.base, rec.base_source, rec.backend, rec.quantization, rec.dtype) == \
+        ("srv-m", "srv", f"openai:{srv.url}", "openai", "server", "")
+    host = srv.url.split("/")[2]
+    assert (rec.device, rec.host, rec.served_model, rec.template, rec.template_sha256) == (host, host, "m", "server", None)
+    assert rec.available and rec.lora == [{"id": 1, "scale": 1.0}] and rec.params == {"temperature": 0.7}
+    assert rec.details == {"api": "chat", "served_models": ["m", "otro"], "concurrency": 5}
+    assert rec.provenance()["served_model"] == "m" and rec.preset == "greedy"
+    completions = runner_for(open_model(srv.url, api="completions"), "m").record()
+    assert (completions.template, completions.template_sha256) == ("llama-2", get_template("llama-2").sha256)
+    assert len(get_template("llama-2").sha256) == 64 and get_template("llama-2").sha256 != get_template("mistral").sha256
+    assert not chat.capabilities.scores_tokens
+    for call in (lambda: chat.loglikelihood([("P:", " A")]), lambda: chat.next_token_logprobs(["¿A o B?"]),
+                 lambda: chat.encode("hola")):
+        with pytest.raises(EsllmError, match="probabilidades de cada token"):
+            call()
+    with pytest.raises(EsllmError, match="adaptadores se cargan allí"):
+        chat.model.load_adapter(None)
+    assert KEY not in repr(chat.model) and KEY not in repr(vars(chat.model))
 
 
 # ------------------------------------------------------------------------------------------------ config
@@ -336,63 +635,6 @@ def test_config_wants_the_name_of_the_key_variable_never_the_key():
     cfg["models"]["srv"]["api_key_env"] = "sk-abc123-def"
     with pytest.raises(ConfigError, match="NAME of an environment variable"):
         parse_config(cfg)
-
-
-# ------------------------------------------------------------------------------------------------ HTTP statuses
-def _backend(handler, **spec) -> OpenAIBackend:
-    """The backend over httpx's in-process transport (statuses the real test server never answers)."""
-    from esllm.engine.config import ModelSpec
-
-    b = OpenAIBackend(key="srv", spec=ModelSpec(source="openai:http://gpu.example:8000/v1", api_key_env=ENV,
-                                                retries=2, **spec),
-                      base_url="http://gpu.example:8000/v1", api_key=KEY, served=["m"],
-                      client=httpx.Client(transport=httpx.MockTransport(handler)))
-    return b
-
-
-def _sse(*texts: str, done: bool = True) -> bytes:
-    chunks = [{"choices": [{"delta": {"content": t}, "finish_reason": None}]} for t in texts]
-    chunks.append({"choices": [{"delta": {}, "finish_reason": "stop"}]})
-    return b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in chunks) + (b"data: [DONE]\n\n" if done else b"")
-
-
-@pytest.mark.parametrize("status, msg, retry", [
-    (429, "saturado (429", True), (500, "falló (500)", True), (503, "falló (503)", True),
-    (404, "no sirve el modelo «m» (404)", False), (401, "rechazó la clave de API (401)", False),
-])
-def test_status_codes_become_spanish_errors(status, msg, retry):
-    b = _backend(lambda req: httpx.Response(status, json={"error": {"message": "detalle"}}))
-    body = b.body("m", GenParams.build("greedy", max_new_tokens_cap=16), messages=PROMPT)
-    with pytest.raises(RemoteError, match=msg.replace("(", r"\(").replace(")", r"\)")) as err:
-        list(b.stream(body, Reply(), lambda: False))
-    assert err.value.retry is retry and KEY not in str(err.value) and "gpu.example:8000" in str(err.value)
-
-
-def test_a_batch_retries_a_429_then_gets_the_answer(tmp_path):
-    from esllm.engine import remote
-    from esllm.engine.types import LoadedContestant
-
-    calls = []
-
-    def handler(req):
-        calls.append(req.headers.get("authorization"))
-        return httpx.Response(429) if len(calls) < 3 else httpx.Response(200, content=_sse("Ho", "la"))
-
-    b = _backend(handler)
-    c = LoadedContestant("x", "srv", None, None, "greedy", available=True, served_model="m")
-    remote.BACKOFF_S = 0.01
-    res = remote._one(b, c, b.body("m", GenParams.build("greedy", max_new_tokens_cap=16), messages=PROMPT), "servidor",
-                      GenParams.build("greedy", max_new_tokens_cap=16), threading.Event())
-    assert (res.text, res.finish_reason, len(calls)) == ("Hola", "eos", 3)
-    assert calls[0] == f"Bearer {KEY}"  # the key travels only in the header
-
-
-def test_a_stream_without_its_end_is_cut():
-    b = _backend(lambda req: httpx.Response(200, content=_sse("Ho", "la", done=False).rsplit(b"data:", 1)[0]))
-    reply = Reply()
-    body = b.body("m", GenParams.build("greedy", max_new_tokens_cap=16), messages=PROMPT)
-    assert "".join(b.stream(body, reply, lambda: False)) == "Hola"
-    assert reply.finish_reason == "cut" and "gpu.example:8000" in reply.error
 
 
 def test_the_chat_marks_a_cut_answer_and_does_not_offer_it_for_rating():

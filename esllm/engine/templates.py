@@ -12,6 +12,7 @@ tokenizes it with `add_special_tokens=False`.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -104,9 +105,10 @@ class ChatTemplate:
 
     @property
     def sha256(self) -> str:
-        """sha256 of what decides the prompt and its end: the Jinja source, stop strings, end tokens, system."""
-        what = "\0".join([self.source, "\x1f".join(self.stop_strings), "\x1f".join(self.end_tokens), self.default_system])
-        return hashlib.sha256(what.encode("utf-8")).hexdigest()
+        """sha256 of what shapes a prompt and ends an answer: the Jinja source, stop strings, end tokens and
+        default system prompt (a result traces the exact template it ran with, not only its name)."""
+        definition = [self.source, list(self.stop_strings), list(self.end_tokens), self.default_system]
+        return hashlib.sha256(json.dumps(definition, ensure_ascii=False).encode("utf-8")).hexdigest()
 
     def render(
         self,
