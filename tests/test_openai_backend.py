@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 from esllm import EsllmError
 from esllm.engine import remote
 from esllm.engine.config import ConfigError, Limits, ModelSpec, parse_config
+from esllm.engine.core import Engine
 from esllm.engine.presets import GenParams
 from esllm.engine.remote import RemoteModel, RemoteRunner
 from esllm.engine.remote_errors import RemoteError
@@ -32,6 +33,7 @@ from esllm.engine.types import LoadedContestant
 from esllm.store.models import Answer, Assignment, ContestantSnapshot, User
 from esllm.study.answers import generate_answers
 from esllm.study.sessions import create_session, next_item, submit
+from esllm.ui.conversar_ficha import contestant_info
 from tests import tiny_gguf
 from tests.helpers import LIMITS, PROMPT, ROWS, free_port, new_store, wait_until
 from tests.openai_server import CannedServer, LlamaServer, sse
@@ -106,8 +108,6 @@ def spy_in_flight(monkeypatch) -> list[int]:
 
 
 def engine_for(cfg: dict, root: Path):
-    from esllm.engine.core import Engine  # the registry that will hold RemoteModel (issue 24) is rewritten beside
-
     e = Engine(parse_config(cfg), root=root)
     e.start()
     return e
@@ -128,7 +128,9 @@ def test_chat_streams_and_the_adapter_changes_the_answer(server, tmp_path):
     again = e.generate("srv-a1", PROMPT, overrides={"max_new_tokens": 12})
     assert again.text == res.text, "greedy on the server is reproducible"
     assert base.text != res.text, "the adapter the server applies changes the answer"
-    d = e.describe("srv-a1")
+    r = e.record("srv-a1")
+    assert r.backend == "openai" and r.served_model == "tiny-a1" and r.template == "server"
+    d = contestant_info(r)  # the card
     assert d["motor"] == "servidor OpenAI-compatible" and d["modelo_servido"] == "tiny-a1"
 
 
@@ -168,7 +170,7 @@ def test_an_unknown_served_model_is_unavailable_with_the_reason(server, tmp_path
                                           {"name": "fantasma", "model": "srv", "served_model": "no-existe"}])
     e = engine_for(cfg, tmp_path)
     assert e.available() == ["srv-base"]
-    reason = e.contestants["fantasma"].reason
+    reason = e.registry.contestants["fantasma"].reason
     assert "no sirve «no-existe»" in reason and "tiny-a1" in reason and f"127.0.0.1:{server.port}" in reason
     with pytest.raises(EsllmError, match="no está disponible"):
         list(e.stream("fantasma", PROMPT))
@@ -185,7 +187,7 @@ def test_a_server_absent_at_start_leaves_the_rest_working_and_refresh_finds_it(f
     cfg["adapters_dir"] = str(t.adapters_dir)
     e = engine_for(cfg, tmp_path)
     assert "local" in e.available() and "srv-a1" not in e.available()
-    assert "No se puede conectar con el servidor 127.0.0.1:%d" % port in e.contestants["srv-a1"].reason
+    assert "No se puede conectar con el servidor 127.0.0.1:%d" % port in e.registry.contestants["srv-a1"].reason
     assert e.generate("local", PROMPT).text is not None  # the rest of the app works
     srv = LlamaServer([files["tiny-a1"]], api_key=KEY, folder=tmp_path / "srv", port=port).start()
     try:
@@ -195,17 +197,17 @@ def test_a_server_absent_at_start_leaves_the_rest_working_and_refresh_finds_it(f
     finally:
         srv.stop()
     e.refresh()
-    assert "srv-a1" not in e.available() and "No se puede conectar" in e.contestants["srv-a1"].reason
+    assert "srv-a1" not in e.available() and "No se puede conectar" in e.registry.contestants["srv-a1"].reason
 
 
 def test_a_wrong_key_is_a_clear_error_without_the_key(server, tmp_path, monkeypatch):
     monkeypatch.setenv(ENV, "sk-equivocada-123")
     e = engine_for(config(server.url), tmp_path)
-    reason = e.contestants["srv-a1"].reason
+    reason = e.registry.contestants["srv-a1"].reason
     assert "rechazó la clave de API (401)" in reason and ENV in reason and "sk-equivocada" not in reason
     monkeypatch.delenv(ENV)
     e = engine_for(config(server.url), tmp_path)
-    assert f"La variable de entorno {ENV}" in e.contestants["srv-a1"].reason
+    assert f"La variable de entorno {ENV}" in e.registry.contestants["srv-a1"].reason
 
 
 def test_a_server_killed_mid_answer_keeps_the_text_marked_cut(files, tmp_path):
@@ -308,9 +310,9 @@ def test_rated_judged_and_exported_like_a_local_contestant_and_the_key_is_nowher
     haystack.append("\n".join(con.iterdump()))
     con.close()
     haystack.append(caplog.text)
-    haystack.append(json.dumps([e.describe(n) for n in names], ensure_ascii=False))
+    haystack.append(json.dumps([contestant_info(e.record(n)) for n in names], ensure_ascii=False))
     haystack.append(json.dumps(e.hashes("srv-a1")))
-    haystack.append(repr(e.bases["srv"]))
+    haystack.append(repr(e.registry.bases["srv"]))
     assert all(KEY not in h for h in haystack)
     assert any(f"127.0.0.1:{server.port}" in h for h in haystack[:-4]), "answers trace the server"
     store.dispose()

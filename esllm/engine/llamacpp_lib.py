@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from esllm import EsllmError
+from esllm.engine.bundled import gguf_path, gguf_sha256
 from esllm.engine.config import ModelSpec
 
 # llama.cpp's own log goes to the backend's logger, the name its users configure (see _on_log).
@@ -94,7 +95,6 @@ def file_type(model) -> str:
 
 def gguf_source(spec: ModelSpec) -> tuple[Path, Optional[str]]:
     """(GGUF file, its sha256) of a spec's source: the bundled model or a .gguf path."""
-    from esllm.engine.bundled import gguf_path, gguf_sha256
 
     src = spec.source.strip()
     if src.startswith("bundled:"):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from esllm import EsllmError
+from esllm.engine.bundled import converted_dir
 from esllm.engine.config import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,6 @@ def quantization_config(quant: str, device: str):
 
 def resolve_source(spec: ModelSpec, progress: Callable[[str], None]) -> tuple[str, Optional[str], bool]:
     """(path or hub id, source sha256 if known, is_local)."""
-    from esllm.engine.bundled import converted_dir
 
     src = spec.source.strip()
     if src.startswith("bundled:"):
