@@ -175,6 +175,9 @@ class Limits(_Strict):
     max_new_tokens: int = Field(512, ge=1)
     # A whole conversation (history + system prompt) is capped too, so a client cannot send a novel.
     max_conversation_chars: int = Field(32000, ge=1)
+    # Messages in one request: a long chat is trimmed by tokens, but thousands of empty turns would cost seconds of
+    # server CPU to render before the first token (1,000 took 17 s); 400 is ~200 exchanges.
+    max_turns: int = Field(400, ge=2)
 
 
 class AppConfig(_Strict):

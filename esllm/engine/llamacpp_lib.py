@@ -76,6 +76,11 @@ class LlamaTok:
             return []
         return list(self.m.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
+    def encode_text(self, text: str) -> list[int]:
+        if not text:
+            return []
+        return list(self.m.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
     def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
         return self.m.detokenize(list(ids), special=not skip_special).decode("utf-8", errors="replace")
 

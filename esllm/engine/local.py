@@ -22,7 +22,7 @@ import numpy as np
 
 from esllm import EsllmError
 from esllm.engine.config import Limits
-from esllm.engine.messages import eos_token_ids, prompt_ids, visible
+from esllm.engine.messages import eos_token_ids, prompt_ids, render_ids, visible
 from esllm.engine.presets import GenParams
 from esllm.engine.runner import Capabilities, ContestantRecord, Counter, Messages
 from esllm.engine.templates import ChatTemplate, get_template
@@ -63,8 +63,9 @@ class LocalRunner:
         return StopRule(eos_token_ids(tok, self.template), self.template.stop_strings, should_stop,
                         lambda ids: tok.decode(ids, skip_special=False))
 
-    def _prompt(self, messages: Messages) -> tuple[list[int], int]:
-        return prompt_ids(self.backend.tok, self.template, list(messages), self.limits.max_prompt_tokens)
+    def _prompt(self, messages: Messages, stop: Optional[threading.Event] = None) -> tuple[list[int], int]:
+        return prompt_ids(self.backend.tok, self.template, list(messages), self.limits.max_prompt_tokens,
+                          stop.is_set if stop is not None else None)
 
     def _check_adapter(self) -> None:
         if self.c.adapter is not None and self.c.adapter not in self.backend.adapters:
@@ -94,7 +95,7 @@ class LocalRunner:
             self._active.down()
 
     def stream(self, messages: Messages, params: GenParams, stop: threading.Event) -> Iterator[StreamEvent]:
-        prompt, dropped = self._prompt(messages)
+        prompt, dropped = self._prompt(messages, stop)
         rule = self._stop_rule(stop.is_set)
         q: "queue.Queue[tuple[str, Any]]" = queue.Queue()
         t0 = time.perf_counter()
@@ -129,7 +130,7 @@ class LocalRunner:
     def generate_many(self, conversations: Sequence[Messages], params: GenParams,
                       stop: threading.Event) -> list[GenerationResult]:
         """Up to `capabilities.max_batch` conversations decoded together (llama.cpp), the lock taken per group."""
-        prepared = [self._prompt(m) for m in conversations]
+        prepared = [self._prompt(m, stop) for m in conversations]
         rule = self._stop_rule(stop.is_set)
         out: list[GenerationResult] = []
         step = self.capabilities.max_batch
@@ -164,8 +165,7 @@ class LocalRunner:
         where the model expects one."""
         tok = self.backend.tok
         if chat:
-            ids = [tok.encode(self.template.render([{"role": "user", "content": p}], bos_token=tok.bos_token,
-                                                   eos_token=tok.eos_token)) for p in prompts]
+            ids = [render_ids(tok, self.template, [{"role": "user", "content": p}]) for p in prompts]
         else:
             ids = [self._bos() + tok.encode(p) for p in prompts]
         rows = []

@@ -1,11 +1,18 @@
 """From chat messages to prompt tokens and back to visible text: the server-side checks of what a client
-sends (roles, empty or oversized message, conversation size), the chat template rendered and tokenized with
-the oldest turns dropped while over the token cap, the ids that end an answer, and the text shown so far
-(stop strings cut, EOS removed). Spanish messages: they reach the user as they are."""
+sends (roles, empty or oversized message, number of turns, conversation size), the chat template rendered and
+tokenized with the oldest turns dropped while over the token cap, the ids that end an answer, and the text shown so
+far (stop strings cut, EOS removed). Spanish messages: they reach the user as they are.
+
+A message's content is text whoever wrote it (a person, a file, a model's earlier answer): a chat template's
+control token typed in it (`<end_of_turn>`, `<|im_end|>`, `</s>`) must not close its turn. So when a content holds
+one, the prompt is tokenized in pieces: the template's own markup with special tokens parsed, each content with
+them off (`Tok.encode_text`); a content without one is tokenized with the rest, exactly as before.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+import re
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from esllm import EsllmError
 from esllm.engine.config import Limits
@@ -25,6 +32,9 @@ def check_messages(messages: Sequence[Mapping[str, Any]], lim: Limits) -> list[d
     last = clean[-1]
     if last["role"] != "user" or not last["content"].strip():
         raise EsllmError("Escriba un mensaje antes de enviar: el mensaje está vacío.")
+    if len(clean) > lim.max_turns:
+        raise EsllmError(f"La conversación tiene demasiados turnos ({len(clean)}, máximo {lim.max_turns}). "
+                         "Bórrela y empiece otra.")
     if len(last["content"]) > lim.max_prompt_chars:
         raise EsllmError(f"El mensaje es demasiado largo: {len(last['content'])} caracteres (máximo {lim.max_prompt_chars}). Acórtelo.")
     total = sum(len(m["content"]) for m in clean)
@@ -33,21 +43,57 @@ def check_messages(messages: Sequence[Mapping[str, Any]], lim: Limits) -> list[d
     return clean
 
 
-def prompt_ids(tok, template: ChatTemplate, messages: list[dict[str, str]], cap: int) -> tuple[list[int], int]:
-    """Render and tokenize (a backend.Tok); drop the oldest turns while over `cap` tokens.
+# Around each content while rendering, to find it again in the text: Unicode noncharacters, never in a text people
+# or models exchange (removed from contents if they are).
+OPEN, CLOSE = "\ufdd0", "\ufdd1"
+_PIECES = re.compile(f"{OPEN}(.*?){CLOSE}", re.S)
 
-    Returns (token ids, turns dropped)."""
+
+def render_ids(tok, template: ChatTemplate, messages: list[dict[str, str]]) -> list[int]:
+    """The prompt's token ids (a backend.Tok): the template's markup with special tokens, contents as text."""
+    if not any(tok.encode(m["content"]) != tok.encode_text(m["content"]) for m in messages):
+        return tok.encode(template.render(messages, bos_token=tok.bos_token, eos_token=tok.eos_token))
+    # Built-in templates trim each content: trimmed here, since the markers would keep the template from it.
+    marked = [{"role": m["role"], "content": OPEN + m["content"].replace(OPEN, "").replace(CLOSE, "").strip() + CLOSE}
+              for m in messages]
+    text = template.render(marked, bos_token=tok.bos_token, eos_token=tok.eos_token)
+    ids: list[int] = []
+    for i, piece in enumerate(_PIECES.split(text)):
+        ids += tok.encode_text(piece) if i % 2 else tok.encode(piece)
+    return ids
+
+
+def prompt_ids(tok, template: ChatTemplate, messages: list[dict[str, str]], cap: int,
+               should_stop: Optional[Callable[[], bool]] = None) -> tuple[list[int], int]:
+    """Render and tokenize (a backend.Tok); drop the oldest exchanges (a user turn and its answer) while over `cap`
+    tokens, keeping at least the last message. The fewest drops that fit are found by bisection: O(log n) renders of
+    the conversation, not one per dropped exchange (4,000 turns took 142 s that way).
+
+    Returns (token ids, exchanges dropped); EsllmError when the last message alone is over the cap, or when
+    `should_stop()` (the user's «Detener») says to give up."""
     system = [m for m in messages if m["role"] == "system"]
     turns = [m for m in messages if m["role"] != "system"]
-    dropped = 0
-    while True:
-        ids = tok.encode(template.render(system + turns, bos_token=tok.bos_token, eos_token=tok.eos_token))
-        if len(ids) <= cap:
-            return ids, dropped
-        if len(turns) <= 1:
-            raise EsllmError(f"El mensaje es demasiado largo: {len(ids)} tokens (máximo {cap}). Acórtelo.")
-        turns = turns[2:] if len(turns) > 2 else turns[-1:]
-        dropped += 1
+
+    def render(k: int) -> list[int]:  # the prompt with the k oldest exchanges dropped
+        if should_stop is not None and should_stop():
+            raise EsllmError("Detenido antes de empezar a generar.")
+        return render_ids(tok, template, system + turns[min(2 * k, len(turns) - 1):])
+
+    ids = render(0)
+    if len(ids) <= cap:
+        return ids, 0
+    lo, hi = 0, len(turns) // 2  # render(lo) does not fit; is render(hi) (the last message alone) short enough?
+    best = render(hi)
+    if len(best) > cap:
+        raise EsllmError(f"El mensaje es demasiado largo: {len(best)} tokens (máximo {cap}). Acórtelo.")
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        got = render(mid)
+        if len(got) <= cap:
+            hi, best = mid, got
+        else:
+            lo = mid
+    return best, hi
 
 
 def eos_token_ids(tok, template: ChatTemplate) -> list[int]:

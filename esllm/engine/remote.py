@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -67,6 +68,22 @@ def base_url_of(source: str) -> str:
 def host_of(url: str) -> str:
     """host[:port] of a URL, without any user:password written in it."""
     return urlsplit(url).netloc.rsplit("@", 1)[-1]
+
+
+# Chat templates' control tokens as they are written: ChatML/Llama-3 `<|…|>`, Gemma's turns, Llama-2/Mistral's.
+CONTROL_TEXT = re.compile(r"<\|[A-Za-z0-9_]{1,40}\|>|</?start_of_turn>|</?end_of_turn>|</s>|<s>|\[/?INST\]")
+
+
+def refuse_control_text(messages: Messages, template: ChatTemplate) -> None:
+    """With api: completions the server tokenizes the whole prompt, control tokens in a content included: one typed
+    in a message would close its turn. EsllmError naming it (the chat API keeps contents apart: nothing to refuse)."""
+    for m in messages:
+        found = CONTROL_TEXT.search(m["content"]) or next(
+            (t for t in (*template.end_tokens, *template.stop_strings) if t and t in m["content"]), None)
+        if found:
+            mark = found if isinstance(found, str) else found.group(0)
+            raise EsllmError(f"El mensaje contiene «{mark}», una marca de control del formato del modelo: en un servidor "
+                             "con api: completions se tomaría como fin de turno. Quítela y vuelva a enviarlo.")
 
 
 def api_key_of(key: str, spec: ModelSpec) -> Optional[str]:
@@ -262,6 +279,7 @@ class RemoteRunner:
         if self.template is None:
             kw["messages"] = [dict(m) for m in messages]
         else:
+            refuse_control_text(messages, self.template)
             # esllm's template (the format adapters are trained on); the server adds BOS when its model wants one
             kw["prompt"] = self.template.render(messages, bos_token="", eos_token="")
             if self.template.stop_strings:

@@ -4,6 +4,7 @@ string in its text, the user's stop, or the length)."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Callable, Optional, Protocol, Sequence
 
@@ -18,22 +19,31 @@ class Tok(Protocol):
     add_bos: bool  # whether the model expects BOS at the start of a raw (template-free) text
 
     def encode(self, text: str) -> list[int]: ...
+    def encode_text(self, text: str) -> list[int]: ...  # special-token strings stay text (what people write)
     def decode(self, ids: Sequence[int], skip_special: bool = True) -> str: ...
     def token_id(self, piece: str) -> Optional[int]: ...
 
 
 class HFTok:
-    """`Tok` over a transformers tokenizer."""
+    """`Tok` over a transformers tokenizer. Its calls take one lock: `split_special_tokens` is set on the shared Rust
+    tokenizer for the length of a call, so a concurrent `encode` would split a template's own control tokens (seen:
+    2 of 12 concurrent chat answers decoded from a broken prompt)."""
 
     def __init__(self, tok):
         self.hf = tok
+        self._lock = threading.Lock()
         self.bos_token, self.eos_token = tok.bos_token or "", tok.eos_token or ""
         self.bos_token_id, self.eos_token_id = tok.bos_token_id, tok.eos_token_id
         probe = tok("a", add_special_tokens=True)["input_ids"]
         self.add_bos = bool(probe) and tok.bos_token_id is not None and probe[0] == tok.bos_token_id
 
     def encode(self, text: str) -> list[int]:
-        return list(self.hf(text, add_special_tokens=False)["input_ids"])
+        with self._lock:
+            return list(self.hf(text, add_special_tokens=False, split_special_tokens=False)["input_ids"])
+
+    def encode_text(self, text: str) -> list[int]:
+        with self._lock:
+            return list(self.hf(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
 
     def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
         return self.hf.decode(list(ids), skip_special_tokens=skip_special)
