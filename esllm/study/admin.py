@@ -245,7 +245,7 @@ def import_prompts(s: Session, set_name: str, path: str | Path, *, description: 
     rows = parse_prompt_file(path)
     before = len(prompt_choices(s, name)) if name in existing else 0
     import_prompt_set(s, name, rows, description=description)
-    return ImportSummary(name, len(rows), len(rows) - before)
+    return ImportSummary(name, len(rows), len(prompt_choices(s, name)) - before)  # a file may repeat some
 
 
 def create_named_session(s: Session, *, name: str, set_name: str, contestants: Sequence[str], raters: Sequence[str],

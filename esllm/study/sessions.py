@@ -57,7 +57,7 @@ def check_session_name(name: object) -> str:
         raise EsllmError("La sesión necesita un nombre.")
     if len(text) > SESSION_NAME_MAX:
         raise EsllmError(f"El nombre de la sesión tiene {len(text)} caracteres; el máximo es {SESSION_NAME_MAX}.")
-    if why := names.refusal(text):
+    if why := names.refusal(name):
         raise EsllmError(f"El nombre de la sesión {why}.")
     return text
 
