@@ -27,7 +27,8 @@ def setup(tiny, tmp_path, monkeypatch):
     adapters.mkdir()
     data = tmp_path / "d.json"
     data.write_text(json.dumps([{"instruction": f"Pregunta {i}", "output": f"Respuesta número {i}."} for i in range(16)]))
-    recipe = tmp_path / "receta.yaml"
+    (tmp_path / "recetas").mkdir()
+    recipe = tmp_path / "recetas" / "receta.yaml"
     recipe.write_text(yaml.safe_dump({
         "model": {"source": str(t.model_dir), "quantization": "none", "device": "cpu"},
         "data": {"path": str(data), "eval_fraction": 0.25},
@@ -35,13 +36,13 @@ def setup(tiny, tmp_path, monkeypatch):
         "training": {"max_steps": 400, "batch_size": 2, "eval_every": 50, "save_every": 1000, "threads": 1},
         "output": {"dir": "adapters/x", "template": "alpaca-es"},
     }))
-    monkeypatch.setattr(entrenar, "recipes", lambda: [str(recipe)])
+    monkeypatch.setattr(entrenar, "RECIPES_DIR", recipe.parent)  # the handler takes names of files in it
     monkeypatch.setenv("ESLLM_JOBS_DIR", str(tmp_path / "trabajos"))
     store = new_store(tmp_path / "t.sqlite3", accounts={"jefa": "admin", "ana": "rater"}, password="contraseña-de-prueba")
     engine = make_engine(t.config(adapters_dir=adapters, contestants=[{"name": "base", "model": "llama", "preset": "greedy"}]),
                          tmp_path)
     ctx = AppContext(config=engine.config, engine=engine, sessionmaker=store.Session, local_mode=False)
-    yield ctx, str(recipe), adapters
+    yield ctx, recipe.name, adapters
     job = entrenar.read_job(ctx)
     if job and entrenar.alive(job.get("pid")):
         import os
@@ -107,6 +108,7 @@ def test_dpo_job_reads_the_session_and_starts_from_the_base_or_an_adapter(setup,
     from esllm.ui import entrenar as E
 
     ctx, _, adapters = setup
+    (adapters / "a1").mkdir()  # a parent adapter must be one of adapters/'s folders
     launched = []
     monkeypatch.setattr(E, "_launch", lambda ctx, job, resume: launched.append(job) or job)
     monkeypatch.setattr(E, "session_and_set", lambda ctx, name: (name, "mini"))

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from esllm import EsllmError
+from esllm.store import names
 from esllm.store.models import (
     Answer,
     ContestantSnapshot,
@@ -237,10 +238,14 @@ class ImportSummary:
 def import_prompts(s: Session, set_name: str, path: str | Path, *, description: str) -> ImportSummary:
     """Check the set name and the file (a bad file imports nothing), then add the set or its missing prompts."""
     name = check_set_name(set_name)
+    existing = set_names(s)
+    if name not in existing and (other := names.look_alike(name, existing)):
+        raise EsllmError(f"Ya existe el conjunto {other!r} y {name!r} se confunde con él (solo cambian mayúsculas o "
+                         f"minúsculas): importe en {other!r} o elija otro nombre.")
     rows = parse_prompt_file(path)
-    before = len(prompt_choices(s, name)) if name in set_names(s) else 0
+    before = len(prompt_choices(s, name)) if name in existing else 0
     import_prompt_set(s, name, rows, description=description)
-    return ImportSummary(name, len(rows), len(rows) - before)
+    return ImportSummary(name, len(rows), len(prompt_choices(s, name)) - before)  # a file may repeat some
 
 
 def create_named_session(s: Session, *, name: str, set_name: str, contestants: Sequence[str], raters: Sequence[str],

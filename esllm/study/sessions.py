@@ -8,7 +8,6 @@ what `next_item` returns carries labels and texts only, never a contestant, adap
 from __future__ import annotations
 
 import random
-import unicodedata
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -17,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from esllm import EsllmError
+from esllm.store import names
 from esllm.store.base import utcnow
 from esllm.store.models import (
     ASPECTS,
@@ -49,17 +49,29 @@ def criteria(mode: str) -> tuple[str, ...]:
 
 
 def check_session_name(name: object) -> str:
-    """The stripped name, or EsllmError: 1 to SESSION_NAME_MAX characters, none of them a control or invisible
-    formatting character (line breaks, tabs, bidi overrides)."""
-    text = name.strip() if isinstance(name, str) else ""
+    """The name normalised (`names.normalize`: NFKC, white space runs as one space, stripped), or EsllmError:
+    1 to SESSION_NAME_MAX characters, nothing invisible (`names.refusal`: control and format characters,
+    fillers, a name of spaces and marks)."""
+    text = names.normalize(name) if isinstance(name, str) else ""
     if not text:
         raise EsllmError("La sesión necesita un nombre.")
     if len(text) > SESSION_NAME_MAX:
         raise EsllmError(f"El nombre de la sesión tiene {len(text)} caracteres; el máximo es {SESSION_NAME_MAX}.")
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in text):
-        raise EsllmError("El nombre de la sesión no puede tener saltos de línea, tabuladores ni otros caracteres de "
-                         "control o invisibles.")
+    if why := names.refusal(name):
+        raise EsllmError(f"El nombre de la sesión {why}.")
     return text
+
+
+def check_session_name_free(s: Session, name: str) -> None:
+    """EsllmError naming the stored session that `name` is or looks like (`names.skeleton`: case, NFKC,
+    invisible characters, Cyrillic/Greek look-alikes). Checked in Python inside the caller's transaction: the
+    schema's UNIQUE stops only exact duplicates."""
+    other = names.look_alike(name, s.scalars(select(RatingSession.name)))
+    if other == name:
+        raise EsllmError(f"Ya existe una sesión llamada {name!r}.")
+    if other is not None:
+        raise EsllmError(f"Ya existe una sesión llamada {other!r} y {name!r} se confunde con ella (mayúsculas, "
+                         "letras de otro alfabeto o caracteres invisibles): elija otro nombre.")
 
 
 def create_session(s: Session, *, name: str, prompt_set: str, contestant_ids: Sequence[int], raters: Sequence[str],
@@ -69,8 +81,7 @@ def create_session(s: Session, *, name: str, prompt_set: str, contestant_ids: Se
     if rubric_mode not in ("general", "full"):
         raise EsllmError("El modo de rúbrica debe ser «general» o «full».")
     name = check_session_name(name)
-    if s.scalars(select(RatingSession).where(RatingSession.name == name)).first():
-        raise EsllmError(f"Ya existe una sesión llamada {name!r}.")
+    check_session_name_free(s, name)
     ps = s.scalars(select(PromptSet).where(PromptSet.name == prompt_set)).first()
     if ps is None:
         raise EsllmError(f"No existe el conjunto de prompts {prompt_set!r}.")

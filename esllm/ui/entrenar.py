@@ -27,7 +27,7 @@ import pandas as pd
 import yaml
 
 from esllm import EsllmError
-from esllm.paths import ROOT
+from esllm.paths import RECIPES_DIR, ROOT, display_path, inside
 from esllm.store.models import PromptSet
 from esllm.study import admin
 from esllm.study.answers import generate_answers
@@ -70,12 +70,38 @@ def alive(pid: Optional[int]) -> bool:
 
 
 def recipes() -> list[str]:
+    """The SFT recipes an admin may pick: file names in RECIPES_DIR (read when called, so a test can move it)."""
     out = []
-    for f in sorted((ROOT / "configs" / "recipes").glob("*.yaml")):
+    for f in sorted(RECIPES_DIR.glob("*.yaml")):
         data = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
         if data.get("method", "sft") == "sft":
-            out.append(f"configs/recipes/{f.name}")
+            out.append(f.name)
     return out
+
+
+def _recipe_path(recipe: Any) -> str:
+    """The recipe's path (relative to the repository when inside it), if it is one of `recipes()`."""
+    if recipe not in recipes():
+        raise EsllmError("Elija una receta de configs/recipes/.")
+    return display_path(inside(RECIPES_DIR, recipe, "La receta"))
+
+
+def _quoted(value: str) -> str:
+    """A string as an override's YAML value: JSON-quoted (so "a: b", "123" or "yes" stay strings), non-ASCII
+    kept as is (PyYAML reads JSON's surrogate-pair escapes of an emoji as two broken characters)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _parent_dir(ctx: AppContext, parent: Any) -> Optional[Path]:
+    """The parent adapter's folder, one of adapters/'s own folders (None = start from the base); EsllmError if it
+    resolves anywhere else or is not there."""
+    if parent is None or parent == "" or isinstance(parent, str) and not parent.strip():
+        return None
+    folder = ctx.engine.registry.adapters_dir
+    path = inside(folder, parent, "El adaptador de partida")
+    if path.parent != Path(folder).resolve() or not path.is_dir():
+        raise EsllmError(f"No existe el adaptador de partida {parent!r} en {display_path(folder)}/.")
+    return path
 
 
 def _check_name(name: str) -> str:
@@ -123,11 +149,12 @@ def start(ctx: AppContext, kind: Any, recipe: Any, session: Any, parent: Any, na
     if job and alive(job.get("pid")):
         raise EsllmError(f"Ya hay un entrenamiento en curso ({job['name']}): deténgalo o espere a que termine.")
     name = _check_name(name)
-    out_dir = ctx.engine.registry.adapters_dir / name
+    out_dir = inside(ctx.engine.registry.adapters_dir, name, "El nombre del adaptador")
     if out_dir.exists():
         raise EsllmError(f"Ya existe la carpeta de adaptador {name!r}: elija otro nombre.")
-    parent = (parent or "").strip()
-    overrides = [f"output.dir={out_dir}"]
+    parent_dir = _parent_dir(ctx, parent)
+    parent = parent_dir.name if parent_dir else ""
+    overrides = [f"output.dir={_quoted(str(out_dir))}"]
     if epochs not in (None, "", 0):
         if not isinstance(epochs, (int, float)) or not 0 < epochs <= 100:
             raise EsllmError("Épocas: 0 (las de la receta) o un número entre 0 y 100, p. ej. 1 o 0.5.")
@@ -142,18 +169,16 @@ def start(ctx: AppContext, kind: Any, recipe: Any, session: Any, parent: Any, na
         # the recipe's description is about its bundled demo pairs: this adapter learned from a session
         description = (f"Afinado con DPO desde {start_from} con las puntuaciones de la sesión «{session}» (conjunto "
                        f"«{set_name}»): pares de respuestas cuyas medias difieren en 1 punto o más.")
-        overrides += ["data.path=null", f"data.session={session}",
-                      f"preference.start_from={ctx.engine.registry.adapters_dir / parent if parent else chr(39) * 2}",  # '' = base
-                      f"output.description={json.dumps(description)}"]
+        overrides += ["data.path=null", f"data.session={_quoted(session)}",
+                      f"preference.start_from={_quoted(str(parent_dir or ''))}",  # '' = base
+                      f"output.description={_quoted(description)}"]
     else:
-        if recipe not in recipes():
-            raise EsllmError("Elija una receta de configs/recipes/.")
-        recipe_path = recipe
+        recipe_path = _recipe_path(recipe)
     d = jobs_dir(ctx)
     d.mkdir(parents=True, exist_ok=True)
     job = {"name": name, "kind": kind, "recipe": recipe_path, "overrides": overrides, "out_dir": str(out_dir),
            "parent": parent or None, "session": session if kind == "dpo" else None, "set": set_name,
-           "log": str(d / f"{name}.log")}
+           "log": str(inside(d, f"{name}.log", "El registro del entrenamiento"))}
     Path(job["log"]).write_text("", encoding="utf-8")
     _launch(ctx, job, resume=False)
     return status(ctx, request)
