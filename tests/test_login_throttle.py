@@ -1,6 +1,7 @@
 """Login throttling (esllm/ui/throttle.py): the counters with a fake clock, the middleware on raw ASGI
 requests from chosen client addresses, and the launched app over HTTP (Gradio's real /login route, other
-addresses through X-Forwarded-For, which uvicorn trusts from loopback).
+addresses through X-Forwarded-For, believed from loopback because the app is launched with
+ESLLM_TRUSTED_PROXIES=127.0.0.1, as behind a proxy on the same host).
 
     .venv/bin/python -m pytest tests/test_login_throttle.py
 """
@@ -19,7 +20,8 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
-from esllm.ui.throttle import ADDRESS, PAIR, USER, Limit, LoginGuard, LoginThrottle
+from esllm.ui.login_guard import LoginGuard
+from esllm.ui.throttle import ADDRESS, PAIR, USER, Limit, LoginThrottle
 from tests.helpers import FakeEngine, new_store, serve
 
 PW = "contraseña-segura"
@@ -243,7 +245,8 @@ def test_middleware_refuses_the_sixth_failure_per_address_without_reaching_the_c
 # ----------------------------------------------------------------------------- the launched app over HTTP
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    """A small app with accounts, launched exactly as app.main() does (tests.helpers.serve)."""
+    """A small app with accounts, launched exactly as app.main() does (tests.helpers.serve), behind a trusted
+    proxy on loopback (so each test picks its client address with X-Forwarded-For)."""
     import gradio as gr
 
     from esllm.ui.context import AppContext
@@ -254,7 +257,9 @@ def app_url(tmp_path_factory):
     with gr.Blocks() as demo:
         gr.Button().click(lambda: "hola", None, gr.Textbox(), api_name="saludo")
     demo.queue()
-    url = serve(demo, ctx)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ESLLM_TRUSTED_PROXIES", "127.0.0.1")
+        url = serve(demo, ctx)
     yield SimpleNamespace(url=url, ctx=ctx)
     demo.close()
     store.dispose()
