@@ -82,7 +82,8 @@ class LoginGuard:
         throttle: LoginThrottle = self.ctx.login_throttle
         name = await _form_username(scope, body)
         user = throttle.key(name)
-        refusal = throttle.begin(name, address, device=self.devices.valid(request_cookies(scope), user))
+        device = self.devices.valid(request_cookies(scope), user)
+        refusal = throttle.begin(name, address, device=device)
         if refusal is not None:
             await send_json(send, 429, refusal.message, [(b"retry-after", str(refusal.wait_s).encode())])
             return
@@ -102,7 +103,7 @@ class LoginGuard:
         finally:
             # 200: logged in; 400: wrong name or password; no answer at all (an error, a cancelled request)
             # counts as a failure so that nothing escapes the count; anything else (422: no form) is neither.
-            throttle.end(name, address, True if status == 200 else False if status in (400, None) else None)
+            throttle.end(name, address, True if status == 200 else False if status in (400, None) else None, device)
 
 
 def threaded_login(ctx: Any) -> Callable[[str, str], Any]:

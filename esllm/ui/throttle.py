@@ -16,7 +16,9 @@ Three counters of failed attempts, each with its own `Limit` (free failures, the
 A *known* attempt — from an address the user logged in from before (in the last 30 days, while the server
 runs), or from a browser carrying the signed cookie of an earlier login as that user (esllm/ui/device.py) —
 is subject to the pair counter only: a shared address (a lab's NAT, an ssh tunnel) flooded with failures
-under other names cannot keep a returning user out.
+under other names cannot keep a returning user out. With the cookie the pair is (user, address, cookie),
+apart from everyone else's: someone guessing that user's password from the same address cannot slow the
+cookie's holder either (without the cookie, they share the pair counter: at worst waits up to its cap).
 
 A counter forgets its failures after `window` (15 minutes) without a new one. A successful login clears
 the pair and the user counters and takes that pair's failures off the address counter (failures the
@@ -27,13 +29,14 @@ parallel clients gain nothing.
 Memory: counters live in memory (a restart clears them). Keys are short (a checked IP address,
 esllm/ui/addresses.py; a name cut to 128 characters), and each table is bounded in bytes (`max_bytes`,
 counting each key's UTF-8 bytes plus `ENTRY_OVERHEAD`) and in entries. When a table is full, expired
-counters go first, then the one with the fewest failures (the oldest among equals): junk failures cannot
-evict a counter that holds more failures than each junk one, so wiping an account's counter of f failures
-takes a full table of counters with f failures or more each, all within one window.
+counters go first, then the sixteenth with the fewest failures (the oldest among equals): junk failures
+cannot evict a counter that holds more failures than each junk one, so wiping an account's counter of f
+failures takes a table nearly full (15/16) of counters with f failures or more each, all within one window.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 import threading
@@ -126,9 +129,13 @@ class _Table:
             return
         for k in [k for k, e in self.entries.items() if not e.inflight and (not e.failures or now - e.last >= self.window)]:
             self.drop(k)
+        if self._full(cost):  # the 1/16 with the fewest failures (oldest first): one pass per 1/16 of inserts
+            victims = heapq.nsmallest(max(1, len(self.entries) // 16), self.entries.items(),
+                                      key=lambda kv: (kv[1].failures, kv[1].last))
+            for k, _ in victims:
+                self.drop(k)
         while self._full(cost):
-            k = min(self.entries, key=lambda k: (self.entries[k].failures, self.entries[k].last))
-            self.drop(k)
+            self.drop(min(self.entries, key=lambda k: (self.entries[k].failures, self.entries[k].last)))
 
     def drop(self, key: Hashable) -> None:
         self.bytes -= self.entries.pop(key).cost
@@ -193,6 +200,9 @@ class LoginThrottle:
     def key(name: str) -> str:
         return normalize_name(name)[:MAX_NAME]
 
+    def _pair(self, name: str, address: str, device: bool) -> tuple[str, ...]:
+        return (self.key(name), address, "cookie") if device else (self.key(name), address)
+
     def _known(self, user: str, address: str, now: float) -> bool:
         t = self.known.get((user, address))
         return t is not None and now - t < self.known_for
@@ -200,10 +210,10 @@ class LoginThrottle:
     def begin(self, name: str, address: str, device: bool = False) -> Optional[Refusal]:
         """None: the attempt may go ahead (it counts as in flight until `end`); else why not and for how long.
         `device`: the browser carries a valid signed cookie of an earlier login as `name` (esllm/ui/device.py)."""
-        user = self.key(name)
+        user, pair = self.key(name), self._pair(name, address, device)
         with self.lock:
             now = self.clock()
-            waits = [self.pairs.wait((user, address), now)]
+            waits = [self.pairs.wait(pair, now)]
             if not (device or self._known(user, address, now)):
                 waits += [self.addresses.wait(address, now), self.users.wait(user, now)]
             wait = max(w for w, _ in waits)
@@ -213,23 +223,23 @@ class LoginThrottle:
                     return Refusal(s, f"Demasiados intentos fallidos. Espere {s} s y vuelva a intentarlo.")
                 return Refusal(s, f"Demasiados intentos de inicio de sesión a la vez. Espere {s} s y vuelva a "
                                   "intentarlo.")
-            self.pairs.start((user, address), now)
+            self.pairs.start(pair, now)
             self.addresses.start(address, now)
             self.users.start(user, now)
             return None
 
-    def end(self, name: str, address: str, ok: Optional[bool]) -> None:
-        """After an attempt that `begin` let through: `ok` True (logged in), False (refused) or None (neither,
-        e.g. a malformed form)."""
-        user = self.key(name)
+    def end(self, name: str, address: str, ok: Optional[bool], device: bool = False) -> None:
+        """After an attempt that `begin` let through (with the same `device`): `ok` True (logged in), False
+        (refused) or None (neither, e.g. a malformed form)."""
+        user, pair = self.key(name), self._pair(name, address, device)
         with self.lock:
             now = self.clock()
             if ok is False:
-                self.pairs.fail((user, address), now)
+                self.pairs.fail(pair, now)
                 self.addresses.fail(address, now)
                 self.users.fail(user, now)
                 return
-            cleared = self.pairs.release((user, address), now, clear=bool(ok))
+            cleared = self.pairs.release(pair, now, clear=bool(ok))
             self.users.release(user, now, clear=bool(ok))
             self.addresses.release(address, now, forget=cleared if ok else 0)
             if ok:

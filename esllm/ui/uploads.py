@@ -79,10 +79,9 @@ def count_parts(body: bytes, content_type: bytes) -> Optional[int]:
 class UploadGuard:
     """ASGI middleware: Gradio's upload route for admins only, one file, an hourly total (see the docstring)."""
 
-    def __init__(self, app: Any, ctx: Any, max_file_size: int, budget: Optional[UploadBudget] = None) -> None:
+    def __init__(self, app: Any, ctx: Any, max_file_size: int) -> None:
         self.app, self.ctx = app, ctx
         self.cap = max_file_size + FORM_OVERHEAD
-        self.budget = budget or UploadBudget()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if not (scope.get("type") == "http" and scope.get("method") == "POST" and is_upload_path(scope.get("path", ""))):
@@ -124,10 +123,11 @@ class UploadGuard:
         if parts is not None and parts > 1:
             return 400, f"Suba un solo archivo por vez (la solicitud traía {parts}).", ()
         user = "local" if self.ctx.local_mode else gradio_user(scope) or ""
-        wait = self.budget.wait(user, len(body))
+        budget: UploadBudget = self.ctx.upload_budget  # the context's: one per app
+        wait = budget.wait(user, len(body))
         if wait > 0:
             s = math.ceil(wait)
-            return 429, (f"Ha subido demasiados datos en la última hora (máximo {HOURLY_BYTES // 2**20} MB). "
+            return 429, (f"Ha subido demasiados datos en la última hora (máximo {budget.hourly / 2**20:.1f} MB). "
                          f"Espere {s} s y vuelva a intentarlo."), [(b"retry-after", str(s).encode())]
         return None
 
