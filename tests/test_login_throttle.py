@@ -181,7 +181,8 @@ def test_memory_is_bounded_under_a_flood_of_names_and_addresses():
     th = LoginThrottle(clock=Clock(), max_entries=50)
     for i in range(2000):
         attempt(th, f"nombre-{i}", f"10.{i // 256}.{i % 256}.1", ok=i % 3 == 0)
-    assert [len(th.pairs.entries), len(th.users.entries), len(th.addresses.entries), len(th.known)] == [50] * 4
+    sizes = [len(th.pairs.entries), len(th.users.entries), len(th.addresses.entries)]
+    assert all(45 <= n <= 50 for n in sizes) and len(th.known) == 50, sizes  # a full table drops a sixteenth
     fail_n(th, 4, "nombre-1999", "10.7.207.1")  # the most recent counters are kept
     assert th.begin("nombre-1999", "10.7.207.1") is not None
 
