@@ -63,29 +63,38 @@ def create(config_path: str, progress=print, db_url: str | None = None):
 
 def launch_kwargs(ctx, host: str) -> dict:
     """How to launch: a login in front of everything when accounts exist; local mode only on loopback; no upload
-    over MAX_UPLOAD. Export files (downloads of «Resultados») are refused to anyone but an admin, link or not.
-    Failed logins are throttled (growing waits per user and per client address), and a logged-out browser gets
-    the Spanish login page (esllm/ui/login.py) instead of Gradio's."""
+    over MAX_UPLOAD, and uploads from admins only, one file a request, a total per hour (esllm/ui/uploads.py).
+    Export files (downloads of «Resultados») are refused to anyone but an admin, link or not. Failed logins are
+    throttled (growing waits per user and per client address: the TCP peer unless ESLLM_TRUSTED_PROXIES names a
+    proxy), a logged-out browser gets the Spanish login page (esllm/ui/login.py) instead of Gradio's, and
+    Gradio's queue routes answer only the login that owns the session (esllm/ui/queue_guard.py)."""
+    from gradio.utils import _parse_file_size
     from starlette.middleware import Middleware
 
     from esllm import EsllmError
+    from esllm.ui.addresses import trust_proxies
     from esllm.ui.downloads import guard_middleware
     from esllm.ui.login import LoginPage
-    from esllm.ui.throttle import login_middleware, threaded_login
+    from esllm.ui.login_guard import login_middleware, threaded_login
+    from esllm.ui.queue_guard import queue_middleware
+    from esllm.ui.uploads import upload_middleware
 
-    guard = {"app_kwargs": {"middleware": [*guard_middleware(ctx), Middleware(LoginPage, login=False)]},
-             "max_file_size": MAX_UPLOAD}
-
+    try:
+        trust_proxies()  # before the server starts: uvicorn reads FORWARDED_ALLOW_IPS then
+    except ValueError as e:
+        raise EsllmError(str(e)) from None
+    guards = [*guard_middleware(ctx), *upload_middleware(ctx, _parse_file_size(MAX_UPLOAD))]
     if ctx.local_mode:
         if host not in LOOPBACK:
             raise EsllmError(
                 f"Sin cuentas, esllm solo acepta --host 127.0.0.1 (se pidió {host}): cualquiera en la red sería "
                 "administrador. Cree un administrador con `python -m esllm users add NOMBRE --role admin` y vuelva a iniciar.")
-        return guard
+        return {"app_kwargs": {"middleware": [*guards, Middleware(LoginPage, login=False)]},
+                "max_file_size": MAX_UPLOAD}
     # Logins: the password check runs off the event loop, and failed attempts are throttled (esllm/ui/throttle.py).
-    guard["app_kwargs"]["middleware"] = [*guard_middleware(ctx), *login_middleware(ctx),
-                                         Middleware(LoginPage, message=AUTH_MESSAGE)]
-    return {"auth": threaded_login(ctx), "auth_message": AUTH_MESSAGE, **guard}
+    middleware = [*guards, *queue_middleware(ctx), *login_middleware(ctx), Middleware(LoginPage, message=AUTH_MESSAGE)]
+    return {"auth": threaded_login(ctx), "auth_message": AUTH_MESSAGE, "app_kwargs": {"middleware": middleware},
+            "max_file_size": MAX_UPLOAD}
 
 
 def main(argv: list[str] | None = None) -> int:

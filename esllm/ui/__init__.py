@@ -19,6 +19,7 @@ from esllm.ui.context import AppContext, bind
 from esllm.ui.conversar import build_conversar
 from esllm.ui.evaluar import SHORTCUTS_JS, build_evaluar
 from esllm.ui.resultados import build_resultados
+from esllm.ui.uploads import CACHE_SWEEP
 
 # The tabs in page order; each builder returns (load function, its outputs), run when a page opens.
 TABS = (build_conversar, build_comparar, build_evaluar, build_administrar, build_resultados)
@@ -62,7 +63,8 @@ def load_page(ctx: AppContext, ids: list[str], request: gr.Request):
 
 
 def build_app(ctx: AppContext) -> gr.Blocks:
-    with gr.Blocks(title="esllm — banco de trabajo de LLM en español") as demo:
+    # delete_cache: Gradio deletes the uploads it stored (esllm/ui/uploads.py) every hour once an hour old
+    with gr.Blocks(title="esllm — banco de trabajo de LLM en español", delete_cache=CACHE_SWEEP) as demo:
         with gr.Row(elem_id="cabecera"):
             gr.Markdown("## esllm · banco de trabajo de modelos de lenguaje en español")
             header = gr.Markdown("", elem_id="usuario")

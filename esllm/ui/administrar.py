@@ -23,6 +23,7 @@ from esllm.study.prompts import MAX_FILE_BYTES, MAX_ROWS, ensure_bundled_sets
 from esllm.study.sessions import SESSION_NAME_MAX
 from esllm.ui.context import AppContext, Caller, bind, handler
 from esllm.ui.entrenar import build_entrenar
+from esllm.ui.uploads import discard_upload
 
 SESSION_HEADERS = ["sesión", "conjunto", "modo", "k", "estado", "concursantes", "progreso (hechos/total)"]
 ATTEMPT_HEADERS = ["intento", "elegido", "tokens", "latencia (s)", "EOS", "texto", "idéntico a", "parámetros"]
@@ -194,6 +195,7 @@ def import_prompts(ctx: AppContext, path: Any, set_name: Any, request: gr.Reques
             updates = _set_updates(s, keep=done.set_name)
     except EsllmError as e:  # shown inline under the button (a file's errors are a list of lines), not as a toast
         return (str(e).replace("\n", "\n\n"), *[gr.skip()] * N_SET_DROPDOWNS)
+    discard_upload(path)  # imported: nothing of it stays in Gradio's upload cache (a refused file waits for the sweep)
     return (f"Conjunto **{done.set_name}** importado: {done.rows} prompts en el archivo, {done.new} nuevos.", *updates)
 
 

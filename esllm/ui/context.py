@@ -29,6 +29,7 @@ from esllm.engine.core import Engine
 from esllm.store.models import User
 from esllm.store.users import authenticate
 from esllm.ui.throttle import LoginThrottle
+from esllm.ui.uploads import UploadBudget
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class AppContext:
     stops_lock: threading.Lock = field(default_factory=threading.Lock)
     # Failed-login counters, read by the login middleware (esllm/ui/throttle.py) at each attempt.
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    # Bytes each admin uploaded in the last hour, read by the upload guard (esllm/ui/uploads.py).
+    upload_budget: UploadBudget = field(default_factory=UploadBudget)
 
     def new_stop(self, session: str) -> threading.Event:
         ev = threading.Event()

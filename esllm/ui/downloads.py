@@ -30,6 +30,8 @@ from gradio.route_utils import API_PREFIX
 from gradio.utils import abspath
 from starlette.middleware import Middleware
 
+from esllm.ui.asgi import caller_role
+
 EXPORT_PREFIX = "esllm-export-"
 EXPORT_DIR_PREFIX = "esllm-descargas-"
 # Gradio's routes that serve a file named by the rest of the path (file_fetch); the second is deprecated.
@@ -104,31 +106,8 @@ class ExportGuard:
         self.app = app
         self.ctx = ctx
 
-    def _user(self, scope: dict) -> str | None:
-        gradio_app = scope.get("app")
-        cookie_id = getattr(gradio_app, "cookie_id", None)
-        tokens = getattr(gradio_app, "tokens", None) or {}
-        cookies: dict[str, str] = {}
-        for key, value in scope.get("headers") or []:
-            if key == b"cookie":
-                for part in value.decode("latin-1").split(";"):
-                    k, _, v = part.strip().partition("=")
-                    cookies[k] = v
-        token = cookies.get(f"access-token-{cookie_id}") or cookies.get(f"access-token-unsecure-{cookie_id}")
-        return tokens.get(token) if token else None
-
     def allowed(self, scope: dict) -> bool:
-        if self.ctx.local_mode:
-            return True
-        name = self._user(scope)
-        if not name:
-            return False
-
-        class _Req:  # what ctx.caller reads from a gr.Request
-            username = name
-
-        c = self.ctx.caller(_Req())
-        return c is not None and c.role == "admin"
+        return caller_role(self.ctx, scope) == "admin"
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope.get("type") == "http" and is_export_request(scope) and not self.allowed(scope):

@@ -19,6 +19,8 @@ import html
 import json
 from typing import Any
 
+from esllm.ui.asgi import request_cookies
+
 PAGE = """<!doctype html>
 <html lang="es">
 <head>
@@ -112,12 +114,7 @@ def _logged_in(scope: dict) -> bool:
     tokens, cookie_id = getattr(app, "tokens", None), getattr(app, "cookie_id", None)
     if tokens is None or cookie_id is None:
         return True  # not a Gradio app we know: let Gradio decide
-    cookies: dict[str, str] = {}
-    for name, value in scope.get("headers", []):
-        if name == b"cookie":
-            for part in value.decode("latin-1").split(";"):
-                k, _, v = part.strip().partition("=")
-                cookies[k] = v
+    cookies = request_cookies(scope)
     return any(cookies.get(f"{prefix}-{cookie_id}") in tokens
                for prefix in ("access-token", "access-token-unsecure"))
 

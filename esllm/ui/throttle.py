@@ -1,12 +1,8 @@
 """Login throttling: growing waits after failed logins, per user and per client address, never a lockout.
 
-Gradio's login route (`POST /login`, also `/login/`) checks a name and password with the app's `auth`
-function and answers 200 (with the login cookies) or 400 («Incorrect credentials.»). It has no limit of its
-own. `LoginGuard`, an ASGI middleware installed through `launch(app_kwargs=…)` when the app has accounts,
-reads the login form (and replays it to Gradio), asks `LoginThrottle` whether the attempt may go ahead, and
-records the outcome from the status Gradio answers. A refused attempt gets 429 with `Retry-After` and a
-JSON body `{"detail": "Demasiados intentos fallidos. Espere N s y vuelva a intentarlo."}`; it never reaches
-the password check (no scrypt cost).
+Gradio's login route (`POST /login`) has no limit of its own; the login guard (esllm/ui/login_guard.py) asks
+`LoginThrottle.begin` whether an attempt may go ahead and tells `end` the outcome. A refused attempt never
+reaches the password check (no scrypt cost).
 
 Three counters of failed attempts, each with its own `Limit` (free failures, then a wait that starts at
 `base` seconds and doubles with each further failure up to `cap`):
@@ -15,45 +11,47 @@ Three counters of failed attempts, each with its own `Limit` (free failures, the
 - the client address, across all names (someone trying many names): 20 free, same growth and cap;
 - the user name, across all addresses (guesses spread over many addresses): 10 free, then at most 1 minute.
   This one is gentle and capped because anyone can feed it: a third party can only slow an account down
-  (one attempt a minute at worst), never lock it. An address the user has logged in from before (in the
-  last 30 days, while the server runs) is not subject to it at all.
+  (one attempt a minute at worst), never lock it.
+
+A *known* attempt — from an address the user logged in from before (in the last 30 days, while the server
+runs), or from a browser carrying the signed cookie of an earlier login as that user (esllm/ui/device.py) —
+is subject to the pair counter only: a shared address (a lab's NAT, an ssh tunnel) flooded with failures
+under other names cannot keep a returning user out. With the cookie the pair is (user, address, cookie),
+apart from everyone else's: someone guessing that user's password from the same address cannot slow the
+cookie's holder either (without the cookie, they share the pair counter: at worst waits up to its cap).
 
 A counter forgets its failures after `window` (15 minutes) without a new one. A successful login clears
 the pair and the user counters and takes that pair's failures off the address counter (failures the
 address made against other names stay: logging into one's own account does not buy more guesses).
 Attempts in flight count too: while a counter is at its limit only one attempt at a time goes ahead, so
-parallel clients gain nothing. Counters live in memory (a restart clears them), each table bounded
-(`max_entries`, the least recently used dropped first) so a flood of made-up names cannot exhaust memory.
+parallel clients gain nothing.
 
-The client address is what uvicorn puts in the ASGI scope: the peer address, or the `X-Forwarded-For`
-address when the peer is a trusted proxy (uvicorn trusts 127.0.0.1 and ::1 by default; set
-`FORWARDED_ALLOW_IPS` for a proxy on another host).
-
-`threaded_login(ctx)` is the `auth` function to give Gradio: a coroutine that runs `ctx.check_login` (a
-~40 ms scrypt) in a worker thread, so a login no longer stalls the server's event loop.
+Memory: counters live in memory (a restart clears them). Keys are short (a checked IP address,
+esllm/ui/addresses.py; a name cut to 128 characters), and each table is bounded in bytes (`max_bytes`,
+counting each key's UTF-8 bytes plus `ENTRY_OVERHEAD`) and in entries. When a table is full, expired
+counters go first, then the sixteenth with the fewest failures (the oldest among equals): junk failures
+cannot evict a counter that holds more failures than each junk one, so wiping an account's counter of f
+failures takes a table nearly full (15/16) of counters with f failures or more each, all within one window.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
+import heapq
 import logging
 import math
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, NamedTuple, Optional
-
-from starlette.middleware import Middleware
-from starlette.requests import Request
+from typing import Callable, Hashable, NamedTuple, Optional
 
 from esllm.store.users import normalize_name
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 64 * 1024  # a login form is a few hundred bytes
 MAX_NAME = 128  # characters of a user name kept as a key
+ENTRY_OVERHEAD = 400  # bytes an entry holds beyond its key's text (dict slot, key tuple and strings, counter):
+#                       measured with tracemalloc (tests/test_hardening_web.py), rounded up
+MAX_BYTES = 4 * 2**20  # per table: ~10,000 entries of ordinary names, ~4,000 of the longest
 
 
 @dataclass(frozen=True)
@@ -90,14 +88,23 @@ class _Entry:
     failures: int = 0
     last: float = 0.0  # when the last failure happened
     inflight: int = 0
+    cost: int = 0  # bytes counted for it
+
+
+def entry_cost(key: Hashable) -> int:
+    """The bytes a table counts for an entry under `key`."""
+    parts = key if isinstance(key, tuple) else (key,)
+    return ENTRY_OVERHEAD + sum(len(str(p).encode("utf-8")) for p in parts)
 
 
 class _Table:
-    """One counter per key, the least recently used dropped beyond `max_entries`."""
+    """One counter per key, bounded in entries and bytes (see the module docstring for what goes first)."""
 
-    def __init__(self, name: str, limit: Limit, window: float, max_entries: int) -> None:
-        self.name, self.limit, self.window, self.max_entries = name, limit, window, max_entries
-        self.entries: OrderedDict[Hashable, _Entry] = OrderedDict()
+    def __init__(self, name: str, limit: Limit, window: float, max_entries: int, max_bytes: int) -> None:
+        self.name, self.limit, self.window = name, limit, window
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self.entries: dict[Hashable, _Entry] = {}
+        self.bytes = 0
 
     def get(self, key: Hashable, now: float) -> Optional[_Entry]:
         e = self.entries.get(key)
@@ -108,12 +115,30 @@ class _Table:
     def entry(self, key: Hashable, now: float) -> _Entry:
         e = self.get(key, now)
         if e is None:
-            e = self.entries[key] = _Entry()
-            while len(self.entries) > self.max_entries:
-                self.entries.popitem(last=False)
-        else:
-            self.entries.move_to_end(key)
+            cost = entry_cost(key)
+            self._make_room(cost, now)
+            e = self.entries[key] = _Entry(cost=cost)
+            self.bytes += cost
         return e
+
+    def _full(self, cost: int) -> bool:
+        return bool(self.entries) and (len(self.entries) >= self.max_entries or self.bytes + cost > self.max_bytes)
+
+    def _make_room(self, cost: int, now: float) -> None:
+        if not self._full(cost):
+            return
+        for k in [k for k, e in self.entries.items() if not e.inflight and (not e.failures or now - e.last >= self.window)]:
+            self.drop(k)
+        if self._full(cost):  # the 1/16 with the fewest failures (oldest first): one pass per 1/16 of inserts
+            victims = heapq.nsmallest(max(1, len(self.entries) // 16), self.entries.items(),
+                                      key=lambda kv: (kv[1].failures, kv[1].last))
+            for k, _ in victims:
+                self.drop(k)
+        while self._full(cost):
+            self.drop(min(self.entries, key=lambda k: (self.entries[k].failures, self.entries[k].last)))
+
+    def drop(self, key: Hashable) -> None:
+        self.bytes -= self.entries.pop(key).cost
 
     def wait(self, key: Hashable, now: float) -> tuple[float, bool]:
         """(seconds before the next attempt may go ahead, whether because of failures)."""
@@ -140,16 +165,17 @@ class _Table:
         if e.failures == self.limit.free:
             log.warning("login: %d intentos fallidos seguidos (%s %r): se exige esperar", e.failures, self.name, key)
 
-    def release(self, key: Hashable, now: float, clear: bool = False) -> int:
-        """An attempt ended without a failure; `clear` also forgets the failures. The failures forgotten."""
+    def release(self, key: Hashable, now: float, clear: bool = False, forget: int = 0) -> int:
+        """An attempt ended without a failure (`forget`: failures to take off); `clear` forgets them all.
+        Returns the failures forgotten."""
         e = self.get(key, now)
         if e is None:
             return 0
         e.inflight = max(0, e.inflight - 1)
-        cleared = e.failures if clear else 0
+        cleared = e.failures if clear else min(forget, e.failures)
         e.failures -= cleared
         if not e.failures and not e.inflight:
-            del self.entries[key]
+            self.drop(key)
         return cleared
 
 
@@ -160,30 +186,36 @@ class LoginThrottle:
 
     def __init__(self, *, pair: Limit = PAIR, address: Limit = ADDRESS, user: Limit = USER,
                  window: float = WINDOW, known_for: float = KNOWN_FOR, max_entries: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.pairs = _Table("usuario y dirección", pair, window, max_entries)
-        self.addresses = _Table("dirección", address, window, max_entries)
-        self.users = _Table("usuario", user, window, max_entries)
-        self.known: OrderedDict[tuple[str, str], float] = OrderedDict()  # (user, address) -> last success
-        self.known_for, self.max_entries, self.clock = known_for, max_entries, clock
+                 max_bytes: int = MAX_BYTES, clock: Callable[[], float] = time.monotonic) -> None:
+        self.pairs = _Table("usuario y dirección", pair, window, max_entries, max_bytes)
+        self.addresses = _Table("dirección", address, window, max_entries, max_bytes)
+        self.users = _Table("usuario", user, window, max_entries, max_bytes)
+        # (user, address) -> when the user last logged in from there; its own bytes in known_bytes
+        self.known: dict[tuple[str, str], float] = {}
+        self.known_bytes = 0
+        self.known_for, self.max_entries, self.max_bytes, self.clock = known_for, max_entries, max_bytes, clock
         self.lock = threading.Lock()
 
     @staticmethod
     def key(name: str) -> str:
         return normalize_name(name)[:MAX_NAME]
 
+    def _pair(self, name: str, address: str, device: bool) -> tuple[str, ...]:
+        return (self.key(name), address, "cookie") if device else (self.key(name), address)
+
     def _known(self, user: str, address: str, now: float) -> bool:
         t = self.known.get((user, address))
         return t is not None and now - t < self.known_for
 
-    def begin(self, name: str, address: str) -> Optional[Refusal]:
-        """None: the attempt may go ahead (it counts as in flight until `end`); else why not and for how long."""
-        user = self.key(name)
+    def begin(self, name: str, address: str, device: bool = False) -> Optional[Refusal]:
+        """None: the attempt may go ahead (it counts as in flight until `end`); else why not and for how long.
+        `device`: the browser carries a valid signed cookie of an earlier login as `name` (esllm/ui/device.py)."""
+        user, pair = self.key(name), self._pair(name, address, device)
         with self.lock:
             now = self.clock()
-            waits = [self.pairs.wait((user, address), now), self.addresses.wait(address, now)]
-            if not self._known(user, address, now):
-                waits.append(self.users.wait(user, now))
+            waits = [self.pairs.wait(pair, now)]
+            if not (device or self._known(user, address, now)):
+                waits += [self.addresses.wait(address, now), self.users.wait(user, now)]
             wait = max(w for w, _ in waits)
             if wait > 0:
                 s = max(1, math.ceil(wait))
@@ -191,152 +223,37 @@ class LoginThrottle:
                     return Refusal(s, f"Demasiados intentos fallidos. Espere {s} s y vuelva a intentarlo.")
                 return Refusal(s, f"Demasiados intentos de inicio de sesión a la vez. Espere {s} s y vuelva a "
                                   "intentarlo.")
-            self.pairs.start((user, address), now)
+            self.pairs.start(pair, now)
             self.addresses.start(address, now)
             self.users.start(user, now)
             return None
 
-    def end(self, name: str, address: str, ok: Optional[bool]) -> None:
-        """After an attempt that `begin` let through: `ok` True (logged in), False (refused) or None (neither,
-        e.g. a malformed form)."""
-        user = self.key(name)
+    def end(self, name: str, address: str, ok: Optional[bool], device: bool = False) -> None:
+        """After an attempt that `begin` let through (with the same `device`): `ok` True (logged in), False
+        (refused) or None (neither, e.g. a malformed form)."""
+        user, pair = self.key(name), self._pair(name, address, device)
         with self.lock:
             now = self.clock()
             if ok is False:
-                self.pairs.fail((user, address), now)
+                self.pairs.fail(pair, now)
                 self.addresses.fail(address, now)
                 self.users.fail(user, now)
                 return
-            cleared = self.pairs.release((user, address), now, clear=bool(ok))
+            cleared = self.pairs.release(pair, now, clear=bool(ok))
             self.users.release(user, now, clear=bool(ok))
-            self.addresses.release(address, now)
+            self.addresses.release(address, now, forget=cleared if ok else 0)
             if ok:
-                e = self.addresses.get(address, now)
-                if e is not None:
-                    e.failures = max(0, e.failures - cleared)
-                    if not e.failures and not e.inflight:
-                        del self.addresses.entries[address]
-                self.known[(user, address)] = now
-                self.known.move_to_end((user, address))
-                while len(self.known) > self.max_entries:
-                    self.known.popitem(last=False)
+                self._remember(user, address, now)
 
-
-# ----------------------------------------------------------------------------- the middleware
-def is_login_path(path: str) -> bool:
-    """Gradio's login route: /login or /login/ (under whatever prefix the app is mounted at)."""
-    return path.rstrip("/").endswith("/login")
-
-
-def client_address(scope: dict) -> str:
-    client = scope.get("client")
-    return str(client[0]) if client else "desconocida"
-
-
-async def _read_body(receive: Any) -> Optional[bytes]:
-    """The whole request body; None if the client went away; _TooLarge beyond MAX_BODY."""
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise _TooLarge
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _form_username(scope: dict, body: bytes) -> str:
-    """The `username` field of the login form, parsed as FastAPI parses it for Gradio ("" if none)."""
-    async def once() -> dict:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    try:
-        async with Request(scope, once).form() as form:
-            value = form.get("username")
-            return value if isinstance(value, str) else ""
-    except Exception:  # a malformed form: Gradio refuses it too (422)
-        return ""
-
-
-def _replay(body: bytes, receive: Any) -> Any:
-    sent = False
-
-    async def replay() -> dict:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
-
-
-async def _send_json(send: Any, status: int, detail: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
-    body = json.dumps({"detail": detail}, ensure_ascii=False).encode("utf-8")
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json; charset=utf-8"),
-                            (b"content-length", str(len(body)).encode()), *headers]})
-    await send({"type": "http.response.body", "body": body})
-
-
-class LoginGuard:
-    """ASGI middleware: `ctx.login_throttle` in front of Gradio's login route (see the module docstring)."""
-
-    def __init__(self, app: Any, ctx: Any) -> None:
-        self.app = app
-        self.ctx = ctx
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if not (scope.get("type") == "http" and scope.get("method") == "POST"
-                and is_login_path(scope.get("path", ""))):
-            await self.app(scope, receive, send)
-            return
-        throttle: LoginThrottle = self.ctx.login_throttle
-        try:
-            body = await _read_body(receive)
-        except _TooLarge:
-            await _send_json(send, 413, "Solicitud de inicio de sesión demasiado grande.")
-            return
-        if body is None:
-            return
-        name, address = await _form_username(scope, body), client_address(scope)
-        refusal = throttle.begin(name, address)
-        if refusal is not None:
-            await _send_json(send, 429, refusal.message, [(b"retry-after", str(refusal.wait_s).encode())])
-            return
-        status: Optional[int] = None
-
-        async def watch(message: dict) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, _replay(body, receive), watch)
-        finally:
-            # 200: logged in; 400: wrong name or password; no answer at all (an error, a cancelled request)
-            # counts as a failure so that nothing escapes the count; anything else (422: no form) is neither.
-            throttle.end(name, address, True if status == 200 else False if status in (400, None) else None)
-
-
-def threaded_login(ctx: Any) -> Callable[[str, str], Any]:
-    """Gradio's `auth`: a coroutine (Gradio awaits it) running `ctx.check_login` in a worker thread, so the
-    scrypt check does not stall the event loop. Looked up at each call (tests may wrap it)."""
-    async def auth(username: str, password: str) -> bool:
-        return await asyncio.to_thread(ctx.check_login, username, password)
-
-    return auth
-
-
-def login_middleware(ctx: Any) -> list[Middleware]:
-    """For `demo.launch(app_kwargs={"middleware": [*…, *login_middleware(ctx)]})` when the app has accounts."""
-    return [Middleware(LoginGuard, ctx=ctx)]
+    def _remember(self, user: str, address: str, now: float) -> None:
+        """(user, address) logged in now; the least recently remembered dropped beyond the bounds."""
+        key = (user, address)
+        if key in self.known:
+            del self.known[key]
+        else:
+            self.known_bytes += entry_cost(key)
+        self.known[key] = now  # insertion order: the oldest first
+        while len(self.known) > self.max_entries or self.known_bytes > self.max_bytes:
+            old = next(iter(self.known))
+            del self.known[old]
+            self.known_bytes -= entry_cost(old)
