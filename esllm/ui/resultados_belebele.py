@@ -13,26 +13,30 @@ from pathlib import Path
 from typing import Any, Optional
 
 import gradio as gr
+from sqlalchemy import select
 
 from esllm import EsllmError
-from esllm.evals.belebele import CHANCE, DATA_DIR, KIND, run_belebele
-from esllm.evals.belebele_table import MODE_LABELS, MODES
-from esllm.paths import ROOT, display_path
+from esllm.evals.belebele import ACC_NOTE, KIND, run_belebele
+from esllm.evals.belebele_lmeval import DEFAULT_TEMPLATE
+from esllm.evals.belebele_metrics import CHANCE
+from esllm.evals.belebele_table import MODE_LABELS, MODES, run_mode, run_template
+from esllm.paths import BELEBELE_DIR, ROOT, display_path
+from esllm.store.models import EvalRun
 from esllm.ui.context import AppContext, bind, handler
 
 HEADERS = ["concursante", "archivo", "exactitud", "IC 95 %", "n", "fecha (UTC)", "base sha256", "adaptador sha256",
-           "modo"]
+           "modo", "empates", "dtype"]
 CHANCE_NOTE = (f"Azar: {CHANCE:.0%} (cuatro opciones). Puntuación por la probabilidad de la letra de cada opción, "
-               "sin muestreo; IC 95 % bootstrap sobre preguntas.")
+               f"sin muestreo; IC 95 % bootstrap sobre preguntas. {ACC_NOTE[0].upper() + ACC_NOTE[1:]}.")
 
 
-def file_choices(data_dir: Path = DATA_DIR) -> list[str]:
+def file_choices(data_dir: Path = BELEBELE_DIR) -> list[str]:
     """The .jsonl files under data_dir, as paths relative to the repository (the bundled sample first)."""
     files = sorted(data_dir.rglob("*.jsonl"), key=lambda p: (p.name != "muestra-es.jsonl", str(p)))
     return [display_path(p) for p in files if p.is_file()]
 
 
-def resolve_file(value: Any, data_dir: Path = DATA_DIR) -> Path:
+def resolve_file(value: Any, data_dir: Path = BELEBELE_DIR) -> Path:
     """The file an admin picked, if it is one of `file_choices`; else EsllmError."""
     if not isinstance(value, str) or not value.strip():
         raise EsllmError("Elija un archivo de Belebele.")
@@ -45,23 +49,25 @@ def resolve_file(value: Any, data_dir: Path = DATA_DIR) -> Path:
     return p
 
 
+def _protocol(r: EvalRun) -> str:
+    """The «modo» cell: the mode, and the lm-eval template when it is not the current one."""
+    template = run_template(r)
+    return run_mode(r) if template in (None, DEFAULT_TEMPLATE) else f"{run_mode(r)} ({template})"
+
+
 def runs_table(s) -> list[list[Any]]:
-    from sqlalchemy import select
-
-    from esllm.evals.belebele_table import run_mode
-    from esllm.store.models import EvalRun
-
     rows, seen = [], set()
     for r in s.scalars(select(EvalRun).where(EvalRun.kind == KIND, EvalRun.status == "done")
-                       .order_by(EvalRun.id.desc())):  # the newest run per contestant, file and mode
-        if (key := (r.contestant, r.config.get("file"), run_mode(r))) in seen:
+                       .order_by(EvalRun.id.desc())):  # the newest run per contestant, file and protocol
+        if (key := (r.contestant, r.config.get("file"), _protocol(r))) in seen:
             continue
         seen.add(key)
         m, h = r.metrics, r.hashes
         rows.append([r.contestant, r.config.get("file"), f"{m['accuracy']:.1%}",
                      f"[{m['ci_low']:.1%}, {m['ci_high']:.1%}]", m["n"],
                      f"{r.finished_at:%Y-%m-%d %H:%M}" if r.finished_at else "",
-                     (h.get("base_sha256") or "—")[:12], (h.get("adapter_sha256") or "—")[:12], run_mode(r)])
+                     (h.get("base_sha256") or "—")[:12], (h.get("adapter_sha256") or "—")[:12], _protocol(r),
+                     m.get("ties", 0), h.get("dtype") or "—"])
     return sorted(rows, key=lambda row: (row[1], row[8], row[0]))
 
 
@@ -94,9 +100,8 @@ def evaluate(ctx: AppContext, data_dir: Path, file_value: Any, names: Any, limit
     for r in runs:
         if r.status == "done":
             m = r.metrics
-            norm = f", acc_norm {m['acc_norm']:.1%}" if "acc_norm" in m else ""
             lines.append(f"- {r.contestant}: {m['accuracy']:.1%} [IC 95 % {m['ci_low']:.1%}–{m['ci_high']:.1%}],"
-                         f" {m['correct']}/{m['n']}{norm}")
+                         f" {m['correct']}/{m['n']}, {m.get('ties', 0)} empates")
         else:
             lines.append(f"- {r.contestant}: **falló**: {r.error}")
     return "\n".join(lines), _table(ctx)
@@ -120,7 +125,7 @@ def load_belebele(ctx: AppContext, data_dir: Path, request: gr.Request):
 
 def build_belebele(ctx: AppContext, *, data_dir: Optional[Path] = None):
     """The accordion; returns (load function, its outputs) for demo.load, like the tabs' builders."""
-    data_dir = data_dir or DATA_DIR
+    data_dir = data_dir or BELEBELE_DIR
     with gr.Accordion("Belebele (comprensión lectora, opción múltiple)", open=False):
         gr.Markdown("Comprensión lectora en el formato de Belebele: pasaje, pregunta y cuatro opciones. La muestra "
                     "incluida es original (no es el Belebele real); para el real copie `spa_Latn.jsonl` en "
