@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from esllm import EsllmError
 from esllm.evals import belebele as B
+from esllm.evals.base import run_contestants
 from esllm.evals.belebele_metrics import LETTERS, accuracy_ci
 from tests import tiny as tm
 from tests.helpers import new_store, serve
@@ -191,14 +192,14 @@ def test_accuracy_and_bootstrap_ci():
 
 
 # ------------------------------------------------------------------ stored runs and CLI
-def test_run_belebele_stores_one_done_run_per_contestant(engine, store, monkeypatch):
+def test_the_runner_stores_one_done_belebele_run_per_contestant(engine, store, monkeypatch):
     from esllm.store.models import EvalRun
 
     eng = engine("llama")
     url, Session = store
     seen = []
-    runs = B.run_belebele(Session, eng, ["llama-base", "llama-a1"], B.SAMPLE, batch_size=3, limit=5,
-                          progress=lambda d, t, m: seen.append((d, t)))
+    runs = run_contestants(B.Belebele(B.SAMPLE, batch_size=3, limit=5), Session, eng, ["llama-base", "llama-a1"],
+                           progress=lambda d, t, m: seen.append((d, t)))
     assert [r.status for r in runs] == ["done", "done"]
     assert seen[-1] == (5, 5) and (3, 5) in seen
     sha = hashlib.sha256(B.SAMPLE.read_bytes()).hexdigest()
@@ -223,12 +224,12 @@ def test_run_belebele_stores_one_done_run_per_contestant(engine, store, monkeypa
         return real(eng_, name, items, **kw)
 
     monkeypatch.setattr(B, "evaluate", flaky)
-    runs = B.run_belebele(Session, eng, ["llama-a2", "llama-base"], B.SAMPLE, limit=2)
+    runs = run_contestants(B.Belebele(B.SAMPLE, limit=2), Session, eng, ["llama-a2", "llama-base"])
     assert [(r.contestant, r.status) for r in runs] == [("llama-a2", "failed"), ("llama-base", "done")]
     assert "RuntimeError: sin memoria" in runs[0].error
     # unknown contestant: refused before anything is stored
     with pytest.raises(EsllmError, match="No existe el concursante"):
-        B.run_belebele(Session, eng, ["llama-base", "nadie"], B.SAMPLE, limit=2)
+        run_contestants(B.Belebele(B.SAMPLE, limit=2), Session, eng, ["llama-base", "nadie"])
     with Session() as s:
         assert len(s.scalars(select(EvalRun)).all()) == 4
 

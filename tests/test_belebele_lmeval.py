@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import select
 
 from esllm import EsllmError
-from esllm.evals.belebele import SAMPLE, Belebele, load_belebele, run_belebele
+from esllm.evals.base import run_contestants
+from esllm.evals.belebele import SAMPLE, Belebele, load_belebele
 from esllm.evals.belebele_lmeval import CONTINUATIONS, choose, evaluate_lmeval, lmeval_prompt, raw_rows
 from esllm.store.models import EvalRun
 from tests.helpers import make_engine, new_store
@@ -95,7 +96,7 @@ def test_a_tiny_model_pushed_towards_one_letter_picks_it_and_the_run_records_the
     hook = lm_head.register_forward_hook(lambda module, args, out: out + bias.to(out.dtype).to(out.device))
     try:
         store = new_store(tmp_path / "b.sqlite3")
-        [run] = run_belebele(store.Session, engine, ["llama-base"], SAMPLE, limit=3, mode="lm-eval")
+        [run] = run_contestants(Belebele(SAMPLE, limit=3, mode="lm-eval"), store.Session, engine, ["llama-base"])
     finally:
         hook.remove()
     assert run.status == "done", run.error

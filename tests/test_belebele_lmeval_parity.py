@@ -14,7 +14,8 @@ import importlib.util
 
 import pytest
 
-from esllm.evals.belebele import SAMPLE, load_belebele, run_belebele
+from esllm.evals.base import run_contestants
+from esllm.evals.belebele import SAMPLE, Belebele, load_belebele
 from esllm.evals.lmeval_harness import run_lmeval
 from tests.helpers import make_engine, new_store
 
@@ -35,7 +36,7 @@ def test_lm_eval_and_esllm_give_the_same_letters_and_loglikelihoods(tiny, tiny_r
 
     engine = make_engine(t.config(), tiny_root)
     store = new_store(tmp_path / "b.sqlite3")
-    [run] = run_belebele(store.Session, engine, ["llama-base"], data, mode="lm-eval", batch_size=4)
+    [run] = run_contestants(Belebele(data, mode="lm-eval", batch_size=4), store.Session, engine, ["llama-base"])
     assert run.status == "done", run.error
     assert run.config["template"] == "lm-eval" and "0.4.13" in run.config["lm_eval_version"]
     items = load_belebele(data)
@@ -48,7 +49,8 @@ def test_lm_eval_and_esllm_give_the_same_letters_and_loglikelihoods(tiny, tiny_r
     assert [d["ok"] for d in run.details] == [bool(r["acc"]) for r in ref["rows"]]
     assert [d["ok_norm"] for d in run.details] == [bool(r["acc_norm"]) for r in ref["rows"]]
     # the comparison can tell templates apart: the pre-0.4.4 full-width colon is another prompt
-    [old] = run_belebele(store.Session, engine, ["llama-base"], data, mode="lm-eval", template="lm-eval-pre-0.4.4")
+    old_template = Belebele(data, mode="lm-eval", template="lm-eval-pre-0.4.4")
+    [old] = run_contestants(old_template, store.Session, engine, ["llama-base"])
     assert max(abs(old.details[i]["loglikelihoods"][L] - theirs[i]["ABCD".index(L)])
                for i in range(len(items)) for L in "ABCD") > 100 * TOL
     store.dispose()

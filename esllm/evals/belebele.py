@@ -1,8 +1,7 @@
 """Belebele-format benchmark: multiple-choice reading comprehension, zero-shot, scored by the model's
 likelihood of each option letter; one `eval_run` row per contestant.
 
-    runs = run_belebele(Session, engine, ["gemma-base", "gemma-a1"], SAMPLE, limit=100)
-    ev = Belebele(file, batch_size=8, limit=100); run_contestants(ev, …)   # the same (esllm/evals/base.py)
+    runs = run_contestants(Belebele(SAMPLE, limit=100), Session, engine, ["gemma-base", "gemma-a1"])  # evals/base.py
     python -m esllm belebele [--file F.jsonl] [--contestants A B] [--limit 100]   # esllm/cli/evals.py
     python -m esllm belebele --mode lm-eval [--template lm-eval-pre-0.4.4]
 
@@ -36,7 +35,7 @@ from typing import Any, Optional, Sequence
 
 from esllm import EsllmError
 from esllm.evals import belebele_lmeval
-from esllm.evals.base import Evaluation, Outcome, Progress, run_contestants
+from esllm.evals.base import Evaluation, Outcome, Progress
 from esllm.evals.belebele_metrics import CHANCE, LETTERS, best_choice, choice_metrics
 from esllm.paths import BELEBELE_DIR, display_path, file_sha256, jsonl_lines
 
@@ -278,17 +277,3 @@ TABLE_HEADER = f"{'concursante':28s} {'exactitud':>9s}  {'IC 95 %':15s} {'n':>5s
 # each, so acc_norm = acc always: the tables show one number.
 ACC_NOTE = ("exactitud = acc de lm-eval; acc_norm = acc en esta tarea (cada opción es una sola letra); "
             "empates: preguntas con dos letras de igual puntuación (gana la primera)")
-
-
-def run_belebele(Session, engine, contestants: Sequence[str], file: str | Path, *, batch_size: int = 8,
-                 limit: Optional[int] = None, progress: Optional[Progress] = None, mode: str = "chat",
-                 template: str = belebele_lmeval.DEFAULT_TEMPLATE) -> list:
-    """Evaluate each contestant on `file` and store one EvalRun per contestant (running → done | failed).
-
-    Checks the file and every contestant before any run starts; a contestant whose run fails is stored
-    as failed with the error and the others still run. Returns the EvalRun rows in contestant order."""
-    names = list(contestants)
-    if not names:
-        raise EsllmError("Elija al menos un concursante.")
-    return run_contestants(Belebele(file, batch_size=batch_size, limit=limit, mode=mode, template=template), Session,
-                           engine, names, progress=progress)

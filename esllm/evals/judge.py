@@ -2,7 +2,8 @@
 aspects and the 1-5 scale of esllm/evals/judge_prompt.py), its scores are stored like a rater's, and
 compared with the humans' (esllm/evals/agreement.py).
 
-    rep = grade_session(Session, engine, "estudio-1", "gemma-instrucciones", criterion="general")
+    [run] = run_contestants(Judge("estudio-1", criterion="general"), Session, engine, ["gemma-instrucciones"])
+    rep = Judge("estudio-1").grade(Session, engine, "gemma-instrucciones")   # the same run, as a JudgeReport
     rep.graded, rep.unparsable, rep.agreement.exact, rep.agreement.alpha
     python -m esllm judge --session estudio-1 --judge gemma-instrucciones [--criterion full]   # esllm/cli/evals.py
 
@@ -40,7 +41,7 @@ import re
 import threading
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -48,20 +49,20 @@ from sqlalchemy.orm import Session
 from esllm import EsllmError
 from esllm.evals.agreement import NO_AGREEMENT, JudgeAgreement, judge_agreement
 from esllm.evals.base import Evaluation, Progress, failure_message, session_scope
-from esllm.evals.judge_ask import MAX_NEW_TOKENS, ask_grade, ask_grades  # noqa: F401 (ask_grade: re-exported)
-from esllm.evals.judge_prompt import (  # noqa: F401
+from esllm.evals.judge_ask import MAX_NEW_TOKENS, ask_grades
+from esllm.evals.judge_prompt import (
     JUDGE_PROMPTS,
     PROMPT_VERSION,
-    REMINDER,
     STUDY_PROMPT_VERSION,
     grading_messages,
-    parse_grade,
-    strip_echo,
     study_grading_messages,
-    with_reminder,
 )
 from esllm.evals.runs import fail_run, finish_run, latest_runs, start_run
 from esllm.store.models import ASPECTS, CRITERIA, Assignment, EvalRun, Score, User, save_score, utcnow
+from esllm.study.answers import selected_answers
+from esllm.study.assignment import label_permutations
+from esllm.study.prompts import ordered_prompts
+from esllm.study.results import contestant_names, find_session, session_scores_frame
 
 CRITERION_CHOICES = CRITERIA + ("full",)  # "full": the general score and the four aspects, one question each
 MAX_RETRIES = 10
@@ -102,8 +103,6 @@ def judge_user(s: Session, contestant: str, prompt: str = "esllm") -> User:
 def _judge_assignments(s: Session, session_id: int, judge_id: int, prompts: Sequence[SessionItem],
                        contestant_ids: Sequence[int], rng: random.Random) -> dict[int, Assignment]:
     """prompt id -> the judge's assignment, creating the missing ones (prompt-set order, random labels)."""
-    from esllm.study.assignment import label_permutations
-
     have = {a.prompt_id: a for a in s.scalars(select(Assignment).where(
         Assignment.session_id == session_id, Assignment.rater_id == judge_id))}
     missing = [p for p in prompts if p.id not in have]
@@ -194,10 +193,6 @@ class Judge(Evaluation):
     def load(self, store=None) -> SessionItems:
         """The session's items and answers; EsllmError if the session does not exist, has no items or
         does not have three contestants with an answer to each."""
-        from esllm.study.answers import selected_answers
-        from esllm.study.prompts import ordered_prompts
-        from esllm.study.results import contestant_names, find_session
-
         if store is None:
             raise ValueError("Judge.load needs the store (a session factory or a Session)")
         with session_scope(store) as s:
@@ -224,15 +219,14 @@ class Judge(Evaluation):
                 *, raise_errors: bool = True) -> EvalRun:
         return self._grade(store, engine, contestant, items, progress, raise_errors)[0]
 
-    def grade(self, store, engine, judge: str, items: SessionItems,
+    def grade(self, store, engine, judge: str, items: Optional[SessionItems] = None,
               progress: Optional[Progress] = None) -> JudgeReport:
-        """`run_one`, returning the report; an unexpected error marks the run failed and is raised again."""
-        return self._grade(store, engine, judge, items, progress, True)[1]
+        """`run_one` (the items loaded first when not given), returning the report; an unexpected error marks the
+        run failed and is raised again."""
+        return self._grade(store, engine, judge, items if items is not None else self.load(store), progress, True)[1]
 
     def _grade(self, store, engine, judge: str, items: SessionItems, progress: Optional[Progress],
                raise_errors: bool) -> tuple[EvalRun, JudgeReport]:
-        from esllm.study.results import session_scores_frame
-
         engine.contestant(judge)  # EsllmError if unknown or unavailable
         max_chars = _prompt_limit(engine)
         crits, limit, names, texts = self.criteria, self.limit, items.names, items.texts
@@ -342,18 +336,6 @@ class Judge(Evaluation):
             if raise_errors or not isinstance(e, Exception):
                 raise
         return run, rep
-
-
-def grade_session(sessionmaker: Callable[[], Session], engine, session: int | str, judge: str, *,
-                  criterion: str = "general", retries: int = 2, seed: int = 0, limit: Optional[int] = None,
-                  progress: Optional[Progress] = None, stop: Optional[threading.Event] = None,
-                  prompt: str = "esllm") -> JudgeReport:
-    """Grade a rating session's answers with the contestant `judge` (see the module docstring and `Judge`).
-
-    One commit per item (resumable); an unexpected error marks the run failed and is raised again.
-    """
-    ev = Judge(session, criterion=criterion, retries=retries, seed=seed, limit=limit, stop=stop, prompt=prompt)
-    return ev.grade(sessionmaker, engine, judge, ev.load(sessionmaker), progress)
 
 
 def latest_judge_runs(s: Session) -> list[EvalRun]:

@@ -16,7 +16,8 @@ import gradio as gr
 from sqlalchemy import select
 
 from esllm import EsllmError
-from esllm.evals.belebele import ACC_NOTE, KIND, run_belebele
+from esllm.evals.base import run_contestants
+from esllm.evals.belebele import ACC_NOTE, KIND, Belebele
 from esllm.evals.belebele_lmeval import DEFAULT_TEMPLATE
 from esllm.evals.belebele_metrics import CHANCE
 from esllm.evals.belebele_table import MODE_LABELS, MODES, run_mode, run_template
@@ -94,7 +95,8 @@ def evaluate(ctx: AppContext, data_dir: Path, file_value: Any, names: Any, limit
     def report(done: int, total: int, msg: str) -> None:
         progress((done, total), desc=msg, unit="preguntas")
 
-    runs = run_belebele(ctx.sessionmaker, ctx.engine, names, path, limit=n_limit or None, progress=report, mode=mode)
+    evaluation = Belebele(path, limit=n_limit or None, mode=mode)
+    runs = run_contestants(evaluation, ctx.sessionmaker, ctx.engine, names, progress=report)  # as the CLI
     lines = [f"**Belebele · modo {MODE_LABELS[mode]} · {display_path(path)} · {runs[0].config['n_items']} "
              f"preguntas.** {CHANCE_NOTE}"]
     for r in runs:
