@@ -101,3 +101,17 @@ def test_console_script_is_the_cli_main():
     module, _, attr = project["scripts"]["esllm"].partition(":")
     mod = __import__(module, fromlist=[attr])
     assert getattr(mod, attr) is main
+
+
+def test_evals_have_no_function_level_esllm_imports_and_no_re_exports():
+    """esllm/evals/ imports every esllm name at the top, from its home (issue 24): a function-level import would
+    hide an import circle, and a name imported only to be imported from here again is a shim."""
+    for path in sorted((PKG / "evals").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for fn in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
+            for node in ast.walk(fn):
+                names = ([node.module or ""] if isinstance(node, ast.ImportFrom) else
+                         [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+                assert not any(n == "esllm" or n.startswith("esllm.") for n in names), \
+                    f"{path.name}:{node.lineno}: function-level import of {names}"
+        assert "noqa: F401" not in path.read_text(encoding="utf-8"), f"{path.name} re-exports a name"
