@@ -227,12 +227,44 @@ class Judge(Evaluation):
 
     def _grade(self, store, engine, judge: str, items: SessionItems, progress: Optional[Progress],
                raise_errors: bool) -> tuple[EvalRun, JudgeReport]:
+        """The run: start it, grade item by item (a commit each; what this judge scored before is skipped),
+        finish it with the agreement; "failed" with the details so far on any error."""
         engine.contestant(judge)  # EsllmError if unknown or unavailable
-        max_chars = _prompt_limit(engine)
-        crits, limit, names, texts = self.criteria, self.limit, items.names, items.texts
+        g = self._start(store, engine, judge, items)
+        earlier: dict[str, list[int]] = {}  # series -> prompt ids of the turns before the current one
+        started = 0
+        try:
+            for pid, ext, series, text, aid, perm in g.plan:
+                before = list(earlier.get(series, [])) if series else []
+                if series:
+                    earlier.setdefault(series, []).append(pid)
+                todo = [(label, int(perm[label]), c) for label in ("A", "B", "C") for c in self.criteria
+                        if (aid, items.texts[pid, int(perm[label])][0], c) not in g.done_keys]
+                g.rep.skipped += 3 * len(self.criteria) - len(todo)
+                g.done += 3 * len(self.criteria) - len(todo)
+                if not todo:
+                    continue
+                if (self.limit is not None and started >= self.limit) or (self.stop is not None and self.stop.is_set()):
+                    g.rep.stopped = True
+                    break
+                started += 1
+                self._grade_item(store, engine, g, (pid, ext, text, aid, perm), before, todo, progress)
+            run = self._finish(store, g)
+        except BaseException as e:  # KeyboardInterrupt too: the run must not stay "running"
+            with session_scope(store) as s:
+                run = s.get(EvalRun, g.rep.run_id)
+                run.details = list(g.rep.details)
+                fail_run(s, run, failure_message(e))
+                s.commit()
+            if raise_errors or not isinstance(e, Exception):
+                raise
+        return run, g.rep
+
+    def _start(self, store, engine, judge: str, items: SessionItems) -> "_Grading":
+        """The judge's user and assignments, what it already scored, and its run stored as "running"."""
         with session_scope(store) as s:
             user = judge_user(s, judge, self.prompt)
-            assignments = _judge_assignments(s, items.session_id, user.id, items.items, list(names),
+            assignments = _judge_assignments(s, items.session_id, user.id, items.items, list(items.names),
                                              random.Random(self.seed))
             done_keys = set(s.execute(select(Score.assignment_id, Score.answer_id, Score.criterion).join(
                 Assignment, Score.assignment_id == Assignment.id).where(
@@ -240,102 +272,102 @@ class Judge(Evaluation):
             config = {"session_id": items.session_id, "session": items.session_name, "judge": judge,
                       "judge_user": user.name, "criterion": self.criterion, "prompt": self.prompt,
                       "prompt_version": STUDY_PROMPT_VERSION if self.prompt == "estudio" else PROMPT_VERSION,
-                      "retries": self.retries, "seed": self.seed, "limit": limit, "preset": "greedy",
+                      "retries": self.retries, "seed": self.seed, "limit": self.limit, "preset": "greedy",
                       "max_new_tokens": MAX_NEW_TOKENS, "scope": f"{items.session_id}/{self.criterion}"
                       + ("/estudio" if self.prompt == "estudio" else "")}
             run = start_run(s, self.kind, judge, config=config, hashes=engine.hashes(judge))
             s.commit()
-            rep = JudgeReport(run_id=run.id, total=len(items.items) * 3 * len(crits))
             plan = [(p.id, p.external_id, p.series, p.text, assignments[p.id].id,
                      dict(assignments[p.id].permutation)) for p in items.items]
-            judge_uid, judge_uname = user.id, user.name
-        prompt_text = {p.id: p.text for p in items.items}
-        session_id = items.session_id
-        earlier: dict[str, list[int]] = {}  # series -> prompt ids of the turns before the current one
-        done = started = 0
-        try:
-            for pid, ext, series, text, aid, perm in plan:
-                before = list(earlier.get(series, [])) if series else []
-                if series:
-                    earlier.setdefault(series, []).append(pid)
-                todo = [(label, int(perm[label]), c) for label in ("A", "B", "C") for c in crits
-                        if (aid, texts[pid, int(perm[label])][0], c) not in done_keys]
-                rep.skipped += 3 * len(crits) - len(todo)
-                done += 3 * len(crits) - len(todo)
-                if not todo:
-                    continue
-                if (limit is not None and started >= limit) or (self.stop is not None and self.stop.is_set()):
-                    rep.stopped = True
-                    break
-                started += 1
-                with session_scope(store) as s:
-                    a = s.get(Assignment, aid)
-                    if a.started_at is None:
-                        a.started_at = utcnow()
-                    # every answer x criterion of the item is graded at once (one batch for the engine)
-                    asked: list[Any] = []
-                    requests = []
-                    for _label, cid, crit in todo:
-                        answer_id, answer = texts[pid, cid]
-                        context = [(prompt_text[e], texts[e, cid][1]) for e in before]
-                        try:
-                            msgs = (study_grading_messages(text, answer, crit, max_chars) if self.prompt == "estudio"
-                                    else grading_messages(text, answer, crit, context, max_chars))
-                        except EsllmError as e:
-                            asked.append(e)
-                            continue
-                        asked.append(len(requests))
-                        requests.append((msgs, (self.seed * 100_003 + answer_id * 16) % 2**30))
-                    answers = ask_grades(engine, judge, requests, retries=self.retries)
-                    for (label, cid, crit), got in zip(todo, asked):
-                        answer_id = texts[pid, cid][0]
-                        record = {"item": ext, "label": label, "contestant": names[cid], "criterion": crit}
-                        if not isinstance(got, EsllmError):
-                            got = answers[got]
-                        if isinstance(got, EsllmError):
-                            rep.errors += 1
-                            rep.details.append({**record, "status": "error", "error": str(got)})
-                        else:
-                            grade, replies = got
-                            if grade is None:
-                                rep.unparsable += 1
-                                rep.details.append({**record, "status": "unparsable", "replies": replies})
-                            else:
-                                save_score(s, assignment_id=aid, answer_id=answer_id, label=label, value=grade,
-                                           criterion=crit)
-                                rep.graded += 1
-                                done_keys.add((aid, answer_id, crit))
-                        done += 1
-                        if progress:
-                            progress(done, rep.total, f"ítem {ext} · {label} · {crit}")
-                    if all((aid, texts[pid, int(perm[lb])][0], c) in done_keys
-                           for lb in ("A", "B", "C") for c in crits):
-                        a.finished_at = a.finished_at or utcnow()
-                    s.commit()
-            with session_scope(store) as s:
-                humans = session_scores_frame(s, session_id)
-                judges = session_scores_frame(s, session_id, who="judges")
-                mine = judges[judges["rater"].astype(str) == judge_uname] if not judges.empty else judges
-                rep.agreement = (judge_agreement(humans, mine, None if self.criterion == "full" else self.criterion)
-                                 if not humans.empty and not mine.empty else NO_AGREEMENT)
-                stored = int(s.scalar(select(func.count()).select_from(Score)
-                                      .join(Assignment, Score.assignment_id == Assignment.id)
-                                      .where(Assignment.session_id == session_id,
-                                             Assignment.rater_id == judge_uid)) or 0)
-                metrics = {"graded": rep.graded, "unparsable": rep.unparsable, "errors": rep.errors,
-                           "skipped": rep.skipped, "total": rep.total, "judge_scores": stored,
-                           "stopped": rep.stopped, **rep.agreement.as_dict()}
-                run = finish_run(s, s.get(EvalRun, rep.run_id), metrics=metrics, details=rep.details)
-                s.commit()
-        except BaseException as e:  # KeyboardInterrupt too: the run must not stay "running"
-            with session_scope(store) as s:
-                run = s.get(EvalRun, rep.run_id)
-                run.details = list(rep.details)
-                fail_run(s, run, failure_message(e))
-                s.commit()
-            if raise_errors or not isinstance(e, Exception):
-                raise
-        return run, rep
+            return _Grading(judge, items, JudgeReport(run_id=run.id, total=len(items.items) * 3 * len(self.criteria)),
+                            plan, done_keys, user.id, user.name, _prompt_limit(engine))
+
+    def _requests(self, g: "_Grading", pid: int, text: str, before: list[int], todo: list) -> tuple[list, list]:
+        """(per todo entry: its index in the requests, or the EsllmError that kept it from being asked; the
+        requests for ask_grades)."""
+        prompt_text = {p.id: p.text for p in g.items.items}
+        asked: list[Any] = []
+        requests = []
+        for _label, cid, crit in todo:
+            answer_id, answer = g.items.texts[pid, cid]
+            context = [(prompt_text[e], g.items.texts[e, cid][1]) for e in before]
+            try:
+                msgs = (study_grading_messages(text, answer, crit, g.max_chars) if self.prompt == "estudio"
+                        else grading_messages(text, answer, crit, context, g.max_chars))
+            except EsllmError as e:
+                asked.append(e)
+                continue
+            asked.append(len(requests))
+            requests.append((msgs, (self.seed * 100_003 + answer_id * 16) % 2**30))
+        return asked, requests
+
+    def _grade_item(self, store, engine, g: "_Grading", item: tuple, before: list[int], todo: list,
+                    progress: Optional[Progress]) -> None:
+        """Every answer × criterion of one item asked at once (one batch for the engine), stored, committed."""
+        pid, ext, text, aid, perm = item
+        rep = g.rep
+        asked, requests = self._requests(g, pid, text, before, todo)
+        with session_scope(store) as s:
+            a = s.get(Assignment, aid)
+            if a.started_at is None:
+                a.started_at = utcnow()
+            answers = ask_grades(engine, g.judge, requests, retries=self.retries)
+            for (label, cid, crit), got in zip(todo, asked):
+                answer_id = g.items.texts[pid, cid][0]
+                record = {"item": ext, "label": label, "contestant": g.items.names[cid], "criterion": crit}
+                got = got if isinstance(got, EsllmError) else answers[got]
+                if isinstance(got, EsllmError):
+                    rep.errors += 1
+                    rep.details.append({**record, "status": "error", "error": str(got)})
+                elif got[0] is None:
+                    rep.unparsable += 1
+                    rep.details.append({**record, "status": "unparsable", "replies": got[1]})
+                else:
+                    save_score(s, assignment_id=aid, answer_id=answer_id, label=label, value=got[0], criterion=crit)
+                    rep.graded += 1
+                    g.done_keys.add((aid, answer_id, crit))
+                g.done += 1
+                if progress:
+                    progress(g.done, rep.total, f"ítem {ext} · {label} · {crit}")
+            if all((aid, g.items.texts[pid, int(perm[lb])][0], c) in g.done_keys
+                   for lb in ("A", "B", "C") for c in self.criteria):
+                a.finished_at = a.finished_at or utcnow()
+            s.commit()
+
+    def _finish(self, store, g: "_Grading") -> EvalRun:
+        """The agreement over all of this judge's scores in the session, stored with the counts: "done"."""
+        rep, session_id = g.rep, g.items.session_id
+        with session_scope(store) as s:
+            humans = session_scores_frame(s, session_id)
+            judges = session_scores_frame(s, session_id, who="judges")
+            mine = judges[judges["rater"].astype(str) == g.judge_uname] if not judges.empty else judges
+            rep.agreement = (judge_agreement(humans, mine, None if self.criterion == "full" else self.criterion)
+                             if not humans.empty and not mine.empty else NO_AGREEMENT)
+            stored = int(s.scalar(select(func.count()).select_from(Score)
+                                  .join(Assignment, Score.assignment_id == Assignment.id)
+                                  .where(Assignment.session_id == session_id,
+                                         Assignment.rater_id == g.judge_uid)) or 0)
+            metrics = {"graded": rep.graded, "unparsable": rep.unparsable, "errors": rep.errors,
+                       "skipped": rep.skipped, "total": rep.total, "judge_scores": stored,
+                       "stopped": rep.stopped, **rep.agreement.as_dict()}
+            run = finish_run(s, s.get(EvalRun, rep.run_id), metrics=metrics, details=rep.details)
+            s.commit()
+            return run
+
+
+@dataclass
+class _Grading:
+    """One judge run in progress: what its items share."""
+
+    judge: str
+    items: SessionItems
+    rep: JudgeReport
+    plan: list[tuple]  # per item: prompt id, external id, series, text, assignment id, label -> contestant index
+    done_keys: set  # (assignment id, answer id, criterion) this judge has scored
+    judge_uid: int
+    judge_uname: str
+    max_chars: int
+    done: int = 0  # answer × criterion handled so far (progress)
 
 
 def latest_judge_runs(s: Session) -> list[EvalRun]:
