@@ -13,6 +13,8 @@
 - the apps with disguised names (EVALUAR, NAVEGADOR): `disguised_config`, `rate_app`, `login`,
   `open_session`, `save`;
 - `wait_until`: poll a condition with a deadline (no test waits a fixed time);
+- `compare_choices`: two backends' (kernels', precisions') scores of the same choices, compared within a
+  tolerance, and their best choices only where the reference's top two are further apart than a margin;
 - Chromium: CHROMIUM, CHROMIUM_ARGS, `new_browser_page`, `browser_login`, `open_tab`, and `watch_queue`
   (wait until every event a page sent, and what they triggered, has answered).
 
@@ -58,6 +60,30 @@ def wait_until(condition: Callable[[], Any], timeout: float = 30.0, interval: fl
         assert time.perf_counter() - t0 < timeout, f"{message} (after {timeout:g} s)"
         time.sleep(interval)
     return time.perf_counter() - t0
+
+
+class ChoiceCheck(NamedTuple):
+    """What `compare_choices` found."""
+
+    max_delta: float  # the largest |Δ score| over every item and choice
+    near_ties: list[int]  # items whose top two (in the reference) are within the margin: best choice not compared
+    disagree: list[int]  # the other items, whose best choice differs
+
+
+def compare_choices(ref: list[dict[str, float]], got: list[dict[str, float]], margin: float) -> ChoiceCheck:
+    """Per item, the scores of its choices under two backends, kernels or precisions (`ref`, `got`): every
+    score's difference, and the best choice (ties to the earlier key, as the evaluations break them) compared
+    only where the reference's top two are more than `margin` apart: closer than that, rounding decides."""
+    assert len(ref) == len(got), (len(ref), len(got))
+    deltas = [abs(r[k] - g[k]) for r, g in zip(ref, got) for k in r]
+    near, disagree = [], []
+    for i, (r, g) in enumerate(zip(ref, got)):
+        top = sorted(r.values(), reverse=True)
+        if len(top) > 1 and top[0] - top[1] <= margin:
+            near.append(i)
+        elif max(r, key=r.get) != max(g, key=g.get):
+            disagree.append(i)
+    return ChoiceCheck(max(deltas, default=0.0), near, disagree)
 
 
 # ----------------------------------------------------------------------------- engines

@@ -21,6 +21,8 @@ from sqlalchemy import select
 
 from esllm import EsllmError
 from esllm.evals import belebele as B
+from esllm.evals.base import run_contestants
+from esllm.evals.belebele_metrics import LETTERS, accuracy_ci
 from tests import tiny as tm
 from tests.helpers import new_store, serve
 
@@ -101,11 +103,11 @@ def test_batched_left_padded_scores_equal_plain_single_prompt_scores(engine, tin
     for res, ref_model in ((base, model), (adapted, ref_adapter)):
         for it, d in zip(items, res["details"]):
             logp = torch.log_softmax(tm.last_logits(ref_model, tok, B.render(it, tpl, tok)), dim=-1)
-            for L in B.LETTERS:
+            for L in LETTERS:
                 assert d["logprobs"][L] == pytest.approx(max(float(logp[i]) for i in ids[L]), abs=2e-3)
     # the adapter is really active for llama-a1 (and not for llama-base)
     diffs = [abs(a["logprobs"][L] - b["logprobs"][L]) for a, b in zip(adapted["details"], base["details"])
-             for L in B.LETTERS]
+             for L in LETTERS]
     assert max(diffs) > 0.05
 
 
@@ -175,29 +177,29 @@ def test_bundled_sample_loads_with_balanced_positions(sample):
 
 # ------------------------------------------------------------------ accuracy
 def test_accuracy_and_bootstrap_ci():
-    assert B.accuracy_ci([True] * 12) == (1.0, 1.0, 1.0)
-    assert B.accuracy_ci([False] * 7) == (0.0, 0.0, 0.0)
+    assert accuracy_ci([True] * 12) == (1.0, 1.0, 1.0)
+    assert accuracy_ci([False] * 7) == (0.0, 0.0, 0.0)
     correct = [True] * 30 + [False] * 10
-    acc, lo, hi = B.accuracy_ci(correct, seed=0)
+    acc, lo, hi = accuracy_ci(correct, seed=0)
     assert acc == 30 / 40
     assert lo < acc < hi
-    assert (lo, hi) == B.accuracy_ci(correct, seed=0)[1:]  # fixed seed, fixed bounds
+    assert (lo, hi) == accuracy_ci(correct, seed=0)[1:]  # fixed seed, fixed bounds
     # the normal approximation 0.75 ± 1.96·sqrt(0.75·0.25/40) = [0.616, 0.884]; grid of 1/40
     assert lo == pytest.approx(0.616, abs=0.03) and hi == pytest.approx(0.884, abs=0.03)
     assert lo * 40 == pytest.approx(round(lo * 40)) and hi * 40 == pytest.approx(round(hi * 40))
     with pytest.raises(EsllmError):
-        B.accuracy_ci([])
+        accuracy_ci([])
 
 
 # ------------------------------------------------------------------ stored runs and CLI
-def test_run_belebele_stores_one_done_run_per_contestant(engine, store, monkeypatch):
+def test_the_runner_stores_one_done_belebele_run_per_contestant(engine, store, monkeypatch):
     from esllm.store.models import EvalRun
 
     eng = engine("llama")
     url, Session = store
     seen = []
-    runs = B.run_belebele(Session, eng, ["llama-base", "llama-a1"], B.SAMPLE, batch_size=3, limit=5,
-                          progress=lambda d, t, m: seen.append((d, t)))
+    runs = run_contestants(B.Belebele(B.SAMPLE, batch_size=3, limit=5), Session, eng, ["llama-base", "llama-a1"],
+                           progress=lambda d, t, m: seen.append((d, t)))
     assert [r.status for r in runs] == ["done", "done"]
     assert seen[-1] == (5, 5) and (3, 5) in seen
     sha = hashlib.sha256(B.SAMPLE.read_bytes()).hexdigest()
@@ -222,12 +224,12 @@ def test_run_belebele_stores_one_done_run_per_contestant(engine, store, monkeypa
         return real(eng_, name, items, **kw)
 
     monkeypatch.setattr(B, "evaluate", flaky)
-    runs = B.run_belebele(Session, eng, ["llama-a2", "llama-base"], B.SAMPLE, limit=2)
+    runs = run_contestants(B.Belebele(B.SAMPLE, limit=2), Session, eng, ["llama-a2", "llama-base"])
     assert [(r.contestant, r.status) for r in runs] == [("llama-a2", "failed"), ("llama-base", "done")]
     assert "RuntimeError: sin memoria" in runs[0].error
     # unknown contestant: refused before anything is stored
     with pytest.raises(EsllmError, match="No existe el concursante"):
-        B.run_belebele(Session, eng, ["llama-base", "nadie"], B.SAMPLE, limit=2)
+        run_contestants(B.Belebele(B.SAMPLE, limit=2), Session, eng, ["llama-base", "nadie"])
     with Session() as s:
         assert len(s.scalars(select(EvalRun)).all()) == 4
 
@@ -251,6 +253,7 @@ def test_cli_runs_on_a_tiny_config(tiny, tmp_path, store, monkeypatch, capsys):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "4 preguntas" in out and "azar 25 %" in out
+    assert "empates" in out and "acc_norm = acc" in out
     lines = {ln.split()[0]: ln for ln in out.splitlines() if ln.startswith("llama-")}
     assert set(lines) == {"llama-base", "llama-a2"}
     with store.Session() as s:

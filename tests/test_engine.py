@@ -323,6 +323,24 @@ def test_nf4_with_adapter(device, tiny, tiny_root):
     assert eng.generate("q-a1", PROMPT, preset="greedy").text == tuned.text
 
 
+def test_dtype_defaults_to_float32_on_cpu_and_is_honoured(tiny):
+    """A base's `dtype` (issue 30): auto = float32 on CPU without quantisation, bfloat16 otherwise; an explicit
+    one is what the weights are loaded in, and the loaded base says which."""
+    from esllm.engine.config import ModelSpec
+    from esllm.engine.loader import load_base, resolve_dtype
+
+    assert resolve_dtype("auto", "cpu", "none") == "float32"
+    assert resolve_dtype("auto", "cuda", "none") == resolve_dtype("auto", "cpu", "nf4") == "bfloat16"
+    assert resolve_dtype("float16", "cpu", "none") == "float16"
+    t = tiny("llama")
+    for wanted, want in (("auto", torch.float32), ("bfloat16", torch.bfloat16)):
+        base = load_base("llama", ModelSpec(source=str(t.model_dir), quantization="none", device="cpu", dtype=wanted),
+                         lambda m: None)
+        assert base.model.dtype == want and base.dtype == str(want).removeprefix("torch.")
+    with pytest.raises(ValueError, match="dtype"):
+        ModelSpec(source=str(t.model_dir), dtype="float64")
+
+
 # ---------------------------------------------------------------- the real default model
 
 

@@ -7,6 +7,7 @@ while the others finish. Model-free: tests.helpers.FakeEngine with canned replie
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import random
 
@@ -75,9 +76,12 @@ def test_every_evaluation_implements_the_interface_and_has_no_cli_code():
         assert "argparse" not in source and "print(" not in source, module.__name__
         assert not hasattr(module, "add_cli") and not hasattr(module, "run_cli")
         assert "DESIGN.md" not in (module.__doc__ or "")
-    # the thin entry points the UI calls are still there
-    for fn in (belebele.run_belebele, pictos.run_pictos, questions.run_questions, judge.grade_session):
-        assert callable(fn)
+    # one runner: the UI and the CLI call run_contestants; no per-evaluation wrapper is left (issue 24)
+    for module, name in ((belebele, "run_belebele"), (pictos, "run_pictos"), (questions, "run_questions"),
+                         (judge, "grade_session")):
+        assert not hasattr(module, name), name
+    for ui in ("resultados_belebele", "resultados_juez", "resultados_tareas"):
+        assert "run_contestants(" in inspect.getsource(importlib.import_module(f"esllm.ui.{ui}")), ui
 
 
 def test_failure_message():

@@ -18,15 +18,9 @@ from sqlalchemy import func, select
 
 from esllm import EsllmError
 from esllm.evals.agreement import judge_agreement, spearman
-from esllm.evals.judge import (
-    REMINDER,
-    ask_grade,
-    grade_session,
-    grading_messages,
-    judge_user_name,
-    parse_grade,
-    strip_echo,
-)
+from esllm.evals.judge import Judge, judge_user_name
+from esllm.evals.judge_ask import ask_grade
+from esllm.evals.judge_prompt import REMINDER, grading_messages, parse_grade, strip_echo
 from esllm.store import users
 from esllm.store.models import Answer, Assignment, ContestantSnapshot, EvalRun, Prompt, Score, SessionRater, User
 from esllm.study.answers import generate_answers
@@ -234,7 +228,7 @@ def test_grading_stores_like_a_rater_apart_from_humans_and_resumes(rated):
         human_frame = session_scores_frame(s, sid)
         names_before, progress_before = pseudonyms(s, sid), progress_by_rater(s, sid)
     eng = JudgeEngine(canned(who))
-    rep = grade_session(S, eng, "sesion-1", "juez", seed=3)
+    rep = Judge("sesion-1", seed=3).grade(S, eng, "juez")
     assert (rep.graded, rep.unparsable, rep.errors, rep.skipped, rep.total) == (11, 1, 0, 0, 12)
     # the unparsable answer was asked three times (reminder on the retries, the last one sampled); the p2 one twice
     p1 = [c for c in eng.calls if who[c[1][-1]["content"].split("[Respuesta a calificar]\n")[1]
@@ -292,7 +286,7 @@ def test_grading_stores_like_a_rater_apart_from_humans_and_resumes(rated):
         assert rep.agreement == ag
     # resumable: only the unparsable answer is asked again; nothing stored twice
     again = JudgeEngine(canned(who))
-    rep2 = grade_session(S, again, str(sid), "juez", seed=3)  # the session by id this time
+    rep2 = Judge(str(sid), seed=3).grade(S, again, "juez")  # the session by id this time
     assert (rep2.graded, rep2.unparsable, rep2.skipped) == (0, 1, 11) and len(again.calls) == 3
     with S() as s:
         assert s.scalar(select(func.count()).select_from(Score).join(Assignment).where(
@@ -303,7 +297,7 @@ def test_grading_stores_like_a_rater_apart_from_humans_and_resumes(rated):
 def test_limit_unknown_judge_and_bad_arguments(rated):
     S, sid, who = rated
     eng = JudgeEngine(lambda answer, reminded: "3")
-    rep = grade_session(S, eng, "sesion-1", "juez", criterion="full", limit=1)
+    rep = Judge("sesion-1", criterion="full", limit=1).grade(S, eng, "juez")
     assert rep.stopped and rep.graded == 15 and len(eng.calls) == 15  # one item x 3 answers x 5 criteria
     with S() as s:
         run = s.scalars(select(EvalRun)).one()
@@ -315,15 +309,16 @@ def test_limit_unknown_judge_and_bad_arguments(rated):
                     ({"limit": 0}, "límite")):
         args = {"judge": "juez", **kw}
         with pytest.raises(EsllmError, match=msg):
-            grade_session(S, eng, "sesion-1", args.pop("judge"), **args)
+            judge = args.pop("judge")
+            Judge("sesion-1", **args).grade(S, eng, judge)
     with pytest.raises(EsllmError, match="No existe la sesión"):
-        grade_session(S, eng, "no-hay", "juez")
+        Judge("no-hay").grade(S, eng, "juez")
     with S() as s:  # a person already called like the judge's user: refused, not taken over
         users.add_user(s, "juez-otro", "contraseña-segura", "rater")
         s.commit()
     eng.registry.contestants["otro"] = SimpleNamespace(name="otro", available=True)
     with pytest.raises(EsllmError, match="no es un juez"):
-        grade_session(S, eng, "sesion-1", "otro")
+        Judge("sesion-1").grade(S, eng, "otro")
 
 
 def test_engine_failure_marks_the_run_failed_and_keeps_the_scores(rated):
@@ -336,7 +331,7 @@ def test_engine_failure_marks_the_run_failed_and_keeps_the_scores(rated):
             raise RuntimeError("GPU perdida")
         return "4"
     with pytest.raises(RuntimeError):
-        grade_session(S, JudgeEngine(reply), "sesion-1", "juez")
+        Judge("sesion-1").grade(S, JudgeEngine(reply), "juez")
     with S() as s:
         run = s.scalars(select(EvalRun)).one()
         assert run.status == "failed" and "GPU perdida" in run.error

@@ -36,7 +36,6 @@ MAX_FUNCTION_LINES = 80
 # module:function -> its length in lines today. A listed function may shrink but not grow; once it is at most
 # MAX_FUNCTION_LINES long the test asks for its line to be deleted, so this list only gets shorter.
 LONG_FUNCTIONS = {
-    "esllm.evals.judge:Judge._grade": 113,
     "esllm.study.answers:generate_answers": 102,
     "esllm.train.pref:train_preference": 176,
     "esllm.train.trainer:train": 206,
@@ -44,35 +43,6 @@ LONG_FUNCTIONS = {
     "esllm.ui.conversar:build_conversar": 86,
 }
 LAZY_IMPORTS_ALLOWED = ("esllm/cli/",)  # the command line imports a command's modules when it runs (starts fast)
-
-# TEMPORARY. What esllm/engine/ and esllm/evals/ (being rewritten for issue 24) still do against the rules below:
-# their function-level imports and re-exports, and the imports elsewhere of a name the engine package re-exports.
-# The engine/evals rewrite must empty this set, and then the set goes; the test fails on an entry that no longer
-# offends, so it can only shrink. Every other module already follows the rules.
-PENDING_ENGINE_EVALS = {
-    # function-level imports of esllm modules: evals defer study/ and runs.py; belebele <-> belebele_lmeval is a
-    # real circle hidden this way
-    "lazy: esllm/evals/base.py:Evaluation.run_one imports esllm.evals.runs",
-    "lazy: esllm/evals/base.py:Evaluation.run_one imports esllm.store.models",
-    "lazy: esllm/evals/belebele.py:Belebele.config imports esllm.evals.belebele_lmeval",
-    "lazy: esllm/evals/belebele.py:Belebele.evaluate imports esllm.evals.belebele_lmeval",
-    "lazy: esllm/evals/belebele_lmeval.py:evaluate_lmeval imports esllm.evals.belebele",
-    "lazy: esllm/evals/judge.py:Judge._grade imports esllm.study.results",
-    "lazy: esllm/evals/judge.py:Judge.load imports esllm.study.answers",
-    "lazy: esllm/evals/judge.py:Judge.load imports esllm.study.prompts",
-    "lazy: esllm/evals/judge.py:Judge.load imports esllm.study.results",
-    "lazy: esllm/evals/judge.py:_judge_assignments imports esllm.study.assignment",
-    "lazy: esllm/evals/pictos.py:latest_table imports esllm.evals.runs",
-    # re-exports in evals/judge.py and evals' second-hand utcnow
-    "import: esllm/evals/judge.py imports utcnow from esllm.store.models, which does not define it",
-    "import: esllm/evals/judge.py re-exports esllm.evals.judge_ask.ask_grade",
-    "import: esllm/evals/judge.py re-exports esllm.evals.judge_prompt.REMINDER",
-    "import: esllm/evals/judge.py re-exports esllm.evals.judge_prompt.parse_grade",
-    "import: esllm/evals/judge.py re-exports esllm.evals.judge_prompt.strip_echo",
-    "import: esllm/evals/judge.py re-exports esllm.evals.judge_prompt.with_reminder",
-    "import: esllm/evals/runs.py imports utcnow from esllm.store.models, which does not define it",
-}
-
 
 def modules() -> list[Path]:
     return sorted(p for p in PKG.rglob("*.py") if "__pycache__" not in p.parts)
@@ -201,15 +171,6 @@ def import_offences(path: Path) -> set[str]:
     return out
 
 
-def _pending(offences: set[str], rule: str) -> list[str]:
-    """What the rule still finds, less what PENDING_ENGINE_EVALS lists; and the listed entries the rule no longer
-    finds (delete them)."""
-    listed = {o for o in PENDING_ENGINE_EVALS if o.startswith(rule)}
-    return ([f"{rule}{o}" for o in sorted(offences) if f"{rule}{o}" not in PENDING_ENGINE_EVALS]
-            + [f"{o} (no longer true: delete it from PENDING_ENGINE_EVALS)" for o in sorted(listed)
-               if o[len(rule):] not in offences])
-
-
 def test_modules_are_at_most_400_lines():
     long = {_rel(p): n for p in modules() if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES}
     assert not long, f"modules over {MAX_MODULE_LINES} lines (split them by responsibility): {long}"
@@ -227,14 +188,14 @@ def test_functions_are_at_most_80_lines_and_the_long_list_only_shrinks():
 
 def test_no_function_imports_an_esllm_module():
     found = set().union(*(lazy_esllm_imports(p) for p in modules() if not _rel(p).startswith(LAZY_IMPORTS_ALLOWED)))
-    wrong = _pending(found, "lazy: ")
+    wrong = sorted(f"lazy: {o}" for o in found)
     assert not wrong, ("imports of esllm modules inside functions (import at the top; if that makes a cycle, move "
                        "the code to where it belongs):\n" + "\n".join(wrong))
 
 
 def test_every_name_is_imported_from_its_home():
     found = set().union(*(import_offences(p) for p in modules()))
-    wrong = _pending(found, "import: ")
+    wrong = sorted(f"import: {o}" for o in found)
     assert not wrong, "\n".join(wrong)
 
 

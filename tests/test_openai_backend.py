@@ -274,7 +274,7 @@ def test_a_batch_job_runs_concurrently_and_stores_every_answer_once(server, tmp_
 
 
 def test_rated_judged_and_exported_like_a_local_contestant_and_the_key_is_nowhere(server, tmp_path, caplog):
-    from esllm.evals.judge import grade_session
+    from esllm.evals.judge import Judge
     from esllm.store import users
     from esllm.study import export as ex
 
@@ -298,7 +298,7 @@ def test_rated_judged_and_exported_like_a_local_contestant_and_the_key_is_nowher
             s.commit()
             n += 1
         assert n == 4  # the 4 prompts of «mini»
-    rep = grade_session(store.Session, e, sid, "srv-base", retries=0)  # the judge on the server
+    rep = Judge(sid, retries=0).grade(store.Session, e, "srv-base")  # the judge on the server
     # every answer asked of the judge on the server, none refused (a random tiny judge rarely writes a grade)
     assert rep.total == 12 and rep.errors == 0 and rep.graded + rep.unparsable == 12 and not rep.stopped
     with store.Session() as s:

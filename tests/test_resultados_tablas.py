@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from esllm import EsllmError
-from esllm.evals.judge import grade_session
+from esllm.evals.judge import Judge
 from esllm.store.models import Assignment, ContestantSnapshot, User
 from esllm.study import admin
 from esllm.study.answers import generate_answers
@@ -43,7 +43,7 @@ def rated(tmp_path):
 
 def test_session_tables_judge_and_files(rated):
     judge = FakeEngine(NAMES + ["juez"], reply=lambda name, msgs: "4")
-    grade_session(rated, judge, "piloto", "juez")
+    Judge("piloto").grade(rated, judge, "juez")
     with rated() as s:
         r = study_tables(s, "Sesión", "piloto")
     plain, ci = r["grids"]["tabla_estudio"], r["grids"]["tabla_estudio_ic"]
@@ -70,8 +70,8 @@ def test_the_studys_judge_prompt_is_sent_verbatim_and_grades_apart(rated):
         return "5" if "I need your help" in msgs[-1]["content"] else "4"
 
     judge = FakeEngine(NAMES + ["juez"], reply=reply)
-    grade_session(rated, judge, "piloto", "juez")
-    grade_session(rated, judge, "piloto", "juez", prompt="estudio")
+    Judge("piloto").grade(rated, judge, "juez")
+    Judge("piloto", prompt="estudio").grade(rated, judge, "juez")
     study = [m for m in seen if len(m) == 1]
     assert len(study) == 12 and all(m[0]["role"] == "user" for m in study)
     assert study[0][0]["content"] == STUDY_PROMPT.format(instruction="¿Qué es el RUC?", answer=study[0][0]["content"]
@@ -84,7 +84,7 @@ def test_the_studys_judge_prompt_is_sent_verbatim_and_grades_apart(rated):
     assert r["judges"][0].text("Promedio", "x") == "5.00" and r["judges"][1].text("Promedio", "x") == "4.00"
     assert [row[0] for row in r["agreement"]] == ["juez-estudio-juez", "juez-juez"]
     with pytest.raises(EsllmError, match="solo pide una calificación general"):
-        grade_session(rated, judge, "piloto", "juez", prompt="estudio", criterion="exactitud")
+        Judge("piloto", prompt="estudio", criterion="exactitud").grade(rated, judge, "juez")
 
 
 def test_set_scope_and_empty(rated, tmp_path):

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from esllm import EsllmError
 from esllm.cli.evals import register
 from esllm.evals import pictos, question_checks, questions
+from esllm.evals.base import run_contestants
 from esllm.evals.question_checks import EXAMPLE_TEXT, check_questions, parse_questions
 from esllm.evals.questions import check_request
 from esllm.paths import PICTOS_DIR, file_sha256
@@ -180,8 +181,9 @@ def test_generate_questions_prompt_and_result():
 
 def test_questions_run_is_stored_with_hashes(Session):
     eng = FakeEngine(reply=lambda n, m: CLEAN + "\nRespuesta: con su abuelo")
-    with Session() as s:
-        r = questions.run_questions(s, eng, "modelo-b", EXAMPLE_TEXT, 3, 2)
+    [stored] = run_contestants(questions.Questions(EXAMPLE_TEXT, 3, 2), Session, eng, ["modelo-b"])
+    r = questions.questions_result(stored)
+    assert len(r.questions) == 5 and len(r.violations) == 1
     with Session() as s:
         run = s.get(EvalRun, r.run_id)
         assert (run.kind, run.contestant, run.status) == ("questions", "modelo-b", "done")
@@ -200,8 +202,9 @@ def test_failed_generation_leaves_a_failed_run(Session):
     def boom(name, msgs):
         raise EsllmError("La generación falló: prueba")
 
+    ev = questions.Questions(EXAMPLE_TEXT, 1, 1)
     with Session() as s, pytest.raises(EsllmError, match="prueba"):
-        questions.run_questions(s, FakeEngine(reply=boom), "modelo-a", EXAMPLE_TEXT, 1, 1)
+        ev.run_one(s, FakeEngine(reply=boom), "modelo-a", ev.load())
     with Session() as s:
         run = s.scalars(select(EvalRun)).one()
         assert run.status == "failed" and "prueba" in run.error
@@ -268,19 +271,20 @@ def test_bleu_and_chrf_equal_sacrebleu_on_the_sample(Session):
     eng = FakeEngine(reply=lambda name, msgs: hyp_of[msgs[-1]["content"].removeprefix("Pictogramas: ")]
                      + "\nY luego otra oración que no cuenta.")
     seen = []
-    with Session() as s:
-        r = pictos.run_pictos(s, eng, "modelo-a", items, file=pictos.SAMPLE, progress=lambda d, t: seen.append((d, t)))
+    [r] = run_contestants(pictos.Pictos(pictos.SAMPLE), Session, eng, ["modelo-a"], items,
+                          lambda d, t, m: seen.append((d, t)))
     hyps, refs = [drop_one_word(i.reference) for i in items], [i.reference for i in items]
-    assert r.hypotheses == hyps
-    assert r.bleu == sacrebleu.corpus_bleu(hyps, [refs]).score
-    assert r.chrf == sacrebleu.corpus_chrf(hyps, [refs]).score
-    assert 10 < r.bleu < 90 and 30 < r.chrf < 99  # one word dropped: far from 0 and from 100
+    assert [d["hypothesis"] for d in r.details] == hyps
+    bleu, chrf = r.metrics["bleu"], r.metrics["chrf"]
+    assert bleu == sacrebleu.corpus_bleu(hyps, [refs]).score
+    assert chrf == sacrebleu.corpus_chrf(hyps, [refs]).score
+    assert 10 < bleu < 90 and 30 < chrf < 99  # one word dropped: far from 0 and from 100
     assert seen[-1] == (len(items), len(items))
     assert pictos.score(refs, refs)["bleu"] == pytest.approx(100.0)
     with Session() as s:
-        run = s.get(EvalRun, r.run_id)
+        run = s.get(EvalRun, r.id)
         assert (run.kind, run.status, run.contestant) == ("pictos", "done", "modelo-a")
-        assert run.metrics == {"bleu": r.bleu, "chrf": r.chrf, "n": len(items)}
+        assert run.metrics == {"bleu": bleu, "chrf": chrf, "n": len(items)}
         assert run.config["file"] == "data/pictos/muestra-es.jsonl"
         assert run.config["file_sha256"] == file_sha256(pictos.SAMPLE)
         assert run.config["sacrebleu_version"] == sacrebleu.__version__
@@ -289,8 +293,8 @@ def test_bleu_and_chrf_equal_sacrebleu_on_the_sample(Session):
         assert run.details[0] == {"id": items[0].id, "keywords": list(items[0].keywords), "hypothesis": hyps[0],
                                   "reference": refs[0], "output": eng.reply("x", [{"content": "Pictogramas: "
                                                                                    + ", ".join(items[0].keywords)}])}
-        assert pictos.latest_table(s)[0][:5] == ["modelo-a", "data/pictos/muestra-es.jsonl", round(r.bleu, 2),
-                                                 round(r.chrf, 2), len(items)]
+        assert pictos.latest_table(s)[0][:5] == ["modelo-a", "data/pictos/muestra-es.jsonl", round(bleu, 2),
+                                                 round(chrf, 2), len(items)]
 
 
 def test_resolve_file_stays_under_data_pictos():

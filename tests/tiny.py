@@ -151,10 +151,11 @@ def build_wide_llama_adapter(out_dir: Path, seed: int = 7) -> Path:
 
 
 def load_plain(model_dir: Path):
-    """The model as a user would load it, without the engine (bf16, CPU)."""
+    """The model as a user would load it, without the engine (float32 on CPU: the engine's default there,
+    esllm.engine.loader.resolve_dtype; the weights are stored in bf16)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     return model, AutoTokenizer.from_pretrained(model_dir)
 
 

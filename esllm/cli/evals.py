@@ -1,6 +1,7 @@
 """The automatic evaluations from the command line (esllm/evals/): `register` adds the four commands.
 
     python -m esllm belebele [--file F.jsonl] [--contestants A B] [--limit 100] [--batch-size 8]
+                             [--mode chat|lm-eval] [--template lm-eval|lm-eval-pre-0.4.4]
     python -m esllm judge --session estudio-1 --judge gemma-instrucciones [--criterion general|full|exactitud…]
                           [--retries 2] [--seed 0] [--limit N]
     python -m esllm questions --text-file texto.txt [--contestant gemma-base] [--n 3] [--m 2] [--preset greedy]
@@ -41,6 +42,8 @@ def register(subparsers) -> None:
     """Add `belebele`, `judge`, `questions` and `pictos` to the `python -m esllm` subparsers."""
     from esllm.engine.presets import PRESETS
     from esllm.evals.belebele import SAMPLE as BELEBELE_SAMPLE
+    from esllm.evals.belebele_lmeval import DEFAULT_TEMPLATE as BELEBELE_DEFAULT_TEMPLATE
+    from esllm.evals.belebele_lmeval import TEMPLATES as BELEBELE_TEMPLATES
     from esllm.evals.judge import CRITERION_CHOICES
     from esllm.evals.pictos import MAX_NEW_TOKENS
     from esllm.evals.pictos import SAMPLE as PICTOS_SAMPLE
@@ -56,8 +59,11 @@ def register(subparsers) -> None:
     b.add_argument("--batch-size", type=_positive, default=8, help="questions per forward pass (left padding)")
     b.add_argument("--mode", choices=["chat", "lm-eval"], default="chat",
                    help="chat: the question through each contestant's chat template, letter read next (default); "
-                        "lm-eval: lm-evaluation-harness's belebele prompt, no template, log-likelihoods of ' A'..' D' "
-                        "(acc, acc_norm; comparable with published numbers)")
+                        "lm-eval: lm-evaluation-harness 0.4.13's belebele prompt, no template, log-likelihoods of "
+                        "' A'..' D' (acc; comparable with published numbers)")
+    b.add_argument("--template", choices=list(BELEBELE_TEMPLATES), default=BELEBELE_DEFAULT_TEMPLATE,
+                   help="lm-eval mode only: lm-eval (as lm-eval >= 0.4.4, 'Answer:'; default) or lm-eval-pre-0.4.4 "
+                        "(the full-width 'Answer：' of lm-eval <= 0.4.3, to compare with numbers published before)")
     b.set_defaults(func=cmd_belebele)
 
     j = subparsers.add_parser("judge", help="grade a rating session's answers with a judge model "
@@ -112,15 +118,17 @@ def _run_all(evaluation, Session, engine, names, items, unit: str) -> list:
 
 
 def cmd_belebele(args: argparse.Namespace) -> int:
-    from esllm.evals.belebele import TABLE_HEADER, Belebele
+    from esllm.evals.belebele import ACC_NOTE, TABLE_HEADER, Belebele
 
     Session = open_store()
-    evaluation = Belebele(args.file, batch_size=args.batch_size, limit=args.limit, mode=args.mode)
+    evaluation = Belebele(args.file, batch_size=args.batch_size, limit=args.limit, mode=args.mode,
+                          template=args.template)
     items = evaluation.load()  # a bad file fails before the model loads
     engine = start_engine(args.config)
     runs = _run_all(evaluation, Session, engine, pick_contestants(engine, args.contestants), items, "pregunta")
-    print(f"Belebele · modo {args.mode} · {display_path(args.file)} · {len(items)} preguntas · azar 25 %")
-    print("\n".join([TABLE_HEADER] + [evaluation.summary(r) for r in runs]))
+    mode = f"{args.mode} (plantilla {args.template})" if args.mode == "lm-eval" else args.mode
+    print(f"Belebele · modo {mode} · {display_path(args.file)} · {len(items)} preguntas · azar 25 %")
+    print("\n".join([TABLE_HEADER] + [evaluation.summary(r) for r in runs] + [ACC_NOTE]))
     return 0 if all(r.status == "done" for r in runs) else 1
 
 

@@ -44,6 +44,11 @@ class ModelSpec(_Strict):
     source: str = Field(description="bundled:gemma-3-270m, a hub id (org/name) or a local folder")
     quantization: Literal["nf4", "int8", "none"] = "nf4"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Weights and activations on transformers (with nf4/int8: the unquantised layers and the 4-bit compute dtype).
+    # auto = float32 on CPU for quantization: none (CPUs without AVX512-BF16 emulate bf16 matmuls, slower, and bf16
+    # rounding moves Belebele's log-likelihoods by ~0.04 and makes ties), bfloat16 otherwise (the study's GPU path).
+    # llama.cpp ignores it: the GGUF file's own types are used.
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     # Who runs it: auto = llama.cpp for a GGUF source on the CPU (the shipped file as it is, no conversion),
     # transformers + peft otherwise (the study's NF4 path on a GPU). `quantization` applies to transformers only:
     # llama.cpp uses the GGUF file's own quantisation.

@@ -1,7 +1,9 @@
-"""Load one base model (bundled GGUF, hub id or local folder) with nf4 / int8 / no quantisation.
+"""Load one base model (bundled GGUF, hub id or local folder) with nf4 / int8 / no quantisation, in the
+dtype its spec asks for (`resolve_dtype`: auto = float32 on CPU without quantisation, else bfloat16).
 
-`load_base(key, spec)` returns a `BaseModel` holding the model, its tokenizer, one lock and the
-adapters loaded onto it. Failures raise `EsllmError` with a message that says what to do.
+`load_base(key, spec)` returns a `BaseModel` holding the model, its tokenizer, its dtype (a name such as
+"float32", for the run records), one lock and the adapters loaded onto it. Failures raise `EsllmError` with a
+message that says what to do.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class BaseModel:
     path: str
     source_sha256: Optional[str]
     load_seconds: float
+    dtype: str  # "float32", "bfloat16" or "float16": what the weights were loaded in (resolve_dtype)
     lock: threading.RLock = field(default_factory=threading.RLock)
     adapters: dict[str, Any] = field(default_factory=dict)  # adapter name -> AdapterInfo
 
@@ -45,6 +48,7 @@ class BaseModel:
             "modelo": self.key,
             "origen": self.spec.source,
             "cuantización": self.quantization,
+            "dtype": self.dtype,
             "dispositivo": self.device,
             "memoria_MiB": round(self.footprint_bytes / 2**20, 1),
             "carga_s": round(self.load_seconds, 2),
@@ -61,7 +65,15 @@ def resolve_device(wanted: str) -> str:
     return wanted
 
 
-def quantization_config(quant: str, device: str):
+def resolve_dtype(wanted: str, device: str, quantization: str) -> str:
+    """The dtype a base is loaded in: `wanted`, or for "auto" float32 on CPU without quantisation and bfloat16
+    otherwise (see ModelSpec.dtype)."""
+    if wanted != "auto":
+        return wanted
+    return "float32" if device == "cpu" and quantization == "none" else "bfloat16"
+
+
+def quantization_config(quant: str, device: str, dtype: str = "bfloat16"):
     import torch
 
     if quant == "none":
@@ -72,10 +84,10 @@ def quantization_config(quant: str, device: str):
     except ImportError:
         raise EsllmError(f"La cuantización {quant} necesita bitsandbytes: `pip install -r requirements.txt`, o use quantization: none.") from None
     if quant == "nf4":
-        # The study's setting: 4-bit NormalFloat, double quantisation, bf16 compute.
+        # The study's setting: 4-bit NormalFloat, double quantisation, bf16 compute (dtype auto).
         return BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_compute_dtype=getattr(torch, dtype),
         )
     if quant == "int8":
         return BitsAndBytesConfig(load_in_8bit=True)
@@ -108,9 +120,10 @@ def load_base(key: str, spec: ModelSpec, progress: Optional[Callable[[str], None
     t0 = time.perf_counter()
     device = resolve_device(spec.device)
     path, sha, is_local = resolve_source(spec, say)
-    say(f"Cargando {key} ({spec.quantization}, {device}) desde {path}…")
-    qconf = quantization_config(spec.quantization, device)
-    kwargs: dict[str, Any] = {"dtype": torch.bfloat16, "device_map": {"": device if device == "cpu" else 0}}
+    dtype = resolve_dtype(spec.dtype, device, spec.quantization)
+    say(f"Cargando {key} ({spec.quantization}, {dtype}, {device}) desde {path}…")
+    qconf = quantization_config(spec.quantization, device, dtype)
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype), "device_map": {"": device if device == "cpu" else 0}}
     if qconf is not None:
         kwargs["quantization_config"] = qconf
     try:
@@ -131,7 +144,7 @@ def load_base(key: str, spec: ModelSpec, progress: Optional[Callable[[str], None
     base = BaseModel(
         key=key, spec=spec, model=model, tokenizer=tok, device=device,
         quantization=spec.quantization, path=path, source_sha256=sha,
-        load_seconds=time.perf_counter() - t0,
+        load_seconds=time.perf_counter() - t0, dtype=dtype,
     )
     say(f"{key} listo en {base.load_seconds:.1f} s ({base.footprint_bytes / 2**20:.0f} MiB).")
     return base

@@ -14,6 +14,8 @@ what was learned while running, such as the generation parameters) and `summary`
 `run_contestants` runs several: every name is checked before anything is stored, and a contestant
 whose run fails is stored as failed with its error while the others still run. The judge model grades
 a rating session with a commit per item, so it overrides `run_one` instead (esllm/evals/judge.py).
+`run_contestants` is the one entry point: the CLI (esllm/cli/evals.py) and «Resultados» (esllm/ui/resultados_*.py)
+build the evaluation from their inputs and call it with the same arguments.
 
 `store` is a session factory (a sessionmaker: one short session for each write, none held while the
 model works) or an open Session (used as is and left open; the UI and the tests pass theirs).
@@ -26,7 +28,11 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Optional, Sequence
 
+from sqlalchemy.orm import Session
+
 from esllm import EsllmError
+from esllm.evals.runs import fail_run, finish_run, start_run
+from esllm.store.models import EvalRun
 
 Progress = Callable[[int, int, str], None]  # (done, total, message)
 
@@ -43,8 +49,6 @@ class Outcome:
 def session_scope(store):
     """A context manager giving a Session: a new one from a session factory (closed at the end), or the
     open Session `store` itself (left open)."""
-    from sqlalchemy.orm import Session
-
     return nullcontext(store) if isinstance(store, Session) else store()
 
 
@@ -83,9 +87,6 @@ class Evaluation(ABC):
         with the metrics and details, or "failed" with the error, which is raised again, or, with
         `raise_errors=False`, returned as the failed run (KeyboardInterrupt and the like always stop).
         An unknown or unavailable contestant and items that cannot be run stop before anything is stored."""
-        from esllm.evals.runs import fail_run, finish_run, start_run
-        from esllm.store.models import EvalRun
-
         engine.contestant(contestant)
         config = self.config(items)
         with session_scope(store) as s:

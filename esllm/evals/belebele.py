@@ -1,9 +1,9 @@
 """Belebele-format benchmark: multiple-choice reading comprehension, zero-shot, scored by the model's
 likelihood of each option letter; one `eval_run` row per contestant.
 
-    runs = run_belebele(Session, engine, ["gemma-base", "gemma-a1"], SAMPLE, limit=100)
-    ev = Belebele(file, batch_size=8, limit=100); run_contestants(ev, …)   # the same (esllm/evals/base.py)
+    runs = run_contestants(Belebele(SAMPLE, limit=100), Session, engine, ["gemma-base", "gemma-a1"])  # evals/base.py
     python -m esllm belebele [--file F.jsonl] [--contestants A B] [--limit 100]   # esllm/cli/evals.py
+    python -m esllm belebele --mode lm-eval [--template lm-eval-pre-0.4.4]
 
 Protocol (fixed; `PROMPT_VERSION` names it and is stored with every run): the passage, question and
 four options go into one Spanish user message (`PROMPT`) rendered with the contestant's own chat
@@ -12,11 +12,13 @@ gives the next-token log-probabilities there; an option's score is the log-proba
 the best of the variants "A" and " A" that are a single token (SentencePiece and byte-level BPE
 tokenizers write a letter after a space and after a newline with different tokens). The prediction is
 the best of the four (an exact tie goes to the earlier letter and is counted in `ties`); no sampling.
-Accuracy has a 95% percentile-bootstrap CI over questions; chance is 25%.
+Accuracy has a 95% percentile-bootstrap CI over questions; chance is 25% (esllm/evals/belebele_metrics.py).
 
 That is the "chat" mode. The "lm-eval" mode (esllm/evals/belebele_lmeval.py) scores as lm-evaluation-harness
-does (no template, its English prompt, continuations " A".." D", acc and acc_norm), so its numbers compare with
-published ones; every run stores its `mode` in the config, and tables never mix modes.
+0.4.13 does (no template, its English prompt, continuations " A".." D", acc), so its numbers compare with
+published ones; every run stores its `mode` (and, in lm-eval mode, its `template` and the lm-eval releases it
+matches) in the config, and tables never mix modes or templates. The base's dtype is in the run's hashes
+(what the engine reports) and in its summary line.
 
 As an `Evaluation` (esllm/evals/base.py): the items are the file's questions (the first `limit`), the
 config is the file, its sha256, the prompt version and the batch size, `evaluate` scores one contestant,
@@ -32,14 +34,13 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from esllm import EsllmError
-from esllm.evals.base import Evaluation, Outcome, Progress, run_contestants
-from esllm.paths import BELEBELE_DIR as DATA_DIR
-from esllm.paths import display_path, file_sha256, jsonl_lines
+from esllm.evals import belebele_lmeval
+from esllm.evals.base import Evaluation, Outcome, Progress
+from esllm.evals.belebele_metrics import CHANCE, LETTERS, best_choice, choice_metrics
+from esllm.paths import BELEBELE_DIR, display_path, file_sha256, jsonl_lines
 
-SAMPLE = DATA_DIR / "muestra-es.jsonl"
+SAMPLE = BELEBELE_DIR / "muestra-es.jsonl"
 KIND = "belebele"
-LETTERS = ("A", "B", "C", "D")
-CHANCE = 0.25
 MODES = ("chat", "lm-eval")  # chat: this module's protocol; lm-eval: esllm/evals/belebele_lmeval.py
 TEXT_FIELDS = ("link", "flores_passage", "question", "mc_answer1", "mc_answer2", "mc_answer3", "mc_answer4",
                "dialect")
@@ -187,24 +188,6 @@ def letter_scores(logp_rows, letter_ids: dict[str, list[int]]) -> list[dict[str,
     return [{L: max(float(row[i]) for i in letter_ids[L]) for L in LETTERS} for row in logp_rows]
 
 
-def accuracy_ci(correct: Sequence[bool], *, seed: int = 0, n_boot: int = 2000) -> tuple[float, float, float]:
-    """(accuracy, low, high): the share correct with a 95% percentile-bootstrap CI over items.
-
-    Resampling n items with replacement and counting the correct ones is a Binomial(n, accuracy) draw,
-    so the replicates are drawn as that (same distribution, no n × n_boot matrix)."""
-    import numpy as np
-
-    n = len(correct)
-    if n == 0:
-        raise EsllmError("No hay ítems: no se puede calcular la exactitud.")
-    if n_boot < 1:
-        raise ValueError("n_boot must be >= 1")
-    acc = sum(bool(c) for c in correct) / n
-    boot = np.random.default_rng(seed).binomial(n, acc, size=n_boot) / n
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    return acc, float(lo), float(hi)
-
-
 def evaluate(engine, contestant: str, items: Sequence[BelebeleItem], *, batch_size: int = 8,
              progress: Optional[Progress] = None) -> dict[str, Any]:
     """Score every item for one contestant: {"metrics": {...}, "details": [one dict per item]}.
@@ -216,7 +199,7 @@ def evaluate(engine, contestant: str, items: Sequence[BelebeleItem], *, batch_si
         raise EsllmError("No hay preguntas que evaluar.")
     t0 = time.perf_counter()
     details: list[dict[str, Any]] = []
-    letter_ids = None
+    letter_ids: Optional[dict[str, list[int]]] = None
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
         # ASSISTANT_PREFIX is empty: the template's generation prompt is where the letter is read.
@@ -227,37 +210,33 @@ def evaluate(engine, contestant: str, items: Sequence[BelebeleItem], *, batch_si
         for it, sc in zip(chunk, scores):
             # Ties go to the earlier letter. They happen: bf16 logits are coarse, and a small model can give
             # two letters the very same score; `tie` marks them and the metrics count them.
-            pred = max(LETTERS, key=lambda L: sc[L])
+            k, tie = best_choice([sc[L] for L in LETTERS])
             details.append({"link": it.link, "question_number": it.question_number, "line": it.line,
-                            "predicted": pred, "correct": it.correct_letter, "ok": pred == it.correct_letter,
-                            "tie": sum(sc[L] == sc[pred] for L in LETTERS) > 1,
+                            "predicted": LETTERS[k], "correct": it.correct_letter,
+                            "ok": LETTERS[k] == it.correct_letter, "tie": tie,
                             "logprobs": {L: round(sc[L], 4) for L in LETTERS}})
         if progress:
             progress(len(details), len(items), f"{contestant}: {len(details)}/{len(items)} preguntas")
-    acc, lo, hi = accuracy_ci([d["ok"] for d in details])
-    metrics = {"accuracy": acc, "ci_low": lo, "ci_high": hi, "n": len(details),
-               "correct": sum(d["ok"] for d in details), "chance": CHANCE,
-               # How often each letter was predicted: a model that always says "A" shows here.
-               "predicted_counts": {L: sum(d["predicted"] == L for d in details) for L in LETTERS},
-               "ties": sum(d["tie"] for d in details),
-               "letter_token_ids": letter_ids, "seconds": round(time.perf_counter() - t0, 2)}
+    metrics = choice_metrics(details, time.perf_counter() - t0)
+    metrics["letter_token_ids"] = letter_ids
     return {"metrics": metrics, "details": details}
 
 
 class Belebele(Evaluation):
-    """The benchmark over one Belebele JSONL file: its first `limit` questions, `batch_size` per forward pass."""
+    """The benchmark over one Belebele JSONL file: its first `limit` questions, `batch_size` per forward pass,
+    in `mode` "chat" or "lm-eval" (then with lm-eval's `template`, esllm/evals/belebele_lmeval.py)."""
 
     kind = KIND
 
     def __init__(self, file: str | Path = SAMPLE, *, batch_size: int = 8, limit: Optional[int] = None,
-                 mode: str = "chat"):
+                 mode: str = "chat", template: str = belebele_lmeval.DEFAULT_TEMPLATE):
         if mode not in MODES:
             raise EsllmError(f"Modo de Belebele desconocido {mode!r}; use uno de {', '.join(MODES)}.")
-        self.mode = mode
         if limit is not None and limit < 1:
             raise EsllmError("El límite de preguntas debe ser al menos 1.")
         if batch_size < 1:
             raise EsllmError("El tamaño de lote debe ser al menos 1.")
+        self.mode, self.template = mode, belebele_lmeval.check_template(template)
         self.file, self.batch_size, self.limit = Path(file), batch_size, limit
 
     def load(self, store=None) -> list[BelebeleItem]:
@@ -265,44 +244,36 @@ class Belebele(Evaluation):
         return items[:self.limit] if self.limit else items
 
     def config(self, items: Sequence[BelebeleItem]) -> dict[str, Any]:
-        from esllm.evals import belebele_lmeval
-
-        version = belebele_lmeval.PROMPT_VERSION if self.mode == "lm-eval" else PROMPT_VERSION
+        lmeval = self.mode == "lm-eval"
+        protocol = ({"prompt_version": belebele_lmeval.prompt_version(self.template), "template": self.template,
+                     "lm_eval_version": belebele_lmeval.MATCHES[self.template]} if lmeval
+                    else {"prompt_version": PROMPT_VERSION})
         return {"file": display_path(self.file), "file_sha256": file_sha256(self.file), "n_items": len(items),
-                "limit": self.limit, "mode": self.mode, "prompt_version": version, "batch_size": self.batch_size,
+                "limit": self.limit, "mode": self.mode, **protocol, "batch_size": self.batch_size,
                 "dialects": sorted({it.dialect for it in items})}
 
     def evaluate(self, engine, contestant: str, items: Sequence[BelebeleItem],
                  progress: Optional[Progress] = None) -> Outcome:
         if self.mode == "lm-eval":
-            from esllm.evals import belebele_lmeval
-
-            return Outcome(**belebele_lmeval.evaluate_lmeval(engine, contestant, items,
-                                                             belebele_lmeval.raw_rows(self.file),
-                                                             batch_size=self.batch_size, progress=progress))
+            return Outcome(**belebele_lmeval.evaluate_lmeval(
+                engine, contestant, items, belebele_lmeval.raw_rows(self.file), batch_size=self.batch_size,
+                progress=progress, template=self.template))
         return Outcome(**evaluate(engine, contestant, items, batch_size=self.batch_size, progress=progress))
 
     def summary(self, run) -> str:
-        """The run's row under TABLE_HEADER: accuracy, its 95% CI, n and chance, or the error."""
+        """The run's row under TABLE_HEADER: accuracy (lm-eval's acc), its 95% CI, n, chance, the ties between
+        choices and the base's dtype (as the engine reported it), or the error."""
         if run.status != "done":
             return f"{run.contestant:28s} FALLÓ: {run.error}"
         m = run.metrics
         ci = f"[{m['ci_low']:.1%}, {m['ci_high']:.1%}]"
-        norm = f"   acc_norm {m['acc_norm']:.1%}" if "acc_norm" in m else ""
-        return f"{run.contestant:28s} {m['accuracy']:>9.1%}  {ci:15s} {m['n']:>5d}   {CHANCE:.0%}{norm}"
+        dtype = (run.hashes or {}).get("dtype") or "?"
+        return (f"{run.contestant:28s} {m['accuracy']:>9.1%}  {ci:15s} {m['n']:>5d}   {CHANCE:.0%}  "
+                f"{m.get('ties', 0):>7d}  {dtype}")
 
 
-TABLE_HEADER = f"{'concursante':28s} {'exactitud':>9s}  {'IC 95 %':15s} {'n':>5s}   azar"
-
-
-def run_belebele(Session, engine, contestants: Sequence[str], file: str | Path, *, batch_size: int = 8,
-                 limit: Optional[int] = None, progress: Optional[Progress] = None, mode: str = "chat") -> list:
-    """Evaluate each contestant on `file` and store one EvalRun per contestant (running → done | failed).
-
-    Checks the file and every contestant before any run starts; a contestant whose run fails is stored
-    as failed with the error and the others still run. Returns the EvalRun rows in contestant order."""
-    names = list(contestants)
-    if not names:
-        raise EsllmError("Elija al menos un concursante.")
-    return run_contestants(Belebele(file, batch_size=batch_size, limit=limit, mode=mode), Session, engine, names,
-                           progress=progress)
+TABLE_HEADER = f"{'concursante':28s} {'exactitud':>9s}  {'IC 95 %':15s} {'n':>5s}   azar  {'empates':>7s}  dtype"
+# acc_norm divides each choice's log-likelihood by its length in characters; Belebele's choices are one letter
+# each, so acc_norm = acc always: the tables show one number.
+ACC_NOTE = ("exactitud = acc de lm-eval; acc_norm = acc en esta tarea (cada opción es una sola letra); "
+            "empates: preguntas con dos letras de igual puntuación (gana la primera)")

@@ -2,7 +2,8 @@
 aspects and the 1-5 scale of esllm/evals/judge_prompt.py), its scores are stored like a rater's, and
 compared with the humans' (esllm/evals/agreement.py).
 
-    rep = grade_session(Session, engine, "estudio-1", "gemma-instrucciones", criterion="general")
+    [run] = run_contestants(Judge("estudio-1", criterion="general"), Session, engine, ["gemma-instrucciones"])
+    rep = Judge("estudio-1").grade(Session, engine, "gemma-instrucciones")   # the same run, as a JudgeReport
     rep.graded, rep.unparsable, rep.agreement.exact, rep.agreement.alpha
     python -m esllm judge --session estudio-1 --judge gemma-instrucciones [--criterion full]   # esllm/cli/evals.py
 
@@ -40,7 +41,7 @@ import re
 import threading
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -48,20 +49,21 @@ from sqlalchemy.orm import Session
 from esllm import EsllmError
 from esllm.evals.agreement import NO_AGREEMENT, JudgeAgreement, judge_agreement
 from esllm.evals.base import Evaluation, Progress, failure_message, session_scope
-from esllm.evals.judge_ask import MAX_NEW_TOKENS, ask_grade, ask_grades  # noqa: F401 (ask_grade: re-exported)
-from esllm.evals.judge_prompt import (  # noqa: F401
+from esllm.evals.judge_ask import MAX_NEW_TOKENS, ask_grades
+from esllm.evals.judge_prompt import (
     JUDGE_PROMPTS,
     PROMPT_VERSION,
-    REMINDER,
     STUDY_PROMPT_VERSION,
     grading_messages,
-    parse_grade,
-    strip_echo,
     study_grading_messages,
-    with_reminder,
 )
 from esllm.evals.runs import fail_run, finish_run, latest_runs, start_run
-from esllm.store.models import ASPECTS, CRITERIA, Assignment, EvalRun, Score, User, save_score, utcnow
+from esllm.store.base import utcnow
+from esllm.store.models import ASPECTS, CRITERIA, Assignment, EvalRun, Score, User, save_score
+from esllm.study.answers import selected_answers
+from esllm.study.assignment import label_permutations
+from esllm.study.prompts import ordered_prompts
+from esllm.study.results import contestant_names, find_session, session_scores_frame
 
 CRITERION_CHOICES = CRITERIA + ("full",)  # "full": the general score and the four aspects, one question each
 MAX_RETRIES = 10
@@ -102,8 +104,6 @@ def judge_user(s: Session, contestant: str, prompt: str = "esllm") -> User:
 def _judge_assignments(s: Session, session_id: int, judge_id: int, prompts: Sequence[SessionItem],
                        contestant_ids: Sequence[int], rng: random.Random) -> dict[int, Assignment]:
     """prompt id -> the judge's assignment, creating the missing ones (prompt-set order, random labels)."""
-    from esllm.study.assignment import label_permutations
-
     have = {a.prompt_id: a for a in s.scalars(select(Assignment).where(
         Assignment.session_id == session_id, Assignment.rater_id == judge_id))}
     missing = [p for p in prompts if p.id not in have]
@@ -194,10 +194,6 @@ class Judge(Evaluation):
     def load(self, store=None) -> SessionItems:
         """The session's items and answers; EsllmError if the session does not exist, has no items or
         does not have three contestants with an answer to each."""
-        from esllm.study.answers import selected_answers
-        from esllm.study.prompts import ordered_prompts
-        from esllm.study.results import contestant_names, find_session
-
         if store is None:
             raise ValueError("Judge.load needs the store (a session factory or a Session)")
         with session_scope(store) as s:
@@ -224,21 +220,52 @@ class Judge(Evaluation):
                 *, raise_errors: bool = True) -> EvalRun:
         return self._grade(store, engine, contestant, items, progress, raise_errors)[0]
 
-    def grade(self, store, engine, judge: str, items: SessionItems,
+    def grade(self, store, engine, judge: str, items: Optional[SessionItems] = None,
               progress: Optional[Progress] = None) -> JudgeReport:
-        """`run_one`, returning the report; an unexpected error marks the run failed and is raised again."""
-        return self._grade(store, engine, judge, items, progress, True)[1]
+        """`run_one` (the items loaded first when not given), returning the report; an unexpected error marks the
+        run failed and is raised again."""
+        return self._grade(store, engine, judge, items if items is not None else self.load(store), progress, True)[1]
 
     def _grade(self, store, engine, judge: str, items: SessionItems, progress: Optional[Progress],
                raise_errors: bool) -> tuple[EvalRun, JudgeReport]:
-        from esllm.study.results import session_scores_frame
-
+        """The run: start it, grade item by item (a commit each; what this judge scored before is skipped),
+        finish it with the agreement; "failed" with the details so far on any error."""
         engine.contestant(judge)  # EsllmError if unknown or unavailable
-        max_chars = _prompt_limit(engine)
-        crits, limit, names, texts = self.criteria, self.limit, items.names, items.texts
+        g = self._start(store, engine, judge, items)
+        earlier: dict[str, list[int]] = {}  # series -> prompt ids of the turns before the current one
+        started = 0
+        try:
+            for pid, ext, series, text, aid, perm in g.plan:
+                before = list(earlier.get(series, [])) if series else []
+                if series:
+                    earlier.setdefault(series, []).append(pid)
+                todo = [(label, int(perm[label]), c) for label in ("A", "B", "C") for c in self.criteria
+                        if (aid, items.texts[pid, int(perm[label])][0], c) not in g.done_keys]
+                g.rep.skipped += 3 * len(self.criteria) - len(todo)
+                g.done += 3 * len(self.criteria) - len(todo)
+                if not todo:
+                    continue
+                if (self.limit is not None and started >= self.limit) or (self.stop is not None and self.stop.is_set()):
+                    g.rep.stopped = True
+                    break
+                started += 1
+                self._grade_item(store, engine, g, (pid, ext, text, aid, perm), before, todo, progress)
+            run = self._finish(store, g)
+        except BaseException as e:  # KeyboardInterrupt too: the run must not stay "running"
+            with session_scope(store) as s:
+                run = s.get(EvalRun, g.rep.run_id)
+                run.details = list(g.rep.details)
+                fail_run(s, run, failure_message(e))
+                s.commit()
+            if raise_errors or not isinstance(e, Exception):
+                raise
+        return run, g.rep
+
+    def _start(self, store, engine, judge: str, items: SessionItems) -> "_Grading":
+        """The judge's user and assignments, what it already scored, and its run stored as "running"."""
         with session_scope(store) as s:
             user = judge_user(s, judge, self.prompt)
-            assignments = _judge_assignments(s, items.session_id, user.id, items.items, list(names),
+            assignments = _judge_assignments(s, items.session_id, user.id, items.items, list(items.names),
                                              random.Random(self.seed))
             done_keys = set(s.execute(select(Score.assignment_id, Score.answer_id, Score.criterion).join(
                 Assignment, Score.assignment_id == Assignment.id).where(
@@ -246,114 +273,102 @@ class Judge(Evaluation):
             config = {"session_id": items.session_id, "session": items.session_name, "judge": judge,
                       "judge_user": user.name, "criterion": self.criterion, "prompt": self.prompt,
                       "prompt_version": STUDY_PROMPT_VERSION if self.prompt == "estudio" else PROMPT_VERSION,
-                      "retries": self.retries, "seed": self.seed, "limit": limit, "preset": "greedy",
+                      "retries": self.retries, "seed": self.seed, "limit": self.limit, "preset": "greedy",
                       "max_new_tokens": MAX_NEW_TOKENS, "scope": f"{items.session_id}/{self.criterion}"
                       + ("/estudio" if self.prompt == "estudio" else "")}
             run = start_run(s, self.kind, judge, config=config, hashes=engine.hashes(judge))
             s.commit()
-            rep = JudgeReport(run_id=run.id, total=len(items.items) * 3 * len(crits))
             plan = [(p.id, p.external_id, p.series, p.text, assignments[p.id].id,
                      dict(assignments[p.id].permutation)) for p in items.items]
-            judge_uid, judge_uname = user.id, user.name
-        prompt_text = {p.id: p.text for p in items.items}
-        session_id = items.session_id
-        earlier: dict[str, list[int]] = {}  # series -> prompt ids of the turns before the current one
-        done = started = 0
-        try:
-            for pid, ext, series, text, aid, perm in plan:
-                before = list(earlier.get(series, [])) if series else []
-                if series:
-                    earlier.setdefault(series, []).append(pid)
-                todo = [(label, int(perm[label]), c) for label in ("A", "B", "C") for c in crits
-                        if (aid, texts[pid, int(perm[label])][0], c) not in done_keys]
-                rep.skipped += 3 * len(crits) - len(todo)
-                done += 3 * len(crits) - len(todo)
-                if not todo:
-                    continue
-                if (limit is not None and started >= limit) or (self.stop is not None and self.stop.is_set()):
-                    rep.stopped = True
-                    break
-                started += 1
-                with session_scope(store) as s:
-                    a = s.get(Assignment, aid)
-                    if a.started_at is None:
-                        a.started_at = utcnow()
-                    # every answer x criterion of the item is graded at once (one batch for the engine)
-                    asked: list[Any] = []
-                    requests = []
-                    for _label, cid, crit in todo:
-                        answer_id, answer = texts[pid, cid]
-                        context = [(prompt_text[e], texts[e, cid][1]) for e in before]
-                        try:
-                            msgs = (study_grading_messages(text, answer, crit, max_chars) if self.prompt == "estudio"
-                                    else grading_messages(text, answer, crit, context, max_chars))
-                        except EsllmError as e:
-                            asked.append(e)
-                            continue
-                        asked.append(len(requests))
-                        requests.append((msgs, (self.seed * 100_003 + answer_id * 16) % 2**30))
-                    answers = ask_grades(engine, judge, requests, retries=self.retries)
-                    for (label, cid, crit), got in zip(todo, asked):
-                        answer_id = texts[pid, cid][0]
-                        record = {"item": ext, "label": label, "contestant": names[cid], "criterion": crit}
-                        if not isinstance(got, EsllmError):
-                            got = answers[got]
-                        if isinstance(got, EsllmError):
-                            rep.errors += 1
-                            rep.details.append({**record, "status": "error", "error": str(got)})
-                        else:
-                            grade, replies = got
-                            if grade is None:
-                                rep.unparsable += 1
-                                rep.details.append({**record, "status": "unparsable", "replies": replies})
-                            else:
-                                save_score(s, assignment_id=aid, answer_id=answer_id, label=label, value=grade,
-                                           criterion=crit)
-                                rep.graded += 1
-                                done_keys.add((aid, answer_id, crit))
-                        done += 1
-                        if progress:
-                            progress(done, rep.total, f"ítem {ext} · {label} · {crit}")
-                    if all((aid, texts[pid, int(perm[lb])][0], c) in done_keys
-                           for lb in ("A", "B", "C") for c in crits):
-                        a.finished_at = a.finished_at or utcnow()
-                    s.commit()
-            with session_scope(store) as s:
-                humans = session_scores_frame(s, session_id)
-                judges = session_scores_frame(s, session_id, who="judges")
-                mine = judges[judges["rater"].astype(str) == judge_uname] if not judges.empty else judges
-                rep.agreement = (judge_agreement(humans, mine, None if self.criterion == "full" else self.criterion)
-                                 if not humans.empty and not mine.empty else NO_AGREEMENT)
-                stored = int(s.scalar(select(func.count()).select_from(Score)
-                                      .join(Assignment, Score.assignment_id == Assignment.id)
-                                      .where(Assignment.session_id == session_id,
-                                             Assignment.rater_id == judge_uid)) or 0)
-                metrics = {"graded": rep.graded, "unparsable": rep.unparsable, "errors": rep.errors,
-                           "skipped": rep.skipped, "total": rep.total, "judge_scores": stored,
-                           "stopped": rep.stopped, **rep.agreement.as_dict()}
-                run = finish_run(s, s.get(EvalRun, rep.run_id), metrics=metrics, details=rep.details)
-                s.commit()
-        except BaseException as e:  # KeyboardInterrupt too: the run must not stay "running"
-            with session_scope(store) as s:
-                run = s.get(EvalRun, rep.run_id)
-                run.details = list(rep.details)
-                fail_run(s, run, failure_message(e))
-                s.commit()
-            if raise_errors or not isinstance(e, Exception):
-                raise
-        return run, rep
+            return _Grading(judge, items, JudgeReport(run_id=run.id, total=len(items.items) * 3 * len(self.criteria)),
+                            plan, done_keys, user.id, user.name, _prompt_limit(engine))
+
+    def _requests(self, g: "_Grading", pid: int, text: str, before: list[int], todo: list) -> tuple[list, list]:
+        """(per todo entry: its index in the requests, or the EsllmError that kept it from being asked; the
+        requests for ask_grades)."""
+        prompt_text = {p.id: p.text for p in g.items.items}
+        asked: list[Any] = []
+        requests = []
+        for _label, cid, crit in todo:
+            answer_id, answer = g.items.texts[pid, cid]
+            context = [(prompt_text[e], g.items.texts[e, cid][1]) for e in before]
+            try:
+                msgs = (study_grading_messages(text, answer, crit, g.max_chars) if self.prompt == "estudio"
+                        else grading_messages(text, answer, crit, context, g.max_chars))
+            except EsllmError as e:
+                asked.append(e)
+                continue
+            asked.append(len(requests))
+            requests.append((msgs, (self.seed * 100_003 + answer_id * 16) % 2**30))
+        return asked, requests
+
+    def _grade_item(self, store, engine, g: "_Grading", item: tuple, before: list[int], todo: list,
+                    progress: Optional[Progress]) -> None:
+        """Every answer × criterion of one item asked at once (one batch for the engine), stored, committed."""
+        pid, ext, text, aid, perm = item
+        rep = g.rep
+        asked, requests = self._requests(g, pid, text, before, todo)
+        with session_scope(store) as s:
+            a = s.get(Assignment, aid)
+            if a.started_at is None:
+                a.started_at = utcnow()
+            answers = ask_grades(engine, g.judge, requests, retries=self.retries)
+            for (label, cid, crit), got in zip(todo, asked):
+                answer_id = g.items.texts[pid, cid][0]
+                record = {"item": ext, "label": label, "contestant": g.items.names[cid], "criterion": crit}
+                got = got if isinstance(got, EsllmError) else answers[got]
+                if isinstance(got, EsllmError):
+                    rep.errors += 1
+                    rep.details.append({**record, "status": "error", "error": str(got)})
+                elif got[0] is None:
+                    rep.unparsable += 1
+                    rep.details.append({**record, "status": "unparsable", "replies": got[1]})
+                else:
+                    save_score(s, assignment_id=aid, answer_id=answer_id, label=label, value=got[0], criterion=crit)
+                    rep.graded += 1
+                    g.done_keys.add((aid, answer_id, crit))
+                g.done += 1
+                if progress:
+                    progress(g.done, rep.total, f"ítem {ext} · {label} · {crit}")
+            if all((aid, g.items.texts[pid, int(perm[lb])][0], c) in g.done_keys
+                   for lb in ("A", "B", "C") for c in self.criteria):
+                a.finished_at = a.finished_at or utcnow()
+            s.commit()
+
+    def _finish(self, store, g: "_Grading") -> EvalRun:
+        """The agreement over all of this judge's scores in the session, stored with the counts: "done"."""
+        rep, session_id = g.rep, g.items.session_id
+        with session_scope(store) as s:
+            humans = session_scores_frame(s, session_id)
+            judges = session_scores_frame(s, session_id, who="judges")
+            mine = judges[judges["rater"].astype(str) == g.judge_uname] if not judges.empty else judges
+            rep.agreement = (judge_agreement(humans, mine, None if self.criterion == "full" else self.criterion)
+                             if not humans.empty and not mine.empty else NO_AGREEMENT)
+            stored = int(s.scalar(select(func.count()).select_from(Score)
+                                  .join(Assignment, Score.assignment_id == Assignment.id)
+                                  .where(Assignment.session_id == session_id,
+                                         Assignment.rater_id == g.judge_uid)) or 0)
+            metrics = {"graded": rep.graded, "unparsable": rep.unparsable, "errors": rep.errors,
+                       "skipped": rep.skipped, "total": rep.total, "judge_scores": stored,
+                       "stopped": rep.stopped, **rep.agreement.as_dict()}
+            run = finish_run(s, s.get(EvalRun, rep.run_id), metrics=metrics, details=rep.details)
+            s.commit()
+            return run
 
 
-def grade_session(sessionmaker: Callable[[], Session], engine, session: int | str, judge: str, *,
-                  criterion: str = "general", retries: int = 2, seed: int = 0, limit: Optional[int] = None,
-                  progress: Optional[Progress] = None, stop: Optional[threading.Event] = None,
-                  prompt: str = "esllm") -> JudgeReport:
-    """Grade a rating session's answers with the contestant `judge` (see the module docstring and `Judge`).
+@dataclass
+class _Grading:
+    """One judge run in progress: what its items share."""
 
-    One commit per item (resumable); an unexpected error marks the run failed and is raised again.
-    """
-    ev = Judge(session, criterion=criterion, retries=retries, seed=seed, limit=limit, stop=stop, prompt=prompt)
-    return ev.grade(sessionmaker, engine, judge, ev.load(sessionmaker), progress)
+    judge: str
+    items: SessionItems
+    rep: JudgeReport
+    plan: list[tuple]  # per item: prompt id, external id, series, text, assignment id, label -> contestant index
+    done_keys: set  # (assignment id, answer id, criterion) this judge has scored
+    judge_uid: int
+    judge_uname: str
+    max_chars: int
+    done: int = 0  # answer × criterion handled so far (progress)
 
 
 def latest_judge_runs(s: Session) -> list[EvalRun]:

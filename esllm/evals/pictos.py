@@ -3,8 +3,7 @@ comer manzana") into one natural Spanish sentence; corpus BLEU and chrF (sacrebl
 sentence, per contestant.
 
     items = load_pictos("data/pictos/muestra-es.jsonl")
-    r = run_pictos(s, engine, "gemma-base", items, file="data/pictos/muestra-es.jsonl")   # a PictosRun
-    ev = Pictos(file); run_contestants(ev, Session, engine, names, items)   # the same (esllm/evals/base.py)
+    runs = run_contestants(Pictos(file), Session, engine, names, items)   # one stored run each (esllm/evals/base.py)
     python -m esllm pictos [--file F.jsonl] [--contestants A B] [--limit 40]   # esllm/cli/evals.py
 
 Test-set format (JSONL, one object a line, UTF-8; blank lines ignored, other keys refused):
@@ -27,10 +26,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from esllm import EsllmError
 from esllm.evals.base import Evaluation, Outcome, Progress
+from esllm.evals.runs import latest_runs
 from esllm.paths import PICTOS_DIR, ROOT, display_path, file_sha256, jsonl_lines
 
 SAMPLE = PICTOS_DIR / "muestra-es.jsonl"
@@ -56,18 +56,6 @@ class PictoItem:
     id: str
     keywords: tuple[str, ...]
     reference: str
-
-
-@dataclass
-class PictosRun:
-    contestant: str
-    bleu: float
-    chrf: float
-    n: int
-    hypotheses: list[str]
-    run_id: Optional[int] = None
-    bleu_signature: str = ""
-    chrf_signature: str = ""
 
 
 def _row_problem(row: Any) -> Optional[str]:
@@ -229,30 +217,11 @@ class Pictos(Evaluation):
         return f"{run.contestant}: BLEU {m['bleu']:.2f} · chrF {m['chrf']:.2f} · {m['n']} ítems (eval_run #{run.id})"
 
 
-def pictos_result(run) -> PictosRun:
-    """The PictosRun of a finished stored run."""
-    return PictosRun(run.contestant, run.metrics["bleu"], run.metrics["chrf"], run.metrics["n"],
-                     [d["hypothesis"] for d in run.details], run.id, run.config.get("bleu_signature", ""),
-                     run.config.get("chrf_signature", ""))
-
-
-def run_pictos(s, engine, contestant: str, items: Sequence[PictoItem], *, file: str | Path,
-               preset: Optional[str] = None, max_new_tokens: int = MAX_NEW_TOKENS,
-               progress: Optional[Callable[[int, int], None]] = None) -> PictosRun:
-    """Generate a sentence per item, score the corpus, store an eval_run row of kind "pictos" (committed;
-    "failed" with the error, which is raised again, if generation fails). `progress(done, total)`."""
-    report = (lambda done, total, msg: progress(done, total)) if progress else None
-    run = Pictos(file, preset=preset, max_new_tokens=max_new_tokens).run_one(s, engine, contestant, items, report)
-    return pictos_result(run)
-
-
 TABLE_HEADERS = ["concursante", "archivo", "BLEU", "chrF", "n", "fecha (UTC)"]
 
 
 def latest_table(s) -> list[list[Any]]:
     """The newest finished pictos run per (contestant, file), as rows under TABLE_HEADERS."""
-    from esllm.evals.runs import latest_runs
-
     return [[r.contestant, r.config.get("file", ""), round(r.metrics.get("bleu", 0.0), 2),
              round(r.metrics.get("chrf", 0.0), 2), r.metrics.get("n"),
              f"{r.finished_at:%Y-%m-%d %H:%M}" if r.finished_at else ""]

@@ -2,7 +2,8 @@
 pasted Spanish text, with no answers; the output is parsed and checked.
 
     qs, violations, raw = generate_questions(engine, "gemma-base", texto, 3, 2)
-    r = run_questions(s, engine, "gemma-base", texto, 3, 2)      # the same, stored as an eval_run row
+    [run] = run_contestants(Questions(texto, 3, 2), Session, engine, ["gemma-base"])   # stored (esllm/evals/base.py)
+    r = questions_result(run)                                    # the same QuestionsRun, from the stored run
     python -m esllm questions --text-file texto.txt --n 3 --m 2   # from the command line (esllm/cli/evals.py)
 
 As an `Evaluation` (esllm/evals/base.py): `Questions(text, n, m)` has one item, the checked request
@@ -192,12 +193,3 @@ def questions_result(run) -> QuestionsRun:
                         violations=[_record(Violation, d) for d in run.details if d["record"] == "violation"],
                         raw_output=next(d["text"] for d in run.details if d["record"] == "output"),
                         params=dict(run.config.get("params") or {}), run_id=run.id)
-
-
-def run_questions(s, engine, contestant: str, text: str, n_open: int, n_tf: int, *,
-                  similarity: float = SIMILARITY, preset: Optional[str] = None,
-                  max_new_tokens: Optional[int] = None) -> QuestionsRun:
-    """`generate_questions` stored as an eval_run row of kind "questions" (committed; "failed" with the
-    error, which is raised again, if generation fails). Bad input raises before any row is written."""
-    ev = Questions(text, n_open, n_tf, similarity=similarity, preset=preset, max_new_tokens=max_new_tokens)
-    return questions_result(ev.run_one(s, engine, contestant, ev.load()))

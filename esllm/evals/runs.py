@@ -17,7 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from esllm import EsllmError
-from esllm.store.models import EVAL_KINDS, EvalRun, utcnow
+from esllm.store.base import utcnow
+from esllm.store.models import EVAL_KINDS, EvalRun
 
 
 def start_run(s: Session, kind: str, contestant: str, *, config: dict[str, Any], hashes: dict[str, Any]) -> EvalRun:

@@ -71,11 +71,16 @@ def base_fingerprint(path: str, source_sha: Optional[str]) -> str:
 
 
 def train_dtype(model, recipe: Recipe, device: str, say: Callable[[str], None]):
-    """The base in float32 on CPU (see TrainingSpec.dtype); quantized bases are left as they are."""
+    """The base in float32 on CPU, or as TrainingSpec.dtype asks (whatever dtype the model spec loaded it in);
+    quantized bases are left as they are."""
     want = recipe.training.dtype
-    if recipe.model.quantization == "none" and (want == "fp32" or (want == "auto" and device == "cpu")):
+    if recipe.model.quantization != "none":
+        return model
+    if want == "fp32" or (want == "auto" and device == "cpu"):
         model = model.float()
         say("Pesos del modelo base en float32 para entrenar (bf16 es lento en CPU)")
+    elif want == "bf16":
+        model = model.bfloat16()
     return model
 
 

@@ -16,16 +16,19 @@ import gradio as gr
 from sqlalchemy import select
 
 from esllm import EsllmError
-from esllm.evals.belebele import CHANCE, KIND, run_belebele
-from esllm.evals.belebele_table import MODE_LABELS, MODES, run_mode
+from esllm.evals.base import run_contestants
+from esllm.evals.belebele import ACC_NOTE, KIND, Belebele
+from esllm.evals.belebele_lmeval import DEFAULT_TEMPLATE
+from esllm.evals.belebele_metrics import CHANCE
+from esllm.evals.belebele_table import MODE_LABELS, MODES, run_mode, run_template
 from esllm.paths import BELEBELE_DIR, ROOT, display_path
 from esllm.store.models import EvalRun
 from esllm.ui.context import AppContext, bind, handler
 
 HEADERS = ["concursante", "archivo", "exactitud", "IC 95 %", "n", "fecha (UTC)", "base sha256", "adaptador sha256",
-           "modo"]
+           "modo", "empates", "dtype"]
 CHANCE_NOTE = (f"Azar: {CHANCE:.0%} (cuatro opciones). Puntuación por la probabilidad de la letra de cada opción, "
-               "sin muestreo; IC 95 % bootstrap sobre preguntas.")
+               f"sin muestreo; IC 95 % bootstrap sobre preguntas. {ACC_NOTE[0].upper() + ACC_NOTE[1:]}.")
 
 
 def file_choices(data_dir: Path = BELEBELE_DIR) -> list[str]:
@@ -47,18 +50,25 @@ def resolve_file(value: Any, data_dir: Path = BELEBELE_DIR) -> Path:
     return p
 
 
+def _protocol(r: EvalRun) -> str:
+    """The «modo» cell: the mode, and the lm-eval template when it is not the current one."""
+    template = run_template(r)
+    return run_mode(r) if template in (None, DEFAULT_TEMPLATE) else f"{run_mode(r)} ({template})"
+
+
 def runs_table(s) -> list[list[Any]]:
     rows, seen = [], set()
     for r in s.scalars(select(EvalRun).where(EvalRun.kind == KIND, EvalRun.status == "done")
-                       .order_by(EvalRun.id.desc())):  # the newest run per contestant, file and mode
-        if (key := (r.contestant, r.config.get("file"), run_mode(r))) in seen:
+                       .order_by(EvalRun.id.desc())):  # the newest run per contestant, file and protocol
+        if (key := (r.contestant, r.config.get("file"), _protocol(r))) in seen:
             continue
         seen.add(key)
         m, h = r.metrics, r.hashes
         rows.append([r.contestant, r.config.get("file"), f"{m['accuracy']:.1%}",
                      f"[{m['ci_low']:.1%}, {m['ci_high']:.1%}]", m["n"],
                      f"{r.finished_at:%Y-%m-%d %H:%M}" if r.finished_at else "",
-                     (h.get("base_sha256") or "—")[:12], (h.get("adapter_sha256") or "—")[:12], run_mode(r)])
+                     (h.get("base_sha256") or "—")[:12], (h.get("adapter_sha256") or "—")[:12], _protocol(r),
+                     m.get("ties", 0), h.get("dtype") or "—"])
     return sorted(rows, key=lambda row: (row[1], row[8], row[0]))
 
 
@@ -85,15 +95,15 @@ def evaluate(ctx: AppContext, data_dir: Path, file_value: Any, names: Any, limit
     def report(done: int, total: int, msg: str) -> None:
         progress((done, total), desc=msg, unit="preguntas")
 
-    runs = run_belebele(ctx.sessionmaker, ctx.engine, names, path, limit=n_limit or None, progress=report, mode=mode)
+    evaluation = Belebele(path, limit=n_limit or None, mode=mode)
+    runs = run_contestants(evaluation, ctx.sessionmaker, ctx.engine, names, progress=report)  # as the CLI
     lines = [f"**Belebele · modo {MODE_LABELS[mode]} · {display_path(path)} · {runs[0].config['n_items']} "
              f"preguntas.** {CHANCE_NOTE}"]
     for r in runs:
         if r.status == "done":
             m = r.metrics
-            norm = f", acc_norm {m['acc_norm']:.1%}" if "acc_norm" in m else ""
             lines.append(f"- {r.contestant}: {m['accuracy']:.1%} [IC 95 % {m['ci_low']:.1%}–{m['ci_high']:.1%}],"
-                         f" {m['correct']}/{m['n']}{norm}")
+                         f" {m['correct']}/{m['n']}, {m.get('ties', 0)} empates")
         else:
             lines.append(f"- {r.contestant}: **falló**: {r.error}")
     return "\n".join(lines), _table(ctx)

@@ -17,7 +17,8 @@ import gradio as gr
 from sqlalchemy import select
 
 from esllm import EsllmError
-from esllm.evals.judge import CRITERION_CHOICES, grade_session, latest_judge_runs
+from esllm.evals.base import run_contestants
+from esllm.evals.judge import CRITERION_CHOICES, Judge, latest_judge_runs
 from esllm.evals.judge_prompt import JUDGE_PROMPTS
 from esllm.store.models import CRITERION_LABELS, RatingSession
 from esllm.ui.context import AppContext, bind, handler
@@ -67,14 +68,16 @@ def grade_handler(ctx: AppContext, session: Any, judge: Any, criterion: Any, req
         if progress is not None:
             progress((done, total), desc=msg, unit="respuestas")
 
-    rep = grade_session(ctx.sessionmaker, ctx.engine, session.strip(), judge, criterion=criterion, progress=report,
-                        prompt=prompt or "esllm")
-    ag = rep.agreement
-    md = (f"**Juez {judge} · sesión {session.strip()} · {criterion}:** {rep.graded} calificadas ahora, "
-          f"{rep.unparsable} sin número legible (reintentos agotados; no se guardan), {rep.errors} errores, "
-          f"{rep.skipped} ya calificadas antes. Acuerdo sobre {ag.n} unidades ({ag.pairs} pares): exacto "
-          f"{_num(ag.exact, '.1f')} %, ±1 {_num(ag.within_one, '.1f')} %, Spearman {_num(ag.spearman, '.3f')}, "
-          f"alfa {_num(ag.alpha, '.3f')} (solo humanos {_num(ag.alpha_humans, '.3f')}).\n\n{NOTE}")
+    evaluation = Judge(session.strip(), criterion=criterion, prompt=prompt or "esllm")
+    [run] = run_contestants(evaluation, ctx.sessionmaker, ctx.engine, [judge], progress=report)  # as the CLI
+    if run.status != "done":
+        raise EsllmError(f"El juez falló: {run.error}")
+    m = run.metrics
+    md = (f"**Juez {judge} · sesión {session.strip()} · {criterion}:** {m['graded']} calificadas ahora, "
+          f"{m['unparsable']} sin número legible (reintentos agotados; no se guardan), {m['errors']} errores, "
+          f"{m['skipped']} ya calificadas antes. Acuerdo sobre {m['n']} unidades ({m['pairs']} pares): exacto "
+          f"{_num(m['exact'], '.1f')} %, ±1 {_num(m['within_one'], '.1f')} %, Spearman {_num(m['spearman'], '.3f')}, "
+          f"alfa {_num(m['alpha'], '.3f')} (solo humanos {_num(m['alpha_humans'], '.3f')}).\n\n{NOTE}")
     with ctx.sessionmaker() as s:
         return md, runs_table(s)
 

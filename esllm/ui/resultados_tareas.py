@@ -21,6 +21,7 @@ import gradio as gr
 
 from esllm import EsllmError
 from esllm.evals import pictos, question_checks, questions
+from esllm.evals.base import run_contestants
 from esllm.ui.context import AppContext, bind, handler
 
 
@@ -40,8 +41,10 @@ def preguntas_generar(ctx: AppContext, text: Any, n: Any, m: Any, contestant: An
                       request: gr.Request) -> tuple[str, str]:
     text, n, m = questions.check_request(text, n, m)
     name = _contestant(ctx, contestant)
-    with ctx.sessionmaker() as s:
-        r = questions.run_questions(s, ctx.engine, name, text, n, m)
+    [run] = run_contestants(questions.Questions(text, n, m), ctx.sessionmaker, ctx.engine, [name])  # as the CLI
+    if run.status != "done":
+        raise EsllmError(f"No se pudieron generar las preguntas: {run.error}")
+    r = questions.questions_result(run)
     raw = "\n".join("    " + ln for ln in r.raw_output.splitlines()) or "    (vacía)"
     return question_checks.format_questions(r.questions), (
         f"{question_checks.format_violations(r.violations)}\n\n**Salida del modelo** ({name}):\n\n{raw}\n\n"
@@ -63,20 +66,16 @@ def pictos_evaluar(ctx: AppContext, file_name: Any, names: Any, limit: Any, requ
     names = list(dict.fromkeys(_contestant(ctx, n) for n in (names or [])))
     if not names:
         raise EsllmError("Elija al menos un concursante.")
-    total = len(items) * len(names)
-    lines = [f"**{path.name}**: {len(items)} ítems × {len(names)} concursante(s)."]
-    with ctx.sessionmaker() as s:
-        for ci, name in enumerate(names):
-            def report(done: int, _n: int, ci=ci, name=name) -> None:
-                if progress is not None:
-                    progress((ci * len(items) + done, total), desc=name, unit="ítems")
 
-            try:
-                r = pictos.run_pictos(s, ctx.engine, name, items, file=path, progress=report)
-            except EsllmError as e:  # one contestant's failure is a line of the summary; the others still run
-                lines.append(f"- {name}: **error**: {e}")
-                continue
-            lines.append(f"- {name}: BLEU {r.bleu:.2f} · chrF {r.chrf:.2f} (evaluación #{r.run_id})")
+    def report(done: int, total: int, msg: str) -> None:
+        if progress is not None:
+            progress((done, total), desc=msg, unit="ítems")
+
+    runs = run_contestants(pictos.Pictos(path), ctx.sessionmaker, ctx.engine, names, items, report)  # as the CLI
+    lines = [f"**{path.name}**: {len(items)} ítems × {len(names)} concursante(s)."]
+    for r in runs:  # a failed contestant is a line of the summary; the others still ran
+        lines.append(f"- {r.contestant}: BLEU {r.metrics['bleu']:.2f} · chrF {r.metrics['chrf']:.2f} (evaluación #{r.id})"
+                     if r.status == "done" else f"- {r.contestant}: **error**: {r.error}")
     return "\n".join(lines), _table(ctx)
 
 
