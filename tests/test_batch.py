@@ -94,5 +94,6 @@ def test_real_tiny_engine_answers_are_stored(Session, engine):
         ans = s.scalars(select(Answer)).all()
         assert all(a.new_tokens >= 1 and a.params["max_new_tokens"] == 8 for a in ans)
         assert {a.params["backend"] for a in ans} == {eng.registry.bases["llama"].name}  # which engine decoded it
+        assert {a.params["dtype"] for a in ans} == {"float32"}  # and in which dtype (issue 30: auto on CPU)
         texts = {a.contestant_id: a.text for a in ans if a.prompt_id == ans[0].prompt_id}
         assert len(set(texts.values())) == 2, "the adapter should answer differently"

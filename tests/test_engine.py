@@ -370,3 +370,12 @@ def test_bundled_gemma_end_to_end():
     words = re.findall(r"\w+", res.text.lower())
     assert res.new_tokens >= 1 and words, res
     assert len(SPANISH_WORDS & set(words)) >= 2, res.text
+
+
+def test_the_dtype_is_part_of_every_answer_and_of_the_provenance(engine):
+    """What a result ran on names its dtype (issue 30), in the answer and in an eval run's hashes."""
+    eng = engine("llama")
+    res = eng.generate("llama-a1", PROMPT, preset="greedy", overrides={"max_new_tokens": 2})
+    assert res.dtype == "float32" == eng.record("llama-a1").dtype == eng.hashes("llama-a1")["dtype"]
+    assert eng.hashes("llama-a1")["template_sha256"] == eng.registry.contestants["llama-a1"].template.sha256
+

@@ -33,7 +33,7 @@ class TransformersBackend(Backend):
              loader: Callable[..., Any] = load_base) -> "TransformersBackend":
         b = loader(key, spec, progress)
         return cls(key=key, spec=spec, tok=HFTok(b.tokenizer), device=b.device, quantization=b.quantization,
-                   dtype=str(b.model.dtype).removeprefix("torch."), path=b.path, source_sha256=b.source_sha256,
+                   dtype=b.dtype, path=b.path, source_sha256=b.source_sha256,
                    load_seconds=b.load_seconds, model=b.model)
 
     @property

@@ -79,7 +79,7 @@ class LocalRunner:
             template=self.template.name, params=params.as_dict(), prompt_tokens=len(prompt),
             new_tokens=len(ids) + (reason == "eos"), latency_s=round(latency, 3),
             first_token_s=None if first_token_s is None else round(first_token_s, 3), finish_reason=reason,
-            dropped_turns=dropped, backend=self.backend.name)
+            dropped_turns=dropped, backend=self.backend.name, dtype=self.backend.dtype)
 
     def _decode_thread(self, prompt: list[int], params: GenParams, rule: StopRule, q: queue.Queue) -> None:
         """One decode, counted in `active` from before the thread starts (`stream`) to its end here."""

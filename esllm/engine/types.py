@@ -39,6 +39,7 @@ class GenerationResult:
     finish_reason: str  # eos | stop_string | length | stopped | cut (a server's stream broke) | error
     dropped_turns: int = 0
     backend: str = ""  # which engine decoded it: llama.cpp | transformers | openai
+    dtype: str = ""  # the weights' type it ran with (transformers: float32/bfloat16/…; llama.cpp: the GGUF's file type)
     error: str = ""  # why an answer is `cut` or `error` (never a complete answer)
 
     @property

@@ -177,7 +177,8 @@ def generate_answers(
                                                                    Answer.selected)).first()
                             s.add(Answer(prompt_id=pid, contestant_id=cid, attempt=attempt, text=res.text,
                                          selected=first is None and attempt == 1,
-                                         params={**res.params, **({"backend": res.backend} if res.backend else {})},
+                                         params={**res.params, **({"backend": res.backend} if res.backend else {}),
+                                                 **({"dtype": res.dtype} if res.dtype else {})},
                                          new_tokens=res.new_tokens, latency_s=res.latency_s,
                                          ended_on_eos=res.ended_on_eos, finish_reason=res.finish_reason))
                             s.flush()
