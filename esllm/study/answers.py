@@ -53,6 +53,11 @@ def snapshot(session: Session, engine, name: str) -> ContestantSnapshot:
         preset=r.preset, params=params, adapter=r.adapter, adapter_sha256=r.adapter_sha256)
 
 
+def stored_params(res) -> dict:
+    """An answer's stored parameters: what it was generated with, and which engine and dtype decoded it."""
+    return {**res.params, **({"backend": res.backend} if res.backend else {}), **({"dtype": res.dtype} if res.dtype else {})}
+
+
 def contestant_vary(engine, name: str) -> list[Setting]:
     """The config's `vary_attempts` of a contestant (one found in the adapters folder takes those of the first
     contestant listed on its base, as it takes its preset)."""
@@ -177,8 +182,7 @@ def generate_answers(
                                                                    Answer.selected)).first()
                             s.add(Answer(prompt_id=pid, contestant_id=cid, attempt=attempt, text=res.text,
                                          selected=first is None and attempt == 1,
-                                         params={**res.params, **({"backend": res.backend} if res.backend else {}),
-                                                 **({"dtype": res.dtype} if res.dtype else {})},
+                                         params=stored_params(res),
                                          new_tokens=res.new_tokens, latency_s=res.latency_s,
                                          ended_on_eos=res.ended_on_eos, finish_reason=res.finish_reason))
                             s.flush()
