@@ -137,6 +137,29 @@ def test_runner_stores_a_failed_contestant_and_the_others_finish(kind, Session, 
     assert len(stored(Session)) == 3
 
 
+@pytest.mark.parametrize("kind", ["belebele", "pictos", "questions"])
+def test_resume_keeps_finished_runs_and_runs_again_the_failed_one(kind, Session, monkeypatch):
+    """A run of several contestants that stopped or partly failed goes on where it stopped: --resume keeps a
+    contestant's finished run of the same configuration on the same model, and runs the others."""
+    if kind == "belebele":
+        _belebele_outcome(monkeypatch)
+    make = {"belebele": lambda **kw: Belebele(limit=3, **kw), "pictos": lambda **kw: Pictos(pictos.SAMPLE, **kw),
+            "questions": lambda **kw: Questions(EXAMPLE_TEXT, 2, 1)}[kind]
+    ev = make()
+    items = ev.load()[:3]
+    broken = FakeEngine(["a", "b"], canned("b"))
+    first = run_contestants(ev, Session, broken, ["a", "b"], items)
+    assert [r.status for r in first] == ["done", "failed"]
+    fixed = FakeEngine(["a", "b"], canned())
+    again = run_contestants(ev, Session, fixed, ["a", "b"], items, resume=True)
+    assert again[0].id == first[0].id, "a's finished run is kept"
+    assert again[1].id != first[1].id and again[1].status == "done"
+    assert len(fixed.calls) < len(broken.calls), "only b was asked again"
+    assert len(stored(Session)) == 3
+    rerun = run_contestants(ev, Session, fixed, ["a"], items)  # without resume: a new run
+    assert rerun[0].id not in {r.id for r in first + again}
+
+
 def test_run_one_on_an_open_session_raises_after_storing_the_failure(Session):
     ev = Pictos(pictos.SAMPLE)
     items = ev.load()[:2]

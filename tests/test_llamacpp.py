@@ -389,4 +389,3 @@ def test_belebele_letter_scores_agree_on_both_backends_with_the_bundled_model(tm
         assert check.max_delta <= BUNDLED_TOL, f"{name}: max |Δ log p| {check.max_delta:.4f} > {BUNDLED_TOL}"
         assert not check.disagree, (f"{name}: items {check.disagree} pick another letter although their top two are "
                                     f"more than {BUNDLED_TIE} apart (near ties, not compared: {check.near_ties})")
-        assert len(check.near_ties) <= 3 * len(items) // 4, f"{name}: too many near ties to compare: {check.near_ties}"

@@ -104,15 +104,19 @@ def register(subparsers) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="default: each contestant's preset")
     p.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, help=f"default {MAX_NEW_TOKENS}")
     p.set_defaults(func=cmd_pictos)
+    for sub in (b, p):
+        sub.add_argument("--resume", action="store_true",
+                         help="keep each contestant's finished run of the same file and settings on the same model "
+                              "(a stopped run goes on where it stopped)")
 
 
-def _run_all(evaluation, Session, engine, names, items, unit: str) -> list:
+def _run_all(evaluation, Session, engine, names, items, unit: str, resume: bool = False) -> list:
     """Every contestant's stored run (esllm.evals.base.run_contestants) with a progress bar on stderr."""
     from esllm.evals.base import run_contestants
 
     bar, progress = progress_bar(unit)
     try:
-        return run_contestants(evaluation, Session, engine, names, items, progress)
+        return run_contestants(evaluation, Session, engine, names, items, progress, resume=resume)
     finally:
         bar.close()
 
@@ -125,7 +129,8 @@ def cmd_belebele(args: argparse.Namespace) -> int:
                           template=args.template)
     items = evaluation.load()  # a bad file fails before the model loads
     engine = start_engine(args.config)
-    runs = _run_all(evaluation, Session, engine, pick_contestants(engine, args.contestants), items, "pregunta")
+    runs = _run_all(evaluation, Session, engine, pick_contestants(engine, args.contestants), items, "pregunta",
+                    args.resume)
     mode = f"{args.mode} (plantilla {args.template})" if args.mode == "lm-eval" else args.mode
     print(f"Belebele · modo {mode} · {display_path(args.file)} · {len(items)} preguntas · azar 25 %")
     print("\n".join([TABLE_HEADER] + [evaluation.summary(r) for r in runs] + [ACC_NOTE]))
@@ -198,7 +203,8 @@ def cmd_pictos(args: argparse.Namespace) -> int:
         raise EsllmError("--max-new-tokens debe estar entre 1 y 512.")
     Session = open_store()
     engine = start_engine(args.config)
-    runs = _run_all(evaluation, Session, engine, pick_contestants(engine, args.contestants), items, "ítem")
+    runs = _run_all(evaluation, Session, engine, pick_contestants(engine, args.contestants), items, "ítem",
+                    args.resume)
     done = [r for r in runs if r.status == "done"]
     print(f"Pictogramas → oración: {Path(args.file).name}, {len(items)} ítems, preset "
           f"{args.preset or 'de cada concursante'}, máx. {args.max_new_tokens} tokens")

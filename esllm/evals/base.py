@@ -28,6 +28,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Optional, Sequence
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from esllm import EsllmError
@@ -111,11 +112,26 @@ class Evaluation(ABC):
         return run
 
 
+def finished_run(store, kind: str, contestant: str, config: dict[str, Any], hashes: dict[str, Any]):
+    """The newest finished run of `kind` by `contestant` with exactly this configuration (input file and its sha256,
+    parameters) on exactly this model (base, adapter and their sha256, template, dtype), or None."""
+    with session_scope(store) as s:
+        runs = s.scalars(select(EvalRun).where(EvalRun.kind == kind, EvalRun.contestant == contestant,
+                                               EvalRun.status == "done").order_by(EvalRun.id.desc()))
+        # a finished run's config also holds what it learned while running (generation parameters): compare what
+        # it started with
+        return next((r for r in runs if all(r.config.get(k) == v for k, v in config.items()) and r.hashes == hashes),
+                    None)
+
+
 def run_contestants(evaluation: Evaluation, store, engine, contestants: Sequence[str],
-                    items: Optional[Sequence[Any]] = None, progress: Optional[Progress] = None) -> list:
+                    items: Optional[Sequence[Any]] = None, progress: Optional[Progress] = None, *,
+                    resume: bool = False) -> list:
     """One stored run per contestant (each name once, in the order given), as `run_one`; the items are
     loaded first when not given. Every name is checked before anything is stored; a contestant whose run
-    fails is stored as failed and the others still run. Returns the EvalRun rows, failed ones included."""
+    fails is stored as failed and the others still run. `resume`: a contestant that already has a finished run of
+    the same configuration on the same model keeps it (a stopped or partly failed run of several contestants goes
+    on where it stopped). Returns the EvalRun rows, failed ones included."""
     names = list(dict.fromkeys(contestants))
     if not names:
         raise EsllmError("Elija al menos un concursante.")
@@ -123,4 +139,6 @@ def run_contestants(evaluation: Evaluation, store, engine, contestants: Sequence
         items = evaluation.load(store)
     for name in names:
         engine.contestant(name)  # unknown or unavailable: EsllmError before anything is stored
-    return [evaluation.run_one(store, engine, name, items, progress, raise_errors=False) for name in names]
+    config = evaluation.config(items) if resume else {}
+    return [(resume and finished_run(store, evaluation.kind, name, config, engine.hashes(name)))
+            or evaluation.run_one(store, engine, name, items, progress, raise_errors=False) for name in names]
