@@ -17,6 +17,7 @@ adapter is reused. The tokenizer surface (`Tok`) and `StopRule` are in esllm/eng
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
@@ -30,8 +31,8 @@ OnToken = Callable[[int, int], None]  # (sequence index, token id)
 
 
 @dataclass
-class Backend:
-    """One base model loaded once; adapters loaded onto it by name. Subclasses implement the calls."""
+class Backend(ABC):
+    """One base model loaded once; adapters loaded onto it by name. Subclasses implement the abstract calls."""
 
     key: str
     spec: ModelSpec
@@ -59,38 +60,43 @@ class Backend:
 
     def refresh(self) -> None:
         """Nothing to check again: the model is in this process."""
+        return None
 
     def unavailable_reason(self, contestant: LoadedContestant) -> Optional[str]:
         return None
 
     def close(self) -> None:
         """Nothing to close: the model is freed with the process."""
+        return None
 
     # -- adapters
+    @abstractmethod
     def load_adapter(self, info) -> None:
-        raise NotImplementedError
+        """Load an adapters.AdapterInfo onto the base (once), under its name."""
 
+    @abstractmethod
     def unload_adapter(self, name: str) -> None:
-        raise NotImplementedError
+        """Free the adapter `name`; the base alone is untouched."""
 
     # -- generation and scoring
+    @abstractmethod
     def generate(self, adapter: Optional[str], prompts: Sequence[Sequence[int]], params: GenParams, *,
                  stop: StopRule, on_token: OnToken) -> list[list[int]]:
         """New token ids of each prompt (a final EOS included), decoded under `adapter` (None: the base)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def next_logprobs(self, adapter: Optional[str], prompts: Sequence[Sequence[int]]):
         """numpy float32 [len(prompts), vocab]: log-probabilities of the next token after each prompt."""
-        raise NotImplementedError
 
+    @abstractmethod
     def token_logprobs(self, adapter: Optional[str], ids: Sequence[int], start: int) -> tuple[list[float], list[bool]]:
         """For i in start..len(ids)-1: log p(ids[i] | ids[:i]) and whether ids[i] was the argmax."""
-        raise NotImplementedError
 
     # -- tracing
     @property
+    @abstractmethod
     def footprint_bytes(self) -> int:
-        raise NotImplementedError
+        """Bytes the loaded weights take."""
 
     def details(self) -> dict[str, Any]:
         """Facts for the contestant's card (English keys; esllm/ui/ labels them)."""

@@ -49,9 +49,16 @@ OPEN, CLOSE = "\ufdd0", "\ufdd1"
 _PIECES = re.compile(f"{OPEN}(.*?){CLOSE}", re.S)
 
 
-def render_ids(tok, template: ChatTemplate, messages: list[dict[str, str]]) -> list[int]:
-    """The prompt's token ids (a backend.Tok): the template's markup with special tokens, contents as text."""
-    if not any(tok.encode(m["content"]) != tok.encode_text(m["content"]) for m in messages):
+def holds_control(tok, messages: list[dict[str, str]]) -> bool:
+    """Whether some content holds text the tokenizer would read as a special token."""
+    return any(tok.encode(m["content"]) != tok.encode_text(m["content"]) for m in messages)
+
+
+def render_ids(tok, template: ChatTemplate, messages: list[dict[str, str]],
+               control: Optional[bool] = None) -> list[int]:
+    """The prompt's token ids (a backend.Tok): the template's markup with special tokens, contents as text.
+    `control`: `holds_control`'s answer when the caller knows it already (it tokenizes every content twice)."""
+    if not (holds_control(tok, messages) if control is None else control):
         return tok.encode(template.render(messages, bos_token=tok.bos_token, eos_token=tok.eos_token))
     # Built-in templates trim each content: trimmed here, since the markers would keep the template from it.
     marked = [{"role": m["role"], "content": OPEN + m["content"].replace(OPEN, "").replace(CLOSE, "").strip() + CLOSE}
@@ -73,11 +80,12 @@ def prompt_ids(tok, template: ChatTemplate, messages: list[dict[str, str]], cap:
     `should_stop()` (the user's «Detener») says to give up."""
     system = [m for m in messages if m["role"] == "system"]
     turns = [m for m in messages if m["role"] != "system"]
+    control = holds_control(tok, messages)  # once, not once per render
 
     def render(k: int) -> list[int]:  # the prompt with the k oldest exchanges dropped
         if should_stop is not None and should_stop():
             raise EsllmError("Detenido antes de empezar a generar.")
-        return render_ids(tok, template, system + turns[min(2 * k, len(turns) - 1):])
+        return render_ids(tok, template, system + turns[min(2 * k, len(turns) - 1):], control)
 
     ids = render(0)
     if len(ids) <= cap:
